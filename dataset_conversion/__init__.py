@@ -1,0 +1,1 @@
+"""Dataset converters (``nnunet_mamba.dataset_conversion``)."""

@@ -1,0 +1,31 @@
+"""``nnunet-mamba``: what the stock nnU-Net CLI lacks (doctor, demo, convert, ...)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import convert, demo, doctor
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet-mamba", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (doctor, demo, convert):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        print(f"nnunet-mamba {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Networks built from nnU-Net plans: deep-supervision contract, 2D/3D, channels, plan flavours."""
+import pytest
+import torch
+from torch import nn
+
+from nnunet_mamba.layers import MultiDirMamba, RasterMamba
+from nnunet_mamba.networks import build_network, list_networks, mixers, resolve_arch_kwargs
+
+
+def plans_kwargs(ndim: int, n_stages: int = 4, flavour: str = "resenc") -> dict:
+    conv = {2: "torch.nn.modules.conv.Conv2d", 3: "torch.nn.modules.conv.Conv3d"}[ndim]
+    norm = {2: "torch.nn.modules.instancenorm.InstanceNorm2d", 3: "torch.nn.modules.instancenorm.InstanceNorm3d"}[ndim]
+    kw = {"n_stages": n_stages, "features_per_stage": [8 * 2 ** i for i in range(n_stages)], "conv_op": conv,
+          "kernel_sizes": [[3] * ndim] * n_stages, "strides": [[1] * ndim] + [[2] * ndim] * (n_stages - 1),
+          "n_conv_per_stage_decoder": [1] * (n_stages - 1), "conv_bias": True, "norm_op": norm,
+          "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+          "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+    if flavour == "resenc":
+        kw["n_blocks_per_stage"] = [1, 2, 2, 2, 2][:n_stages]
+    else:
+        kw["n_conv_per_stage"] = [2] * n_stages
+    return resolve_arch_kwargs(kw, ["conv_op", "norm_op", "dropout_op", "nonlin"])
+
+
+@pytest.mark.parametrize("name", list_networks())
+@pytest.mark.parametrize("ndim,shape", [(3, (19, 24, 17)), (2, (36, 27))])
+def test_deep_supervision_contract(name, ndim, shape):
+    kw = plans_kwargs(ndim)
+    net = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=True)
+    net.apply(net.initialize)
+    pad = [((s + 7) // 8) * 8 for s in shape]  # nnU-Net patches are divisible by the total stride
+    x = torch.randn(2, 3, *pad)
+    outs = net(x)
+    assert isinstance(outs, (list, tuple)) and len(outs) == kw["n_stages"] - 1
+    for i, o in enumerate(outs):  # highest resolution first, halving each time
+        assert o.shape == (2, 4, *[p // 2 ** i for p in pad])
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    net.decoder.deep_supervision = False
+    single = net(x)
+    assert torch.is_tensor(single) and single.shape == (2, 4, *pad)
+    inference = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=False)
+    assert inference.state_dict().keys() == net.state_dict().keys()  # the predictor loads strictly
+
+
+def test_default_network_has_real_multidirectional_mamba_mixers():
+    net = build_network("mamba_resenc", plans_kwargs(3), 1, 3)
+    ms = mixers(net)
+    assert len(ms) == 2 and all(isinstance(m, MultiDirMamba) for m in ms)
+    assert all(len(m.directions) == 6 for m in ms)
+    assert not mixers(build_network("nomamba", plans_kwargs(3), 1, 3))
+    bot = mixers(build_network("umamba_bot", plans_kwargs(3), 1, 3))
+    assert len(bot) == 1 and isinstance(bot[0], RasterMamba)
+    assert len(mixers(build_network("umamba_enc", plans_kwargs(3), 1, 3))) == 4
+
+
+def test_mixer_depends_on_scan_order_and_trains():
+    torch.manual_seed(0)
+    m = MultiDirMamba(8, ndim=3, directions=3)
+    x = torch.randn(2, 8, 5, 4, 3)
+    y = m(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    y.square().mean().backward()
+    for p in (m.ssm.A_log, m.ssm.dt_bias, m.ssm.D, m.ssm.x_proj_weight, m.ssm.dt_proj_weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    # a causal scan: permuting the input along the scan changes the output beyond the permutation
+    xp = x.flip(2)
+    assert not torch.allclose(m(xp).flip(2), y, atol=1e-5)
+
+
+def test_default_plans_without_blocks_get_resenc_block_counts():
+    kw = plans_kwargs(3, n_stages=5, flavour="default")
+    assert kw["n_blocks_per_stage"] == [1, 3, 4, 6, 6]
+    net = build_network("mamba_resenc", kw, 1, 2)
+    assert net(torch.randn(1, 1, 16, 16, 16))[0].shape == (1, 2, 16, 16, 16)
+
+
+def test_unknown_network_and_bad_plans_give_clear_errors():
+    with pytest.raises(KeyError, match="unknown network"):
+        build_network("nope", plans_kwargs(3), 1, 2)
+    with pytest.raises(ImportError, match="conv_op"):
+        resolve_arch_kwargs({"n_stages": 2, "conv_op": "torch.nn.NoSuchConv", "n_blocks_per_stage": [1, 1]},
+                            ["conv_op"])

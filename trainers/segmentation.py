@@ -1,0 +1,73 @@
+"""Segmentation trainers: one small subclass per network, plus short-schedule variants."""
+from __future__ import annotations
+
+from .base import MambaTrainerBase
+
+
+class MambaTrainer(MambaTrainerBase):
+    """Our default: ResEnc U-Net + residual multi-directional Mamba mixers at low resolution."""
+    network_name = "mamba_resenc"
+
+
+class NoMambaTrainer(MambaTrainerBase):
+    """The ablation: MambaTrainer's network with the Mamba mixers removed."""
+    network_name = "nomamba"
+
+
+class UMambaBotTrainer(MambaTrainerBase):
+    """U-Mamba Bot: U-Mamba's raster Mamba layer on the bottleneck."""
+    network_name = "umamba_bot"
+
+
+class UMambaEncTrainer(MambaTrainerBase):
+    """U-Mamba Enc: U-Mamba's raster Mamba layer after every encoder stage."""
+    network_name = "umamba_enc"
+
+
+# --- short schedules -------------------------------------------------------------------------
+_DEMO = dict(num_epochs=10, num_iterations_per_epoch=30, num_val_iterations_per_epoch=3, save_every=1)
+_CI = dict(num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1, save_every=1)
+
+
+class MambaTrainer_demo(MambaTrainer):
+    """The README demo on a 2-core CPU: MambaTrainer's network at half width, 300 iterations of
+    batch 2, no test-time mirroring."""
+    schedule = _DEMO
+    batch_size_override = 2
+    width_multiplier = 0.5
+    test_time_mirroring = False
+
+
+class MambaTrainer_ci(MambaTrainer):
+    """A few iterations for CI (batch 2, half width, checkpoint every epoch)."""
+    schedule = _CI
+    batch_size_override = 2
+    width_multiplier = 0.5
+    test_time_mirroring = False
+
+
+class NoMambaTrainer_ci(NoMambaTrainer):
+    schedule = _CI
+    batch_size_override = 2
+    width_multiplier = 0.5
+    test_time_mirroring = False
+
+
+class MambaTrainer_5epochs(MambaTrainer):
+    schedule = dict(num_epochs=5)
+
+
+class MambaTrainer_50epochs(MambaTrainer):
+    schedule = dict(num_epochs=50)
+
+
+class NoMambaTrainer_50epochs(NoMambaTrainer):
+    schedule = dict(num_epochs=50)
+
+
+class UMambaBotTrainer_50epochs(UMambaBotTrainer):
+    schedule = dict(num_epochs=50)
+
+
+class UMambaEncTrainer_50epochs(UMambaEncTrainer):
+    schedule = dict(num_epochs=50)
