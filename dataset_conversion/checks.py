@@ -29,12 +29,26 @@ class DatasetError(ValueError):
 
 def read_image(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
     try:
-        return sitk.ReadImage(str(path))
+        img = sitk.ReadImage(str(path))
     except Exception as e:  # SimpleITK raises RuntimeError with a long C++ trace
         first = str(e).strip().splitlines()
         reason = next((line for line in first if "ERROR" in line or "Could not" in line), first[0] if first else "")
         problems.append(Problem(str(path), f"cannot be read ({reason.strip()[:200]})"))
         return None
+    problems.extend(nifti_nonfinite_problems(path))
+    return img
+
+
+def nifti_nonfinite_problems(path: Path) -> list[Problem]:
+    """NaN/Inf voxels of a float NIfTI file, read with nibabel: SimpleITK's NIfTI reader turns them into 0."""
+    if not str(path).endswith((".nii", ".nii.gz")):
+        return []
+    import nibabel as nib
+    img = nib.load(str(path))
+    if not np.issubdtype(img.header.get_data_dtype(), np.floating):
+        return []
+    bad = int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+    return [Problem(str(path), f"contains {bad} NaN/Inf voxel(s)")] if bad else []
 
 
 def geometry_problems(ref: sitk.Image, other: sitk.Image, ref_path: Path, other_path: Path,

@@ -9,6 +9,7 @@ Backends: ``triton`` (CUDA), ``reference`` (vectorised PyTorch, any device),
 """
 from __future__ import annotations
 
+from math import prod
 from typing import Optional, Sequence
 
 import torch
@@ -39,9 +40,8 @@ def multidir_selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
     Bsz, L, Dm = u.shape
     K, N = len(directions), A.shape[-1]
     grid = [int(g) for g in grid]
-    if int(torch.tensor(grid).prod()) != L:
-        raise ValueError(f"multidir_selective_scan: grid {grid} has {int(torch.tensor(grid).prod())} voxels, "
-                         f"but u has L={L}")
+    if prod(grid) != L:
+        raise ValueError(f"multidir_selective_scan: grid {grid} has {prod(grid)} voxels, but u has L={L}")
     _check("delta", delta, (Bsz, L, K, Dm))
     _check("A", A, (K, Dm, N))
     _check("B", B, (Bsz, L, K, N))
@@ -50,12 +50,13 @@ def multidir_selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
     _check("delta_bias", delta_bias, (K, Dm))
     _check("z", z, (Bsz, L, Dm))
     dt = u.dtype
+    pdt = torch.float64 if dt == torch.float64 else torch.float32  # parameters stay >= float32
     name = resolve_backend(u.device, backend)
     from .ops import multidir_scan_op
-    return multidir_scan_op(u.contiguous(), delta.to(dt).contiguous(), A.float().contiguous(),
+    return multidir_scan_op(u.contiguous(), delta.to(dt).contiguous(), A.to(pdt).contiguous(),
                             B.to(dt).contiguous(), C.to(dt).contiguous(),
-                            None if D is None else D.float().contiguous(),
-                            None if delta_bias is None else delta_bias.float().contiguous(),
+                            None if D is None else D.to(pdt).contiguous(),
+                            None if delta_bias is None else delta_bias.to(pdt).contiguous(),
                             None if z is None else z.to(dt).contiguous(), grid, encode_directions(directions),
                             bool(delta_softplus), name)
 

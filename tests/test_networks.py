@@ -58,6 +58,8 @@ def test_mixer_depends_on_scan_order_and_trains():
     torch.manual_seed(0)
     m = MultiDirMamba(8, ndim=3, directions=3)
     x = torch.randn(2, 8, 5, 4, 3)
+    assert torch.equal(m(x), x)  # zero-initialised output projection: the residual mixer starts as identity
+    nn.init.normal_(m.out_proj.weight, std=0.1)
     y = m(x)
     assert y.shape == x.shape and not torch.allclose(y, x)
     y.square().mean().backward()
@@ -72,7 +74,7 @@ def test_default_plans_without_blocks_get_resenc_block_counts():
     kw = plans_kwargs(3, n_stages=5, flavour="default")
     assert kw["n_blocks_per_stage"] == [1, 3, 4, 6, 6]
     net = build_network("mamba_resenc", kw, 1, 2)
-    assert net(torch.randn(1, 1, 16, 16, 16))[0].shape == (1, 2, 16, 16, 16)
+    assert net(torch.randn(1, 1, 32, 32, 32))[0].shape == (1, 2, 32, 32, 32)
 
 
 def test_unknown_network_and_bad_plans_give_clear_errors():

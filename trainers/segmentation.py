@@ -25,12 +25,12 @@ class UMambaEncTrainer(MambaTrainerBase):
 
 
 # --- short schedules -------------------------------------------------------------------------
-_DEMO = dict(num_epochs=10, num_iterations_per_epoch=30, num_val_iterations_per_epoch=3, save_every=1)
+_DEMO = dict(num_epochs=16, num_iterations_per_epoch=30, num_val_iterations_per_epoch=3, save_every=1)
 _CI = dict(num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1, save_every=1)
 
 
 class MambaTrainer_demo(MambaTrainer):
-    """The README demo on a 2-core CPU: MambaTrainer's network at half width, 300 iterations of
+    """The README demo on a 2-core CPU: MambaTrainer's network at half width, 480 iterations of
     batch 2, no test-time mirroring."""
     schedule = _DEMO
     batch_size_override = 2

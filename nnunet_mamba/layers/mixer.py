@@ -76,6 +76,8 @@ class MultiDirMamba(nn.Module):
         self.conv = _CONV[ndim](self.d_inner, self.d_inner, d_conv, padding=d_conv // 2, groups=self.d_inner)
         self.ssm = SelectiveSSMParams(self.d_inner, len(self.directions), d_state)
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        if residual:  # start as the identity, like nnU-Net's zero-initialised last norm in residual blocks
+            nn.init.zeros_(self.out_proj.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Bsz, C, *grid = x.shape

@@ -85,7 +85,7 @@ def test_noncontiguous_inputs_give_the_same_result():
                                    grid=grid, directions=directions, backend="reference")
     u_nc = args[0].transpose(1, 2).contiguous().transpose(1, 2)
     delta_nc = args[1].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-    B_nc = torch.cat([args[3], args[3]], dim=-1)[..., ::2]
+    B_nc = torch.stack([args[3], -args[3]], dim=-1)[..., 0]
     assert not (u_nc.is_contiguous() or delta_nc.is_contiguous() or B_nc.is_contiguous())
     got = multidir_selective_scan(u_nc, delta_nc, args[2], B_nc, args[4], args[5], args[7], args[6], grid=grid,
                                   directions=directions, backend="reference")
