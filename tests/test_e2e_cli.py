@@ -153,7 +153,7 @@ def test_find_best_configuration_and_model_zip_round_trip(trained, tmp_path):
     model_dir = tmp_path / "results2" / ds.name / f"{TR}__nnUNetPlans__{CFG}"
     pred2 = tmp_path / "pred2"
     run([cli("nnUNetv2_predict_from_modelfolder"), "-i", str(ds / "imagesTs"), "-o", str(pred2), "-m",
-         str(model_dir), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0"], other)
+         str(model_dir), "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], other)  # (no sequential mode here)
     pred1 = root / "pred"
     if pred1.exists():  # same model, same inputs: identical segmentations
         for f in sorted(pred1.glob("*.nii.gz")):

@@ -1,0 +1,425 @@
+"""Benchmark of the fused multi-directional selective scan.
+
+GPU mode (default): for each stage shape (batch, channels, grid) and K = 1..4, in bf16 and fp32,
+median times (``triton.testing.do_bench``, CUDA events, warm-up; inputs rotated over several
+sets when one set fits in L2) of forward and forward+backward for
+
+  (a) the fused Triton operator (``nnunet_mamba.kernels.triton_scan``; fwd+bwd = fwd call + bwd call,
+      the bwd recomputes the forward inside),
+  (b) the naive mamba-ssm path (``kernels.mamba_ssm_backend``: permuted copies + one
+      ``selective_scan_fn`` per direction + un-permute + sum; fwd+bwd = autograd forward + backward),
+      when mamba_ssm is importable,
+  (c) the PyTorch reference (skipped where it would take too long; said so in the output),
+  (d) K x one mamba-ssm ``selective_scan_fn`` call on an already (B, D, L)-contiguous direction
+      (no copies: the per-direction kernel cost alone),
+
+plus the traffic floor ``s*((3K+5)E + 6KS)`` bytes for fwd+bwd (``s*((K+2)E + 2KS)`` for fwd; E=B*D*L,
+S=B*N*L) and the bandwidth it implies at the measured fused time, next to a device-to-device copy
+measured in the same run. Writes benchmarks/results/scan_<device>.json and .md.
+
+CPU mode (``--cpu``): the reference's fwd+bwd time at (1, 64, 16^3), K=2, on this machine's CPU;
+writes benchmarks/results/scan_cpu.json and .md.
+
+``--sweep``: time a few Triton block configurations (development aid).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+import torch
+
+from nnunet_mamba.kernels import reference as R
+from nnunet_mamba.kernels.directions import default_directions
+
+N_STATE = 16
+SHAPES = [(2, 640, (8, 8, 8)), (2, 512, (16, 16, 16)), (2, 256, (32, 32, 32)), (2, 128, (64, 64, 64)),
+          (1, 96, (64, 64, 64))]
+HERE = os.path.dirname(os.path.abspath(__file__))
+_BW = {}
+
+
+def make_inputs(Bsz, D, grid, K, dtype, device, seed=0, N=N_STATE):
+    g = torch.Generator(device=device).manual_seed(seed)
+    L = math.prod(grid)
+
+    def rnd(*shape, scale=1.0, shift=0.0):
+        return torch.randn(*shape, generator=g, device=device) * scale + shift
+
+    u = rnd(Bsz, L, D).to(dtype)
+    delta = rnd(Bsz, L, K, D, scale=0.5, shift=-1.0).to(dtype)
+    A = -(torch.arange(1, N + 1, dtype=torch.float32).repeat(K, D, 1)).to(device)
+    Bm = rnd(Bsz, L, K, N).to(dtype)
+    Cm = rnd(Bsz, L, K, N).to(dtype)
+    Dk = rnd(K, D)
+    db = rnd(K, D, scale=0.3)
+    z = rnd(Bsz, L, D).to(dtype)
+    dout = rnd(Bsz, L, D).to(dtype)
+    return (u, delta, A, Bm, Cm, Dk, db, z), dout
+
+
+def input_bytes(args, dout):
+    return sum(x.numel() * x.element_size() for x in (*args, dout) if isinstance(x, torch.Tensor))
+
+
+def floor_bytes(Bsz, D, L, K, s, N=N_STATE):
+    E, S = Bsz * D * L, Bsz * N * L
+    return s * ((3 * K + 5) * E + 6 * K * S), s * ((K + 2) * E + 2 * K * S)
+
+
+def bench(fn, warmup=25, rep=100):
+    import triton
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def rotating(sets, body):
+    """A closure that calls body(*set) on the next input set each time."""
+    state = {"i": 0}
+
+    def f():
+        i = state["i"]
+        state["i"] = (i + 1) % len(sets)
+        return body(*sets[i])
+    return f
+
+
+def copy_bandwidth(device):
+    n = 1 << 28  # 1 GiB fp32
+    a = torch.empty(n, device=device, dtype=torch.float32).normal_()
+    b = torch.empty_like(a)
+    ms = bench(lambda: b.copy_(a), warmup=10, rep=200)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n * 4 / (ms * 1e-3)
+
+
+def versions():
+    v = {"torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import triton
+        v["triton"] = triton.__version__
+    except ImportError:
+        v["triton"] = None
+    try:
+        from importlib.metadata import version
+        v["mamba_ssm"] = version("mamba_ssm")
+    except Exception:
+        v["mamba_ssm"] = None
+    return v
+
+
+def git_commit(arg):
+    if arg:
+        return arg
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown (no git checkout / no commit)"
+
+
+def build_mamba_ssm(sdist, target):
+    """Build mamba-ssm's CUDA extension for sm_90 only from its sdist (offline) into ``target``.
+
+    setup.py is patched so that cc_flag holds only ``-gencode arch=compute_90,code=sm_90``
+    (TORCH_CUDA_ARCH_LIST is ignored by it) and MAMBA_FORCE_BUILD skips the prebuilt-wheel download.
+    """
+    import glob
+    import tarfile
+    import tempfile
+    t0 = time.time()
+    work = tempfile.mkdtemp()
+    with tarfile.open(sdist) as tf:
+        tf.extractall(work)
+    src = glob.glob(os.path.join(work, "mamba_ssm-*"))[0]
+    sp = os.path.join(src, "setup.py")
+    text = open(sp).read()
+    marker = "    # HACK: The compiler flag -D_GLIBCXX_USE_CXX11_ABI"
+    if marker not in text:
+        raise RuntimeError("unexpected mamba-ssm setup.py layout")
+    text = text.replace(marker, '    cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]\n' + marker, 1)
+    open(sp, "w").write(text)
+    env = dict(os.environ, MAMBA_FORCE_BUILD="TRUE", MAX_JOBS=str(os.cpu_count() or 8))
+    wheels = os.path.join(work, "wheels")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", wheels,
+                    src], check=True, env=env)
+    whl = glob.glob(os.path.join(wheels, "*.whl"))[0]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", target, whl],
+                   check=True)
+    sys.path.insert(0, target)
+    print(f"built mamba-ssm from {os.path.basename(sdist)} for sm_90 in {time.time() - t0:.0f} s", flush=True)
+
+
+def run_gpu(a, on_row=None):
+    import triton  # noqa: F401
+    from nnunet_mamba.kernels import triton_scan as T
+    from nnunet_mamba.kernels import mamba_ssm_backend as M
+    dev = "cuda"
+    have_mamba = M.available()
+    ssf = M._load_selective_scan_fn() if have_mamba else None
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    bw_copy = copy_bandwidth(dev)
+    _BW["copy"] = bw_copy
+    print(f"device {torch.cuda.get_device_name()} | copy bandwidth {bw_copy / 1e9:.0f} GB/s | mamba_ssm "
+          f"{'yes' if have_mamba else 'NO (naive path skipped)'}", flush=True)
+    shapes = [SHAPES[i] for i in a.shapes] if a.shapes else SHAPES
+    dtypes = [dict(bf16=torch.bfloat16, fp32=torch.float32)[d] for d in a.dtypes]
+    rows = []
+    for Bsz, D, grid in shapes:
+        L = math.prod(grid)
+        for dtype in dtypes:
+            for K in a.ks:
+                dirs = default_directions(len(grid), K)
+                args, dout = make_inputs(Bsz, D, grid, K, dtype, dev)
+                nbytes = input_bytes(args, dout)
+                nsets = 1 if nbytes * 2 > l2 else min(8, max(2, math.ceil(3 * l2 / nbytes)))
+                sets = [(args, dout)] + [make_inputs(Bsz, D, grid, K, dtype, dev, seed=i + 1) for i in range(nsets - 1)]
+                rest = (grid, dirs, True)
+                row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), L=L, K=K, dtype=str(dtype).replace("torch.", ""),
+                           input_sets=nsets)
+                s = torch.finfo(dtype).bits // 8
+                fb, ff = floor_bytes(Bsz, D, L, K, s)
+                row["floor_bytes_fwdbwd"], row["floor_bytes_fwd"] = fb, ff
+
+                def fused_f(ar, do):
+                    return T.multidir_scan_fwd(*ar, *rest)
+
+                def fused_fb(ar, do):
+                    T.multidir_scan_fwd(*ar, *rest)
+                    return T.multidir_scan_bwd(do, *ar, *rest)
+                row["fused_fwd_ms"] = bench(rotating(sets, fused_f))
+                row["fused_fwdbwd_ms"] = bench(rotating(sets, fused_fb))
+                row["fused_fwdbwd_GBps"] = fb / (row["fused_fwdbwd_ms"] * 1e-3) / 1e9
+                row["fused_fwd_GBps"] = ff / (row["fused_fwd_ms"] * 1e-3) / 1e9
+                if have_mamba:
+                    def naive_f(ar, do):
+                        return M.multidir_scan_fwd(*ar, *rest)
+
+                    leaf_sets = []
+                    for ar, do in sets:
+                        leaves = [x.detach().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                                  else x for x in ar]
+                        leaf_sets.append((leaves, do))
+
+                    def naive_fb(ar, do):
+                        for x in ar:
+                            if isinstance(x, torch.Tensor):
+                                x.grad = None
+                        out = M.naive_forward(*ar, *rest)
+                        out.backward(do)
+                    row["naive_fwd_ms"] = bench(rotating(sets, naive_f))
+                    row["naive_fwdbwd_ms"] = bench(rotating(leaf_sets, naive_fb))
+                    # one direction, inputs already (B, D, L) contiguous: the bare kernel cost, times K
+                    u1 = sets[0][0][0][:, :, :].transpose(1, 2).contiguous()
+                    dl1 = sets[0][0][1][:, :, 0].transpose(1, 2).contiguous()
+                    B1 = sets[0][0][3][:, :, 0].transpose(1, 2).contiguous()
+                    C1 = sets[0][0][4][:, :, 0].transpose(1, 2).contiguous()
+                    A1, D1, db1 = args[2][0], args[5][0], args[6][0]
+                    row["mamba_1dir_fwd_ms"] = bench(lambda: ssf(u1, dl1, A1, B1, C1, D=D1, delta_bias=db1,
+                                                                 delta_softplus=True))
+                    lv = [x.detach().requires_grad_(True) for x in (u1, dl1, A1, B1, C1, D1, db1)]
+                    dy1 = torch.randn_like(u1)
+
+                    def one_fb():
+                        y = ssf(lv[0], lv[1], lv[2], lv[3], lv[4], D=lv[5], delta_bias=lv[6], delta_softplus=True)
+                        y.backward(dy1)
+                    row["mamba_1dir_fwdbwd_ms"] = bench(one_fb)
+                    row["mamba_Kx1dir_fwd_ms"] = K * row["mamba_1dir_fwd_ms"]
+                    row["mamba_Kx1dir_fwdbwd_ms"] = K * row["mamba_1dir_fwdbwd_ms"]
+                    row["speedup_fwd"] = row["naive_fwd_ms"] / row["fused_fwd_ms"]
+                    row["speedup_fwdbwd"] = row["naive_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
+                    del leaf_sets, lv
+                # reference: only where it is reasonably quick (it materialises (B,K,L,d,N) blocks)
+                work = Bsz * K * L * D
+                if a.reference and work <= a.ref_limit:
+                    row["ref_fwd_ms"] = bench(lambda: R.multidir_scan_fwd(*args, *rest), warmup=1, rep=50)
+                    row["ref_fwdbwd_ms"] = bench(lambda: (R.multidir_scan_fwd(*args, *rest),
+                                                          R.multidir_scan_bwd(dout, *args, *rest)), warmup=1, rep=50)
+                else:
+                    row["ref_fwd_ms"] = row["ref_fwdbwd_ms"] = None
+                    row["ref_note"] = f"skipped (B*K*L*D={work} > {a.ref_limit}: too slow/too much memory)"
+                rows.append(row)
+                print(fmt_row(row), flush=True)
+                if on_row is not None:
+                    on_row(rows)
+                del sets, args, dout
+                torch.cuda.empty_cache()
+    meta = gpu_meta(a, bw_copy, l2)
+    return meta, rows
+
+
+def gpu_meta(a, bw_copy, l2):
+    return dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(a.commit),
+                copy_GBps=bw_copy / 1e9, l2_bytes=l2, N=N_STATE, delta_softplus=True,
+                notes="fused fwd+bwd = multidir_scan_fwd + multidir_scan_bwd (the bwd recomputes the forward); "
+                      "naive fwd+bwd = autograd forward + backward through selective_scan_fn and the permute copies; "
+                      "times are medians of triton.testing.do_bench (ms)")
+
+
+def fmt(x, p=3):
+    return "-" if x is None else (f"{x:.{p}f}" if isinstance(x, float) else str(x))
+
+
+def fmt_row(r):
+    return (f"B={r['B']} D={r['D']} {r['grid']} K={r['K']} {r['dtype']}: fused fwd {fmt(r['fused_fwd_ms'])} "
+            f"fwd+bwd {fmt(r['fused_fwdbwd_ms'])} ms ({r['fused_fwdbwd_GBps']:.0f} GB/s floor-equiv) | naive "
+            f"{fmt(r.get('naive_fwd_ms'))} / {fmt(r.get('naive_fwdbwd_ms'))} | Kx1dir {fmt(r.get('mamba_Kx1dir_fwd_ms'))}"
+            f" / {fmt(r.get('mamba_Kx1dir_fwdbwd_ms'))} | ref {fmt(r.get('ref_fwd_ms'))} / {fmt(r.get('ref_fwdbwd_ms'))}"
+            f" | speedup fwd {fmt(r.get('speedup_fwd'), 2)} fwd+bwd {fmt(r.get('speedup_fwdbwd'), 2)}")
+
+
+def write_md(path, meta, rows, title):
+    lines = [f"# {title}", ""]
+    for k in ("device", "commit", "copy_GBps", "notes"):
+        if k in meta:
+            v = meta[k]
+            lines.append(f"- {k}: {v:.0f}" if isinstance(v, float) else f"- {k}: {v}")
+    lines.append(f"- versions: {meta.get('versions')}")
+    lines.append("")
+    if rows and "fused_fwd_ms" in rows[0]:
+        lines.append("| B | D | grid | K | dtype | fused fwd | fused fwd+bwd | naive fwd | naive fwd+bwd | speedup fwd "
+                     "| speedup fwd+bwd | K x 1-dir fwd | K x 1-dir fwd+bwd | ref fwd | ref fwd+bwd | floor GB (fwd+bwd) "
+                     "| fused GB/s (floor/time) | % of copy BW |")
+        lines.append("|" + "---|" * 18)
+        for r in rows:
+            lines.append(
+                f"| {r['B']} | {r['D']} | {r['grid']} | {r['K']} | {r['dtype']} | {fmt(r['fused_fwd_ms'])} | "
+                f"{fmt(r['fused_fwdbwd_ms'])} | {fmt(r.get('naive_fwd_ms'))} | {fmt(r.get('naive_fwdbwd_ms'))} | "
+                f"{fmt(r.get('speedup_fwd'), 2)} | {fmt(r.get('speedup_fwdbwd'), 2)} | {fmt(r.get('mamba_Kx1dir_fwd_ms'))} | "
+                f"{fmt(r.get('mamba_Kx1dir_fwdbwd_ms'))} | {fmt(r.get('ref_fwd_ms'), 1)} | {fmt(r.get('ref_fwdbwd_ms'), 1)} | "
+                f"{r['floor_bytes_fwdbwd'] / 1e9:.3f} | {r['fused_fwdbwd_GBps']:.0f} | "
+                f"{100 * r['fused_fwdbwd_GBps'] / meta['copy_GBps']:.1f} |")
+        lines.append("")
+        lines.append("Times in ms (median). '-' = not measured (see JSON `ref_note` / mamba_ssm availability).")
+    else:
+        for r in rows:
+            lines.append(f"- {r}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def run_cpu(a):
+    torch.set_num_threads(os.cpu_count() or 1)
+    Bsz, D, grid, K = 1, 64, (16, 16, 16), 2
+    args, dout = make_inputs(Bsz, D, grid, K, torch.float32, "cpu")
+    rest = (grid, default_directions(3, K), True)
+    R.multidir_scan_fwd(*args, *rest)  # warm-up
+    times = []
+    for _ in range(a.cpu_reps):
+        t0 = time.perf_counter()
+        R.multidir_scan_fwd(*args, *rest)
+        R.multidir_scan_bwd(dout, *args, *rest)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1) if m else cpu
+    except OSError:
+        pass
+    row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), K=K, dtype="float32", backend="reference (PyTorch, CPU)",
+               fwdbwd_s_median=times[len(times) // 2], fwdbwd_s_all=times, threads=torch.get_num_threads())
+    meta = dict(device=f"CPU: {cpu} ({os.cpu_count()} cores)", versions=versions(), commit=git_commit(a.commit),
+                notes="reference multidir_scan_fwd + multidir_scan_bwd (the bwd recomputes the forward), fp32, "
+                      "delta_softplus, z/D/delta_bias present; wall-clock median")
+    print(f"CPU reference fwd+bwd at (1,64,16^3) K=2: {row['fwdbwd_s_median']:.2f} s (median of {len(times)})")
+    return meta, [row]
+
+
+def run_sweep(a):
+    from nnunet_mamba.kernels import triton_scan as T
+    configs = [
+        dict(BLOCK_T=64, BLOCK_D=32, num_warps=8, vec1=False),
+        dict(BLOCK_T=64, BLOCK_D=32, num_warps=8, vec1=True),
+        dict(BLOCK_T=64, BLOCK_D=16, num_warps=4, vec1=False),
+        dict(BLOCK_T=64, BLOCK_D=16, num_warps=4, vec1=True),
+        dict(BLOCK_T=128, BLOCK_D=16, num_warps=8, vec1=True),
+        dict(BLOCK_T=32, BLOCK_D=32, num_warps=4, vec1=True),
+        dict(BLOCK_T=128, BLOCK_D=32, num_warps=8, vec1=False),
+    ]
+    if a.sweep_configs:
+        configs = [json.loads(c) for c in a.sweep_configs]
+    shapes = [SHAPES[i] for i in a.shapes] if a.shapes else [SHAPES[0], SHAPES[2], SHAPES[3]]
+    out = []
+    for Bsz, D, grid in shapes:
+        K = a.ks[0] if a.ks else 3
+        dtype = torch.bfloat16
+        args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
+        rest = (grid, default_directions(3, K), True)
+        for cfg in configs:
+            T._CONFIG_OVERRIDE = cfg
+            try:
+                f = bench(lambda: T.multidir_scan_fwd(*args, *rest))
+                b = bench(lambda: T.multidir_scan_bwd(dout, *args, *rest))
+            except Exception as e:  # noqa: BLE001
+                f = b = float("nan")
+                print("config failed", cfg, type(e).__name__, str(e)[:200])
+            out.append(dict(shape=(Bsz, D, grid), K=K, cfg=cfg, fwd_ms=f, bwd_ms=b))
+            print(f"B={Bsz} D={D} {grid} K={K} bf16 {cfg}: fwd {f:.3f} ms bwd {b:.3f} ms fwd+bwd {f + b:.3f}",
+                  flush=True)
+        T._CONFIG_OVERRIDE = None
+        f = bench(lambda: T.multidir_scan_fwd(*args, *rest))
+        b = bench(lambda: T.multidir_scan_bwd(dout, *args, *rest))
+        print(f"B={Bsz} D={D} {grid} K={K} bf16 default {T._config(math.prod(grid), D, False)} / "
+              f"{T._config(math.prod(grid), D, True)}: fwd {f:.3f} bwd {b:.3f}", flush=True)
+        del args, dout
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-configs", nargs="*", default=None, help="JSON dicts")
+    ap.add_argument("--shapes", type=int, nargs="*", default=None, help="indices into SHAPES")
+    ap.add_argument("--ks", type=int, nargs="*", default=[1, 2, 3, 4])
+    ap.add_argument("--dtypes", nargs="*", default=["bf16", "fp32"])
+    ap.add_argument("--no-reference", dest="reference", action="store_false")
+    ap.add_argument("--ref-limit", type=int, default=2 * 4 * 4096 * 512, help="max B*K*L*D for timing the reference")
+    ap.add_argument("--cpu-reps", type=int, default=3)
+    ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--commit", default=None)
+    ap.add_argument("--build-mamba", default=None, help="mamba-ssm sdist to build for sm_90 first")
+    ap.add_argument("--mamba-target", default="/tmp/mamba_site")
+    ap.add_argument("--build-only", action="store_true", help="only build mamba-ssm (--build-mamba) and exit")
+    a = ap.parse_args()
+    if a.build_mamba:
+        build_mamba_ssm(a.build_mamba, a.mamba_target)
+        if a.build_only:
+            return
+    elif os.path.isdir(a.mamba_target):
+        sys.path.insert(0, a.mamba_target)
+    os.makedirs(a.out_dir, exist_ok=True)
+    if a.sweep:
+        run_sweep(a)
+        return
+    if a.cpu:
+        meta, rows = run_cpu(a)
+        name = "cpu"
+        title = "Selective-scan reference on CPU"
+    else:
+        name = re.sub(r"[^A-Za-z0-9]+", "_", torch.cuda.get_device_name()).strip("_").lower()
+        title = f"Fused multi-directional selective scan on {torch.cuda.get_device_name()}"
+
+        def save(rows_so_far):  # partial results survive a time limit
+            m = gpu_meta(a, _BW.get("copy", float("nan")), 0)
+            m["partial"] = True
+            with open(os.path.join(a.out_dir, f"scan_{name}.json"), "w") as f:
+                json.dump(dict(meta=m, rows=rows_so_far), f, indent=1, default=str)
+        meta, rows = run_gpu(a, on_row=save)
+    with open(os.path.join(a.out_dir, f"scan_{name}.json"), "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1, default=str)
+    write_md(os.path.join(a.out_dir, f"scan_{name}.md"), meta, rows, title)
+    print(f"wrote {a.out_dir}/scan_{name}.json/.md")
+
+
+if __name__ == "__main__":
+    main()

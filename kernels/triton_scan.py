@@ -1,0 +1,852 @@
+"""Triton backend of the fused multi-directional selective scan (Mamba-1 semantics).
+
+Same contract as :mod:`nnunet_mamba.kernels.reference` (channels-last, canonical row-major grid
+order; see that module's docstring). One operator serves all K directions: every kernel reads
+u / delta / B / C / dout in the canonical layout and maps scan steps to canonical positions by
+index arithmetic (``directions.scan_geometry``); no permuted copies are made.
+
+Algorithm (chunked scan, parallel over L)
+-----------------------------------------
+Directions are grouped by axis order: a *group* holds up to one forward and one reverse
+direction of the same order (the default sets pair them). Both members of a group visit the
+same canonical positions for a given index ``t'`` of that axis order (the reverse direction
+just walks ``t'`` downwards), so a tile of ``BLOCK_T`` consecutive ``t'`` is the same set of
+positions for both members: they share the loads of ``u``/``z``/``dout`` and the store of
+``out``/``du``.
+
+``t'`` is cut into chunks of ``BLOCK_T`` steps. Per launch group:
+
+1. *chunk summaries* (``_summary_kernel``): for every (b, direction, chunk, d, n) the state at
+   the chunk's exit with zero carry-in, in closed form
+   ``sum_t exp(A * dt_suffix(t)) * dt_t u_t B_t`` (the exponents are sums of ``dt*A <= 0``, so
+   this cannot overflow), plus the chunk's ``sum dt``. The backward also makes the summary of
+   the adjoint (reverse) recurrence ``sum_t exp(A * dt_prefix(t)) dy_t C_t``.
+2. *carry pass* (``_carry_kernel``, one launch for all directions): a scan over chunks of
+   ``H_c = exp(A * sum dt_c) * H_{c-1} + S_c`` (tiles of chunks, ``tl.associative_scan``).
+3. *chunk pass* (``_fwd_kernel`` / ``_bwd_kernel``, one launch per group): the chunk-local scan
+   (``tl.associative_scan`` over the ``BLOCK_T`` axis of a ``(BLOCK_T, BLOCK_D)`` tile, one state
+   ``n`` at a time) seeded with the carry, then outputs / gradients. Groups are launched one
+   after another and accumulate ``out`` (and ``du``, and ``y`` for ``dz``) in an fp32 buffer, so
+   the sum over directions needs no atomics and is deterministic. If L fits one chunk, passes 1
+   and 2 are skipped (a single launch per group).
+
+The backward recomputes the forward state inside the chunk pass (no (L, N) state is stored);
+``dy = dout * silu(z)`` does not need y, and ``dz`` needs ``sum_k y_k`` which the chunk pass
+recomputes for free (``h`` is there anyway). ``h_{t-1} a_t`` is formed as ``h_t - dt_t u_t B_t``
+(as mamba-ssm does). The adjoint scan uses a 3-tuple combine that carries the decay of the
+neighbouring step, so ``a_{t+1}`` needs no shifted load or second ``exp``.
+
+Reductions: ``dA`` / ``dD`` / ``ddelta_bias`` are written as per-(batch, chunk) partials and
+summed by torch (deterministic). ``dB`` / ``dC`` are summed over the program's ``BLOCK_D``
+channels in registers; when D needs more than one channel block, the blocks are combined with
+fp32 ``atomic_add`` into an fp32 buffer: the summation order then varies from run to run, so dB
+and dC are *not* bitwise deterministic (differences at fp32 rounding level, ~1e-7 relative).
+With one channel block (``D <= BLOCK_D``) they are stored directly and everything is
+deterministic. Set ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` to write one fp32 partial per channel
+block instead and sum them with torch (deterministic, more memory traffic).
+
+State is accumulated in fp32 for every input dtype.
+
+Long sequences (L > 1024): the *forward* instead uses the sequential state-in-registers kernels of
+:mod:`.triton_seq` (one launch per direction, sum over directions in fp32 in launch order:
+deterministic; ``NNUNET_MAMBA_SCAN_SEQ=0`` switches back). Their backward is opt-in
+(``NNUNET_MAMBA_SCAN_SEQ_BWD=1``: correct, but measured slower on H100); it follows the same dB/dC
+rules (fp32 atomics across channel blocks unless ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from .directions import ScanDirection, scan_geometry
+from . import triton_seq
+
+_LOG2E = 1.4426950408889634
+
+__all__ = ["multidir_scan_fwd", "multidir_scan_bwd"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton helpers
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _comb2(a_l, b_l, a_r, b_r):
+    # (a_l, b_l) then (a_r, b_r): h -> a_r * (a_l * h + b_l) + b_r
+    return a_l * a_r, b_l * a_r + b_r
+
+
+@triton.jit
+def _comb3(s_l, p_l, v_l, s_r, p_r, v_r):
+    # Adjoint recurrence g_t = c_t + a_next * g_next, scanned in adjoint order (l first).
+    # Summary of a segment: s = decay of its last element (in adjoint order, i.e. the step the
+    # segment hands over from), p = product of the other decays, v = local adjoint value.
+    m = p_r * s_l
+    return s_r, m * p_l, v_r + m * v_l
+
+
+@triton.jit
+def _positions(t, n_b, n_c, s_a, s_b, s_c):
+    i_c = t % n_c
+    r = t // n_c
+    i_b = r % n_b
+    i_a = r // n_b
+    return i_a * s_a + i_b * s_b + i_c * s_c
+
+
+@triton.jit
+def _wide(x, I64: tl.constexpr):
+    if I64:
+        return x.to(tl.int64)
+    else:
+        return x
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+
+
+@triton.jit
+def _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """dt (after bias/softplus) and the raw pre-softplus value, fp32 (BLOCK_T, BLOCK_D); 0 outside."""
+    raw = tl.load(delta + rowk[:, None] + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(delta_bias + k * D + d, mask=dmask, other=0.0).to(tl.float32)
+        raw = raw + bias[None, :]
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    else:
+        dt = raw
+    dt = tl.where(m2, dt, 0.0)
+    return dt, raw
+
+
+# ----------------------------------------------------------------------------------------------
+# Pass 1: chunk summaries (closed form, zero carry-in)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _summary_member(delta, Bm, Cm, A, delta_bias, st, dts, u_t, dy_t,
+                    b, c, k, row, tmask, d, dmask, m2,
+                    L, D, N, K, nC, P,
+                    REV: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BWD: tl.constexpr,
+                    I64: tl.constexpr):
+    rowk = (row * K + k) * D
+    dt, raw = _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS, SOFTPLUS)
+    tl.store(dts + _wide(((b * K + k) * nC + c), I64) * D + d, tl.sum(dt, 0), mask=dmask)
+    fc = tl.cumsum(dt, 0)  # inclusive prefix sums along t'
+    rc = tl.cumsum(dt, 0, reverse=True)  # inclusive suffix sums along t'
+    if REV:
+        e_h = fc - dt  # decay from step t to the chunk's exit (lowest t') for the forward state
+        e_g = rc
+    else:
+        e_h = rc - dt
+        e_g = fc
+    dtu = dt * u_t
+    rowb = (row * K + k) * N
+    base_h = _wide(((b * P) * K + k), I64) * nC + c
+    base_g = _wide(((b * P + 1) * K + k), I64) * nC + c
+    # per-state vectors are prefetched one iteration ahead (their latency would otherwise stall
+    # every iteration: the loop body is short and occupancy is low)
+    pa = tl.load(A + (k * D + d) * N, mask=dmask, other=0.0)
+    pB = tl.load(Bm + rowb, mask=tmask, other=0.0)
+    pC = pB
+    if BWD:
+        pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
+    for n in range(N):
+        a2 = pa * 1.4426950408889634
+        Bn = pB.to(tl.float32)
+        Cn = pC.to(tl.float32)
+        more = (n + 1) < N
+        pa = tl.load(A + (k * D + d) * N + n + 1, mask=dmask & more, other=0.0)
+        pB = tl.load(Bm + rowb + n + 1, mask=tmask & more, other=0.0)
+        if BWD:
+            pC = tl.load(Cm + rowb + n + 1, mask=tmask & more, other=0.0)
+        hs = tl.sum(tl.exp2(e_h * a2[None, :]) * dtu * Bn[:, None], 0)
+        tl.store(st + (base_h * N + n) * D + d, hs, mask=dmask)
+        if BWD:
+            gs = tl.sum(tl.exp2(e_g * a2[None, :]) * dy_t * Cn[:, None], 0)
+            tl.store(st + (base_g * N + n) * D + d, gs, mask=dmask)
+
+
+def _summary_kernel_src(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts,
+                    L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c, k_f, k_r,
+                    HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr,
+                    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+    pid_d = tl.program_id(0)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
+    tmask = t < L
+    pos = _positions(t, n_b, n_c, s_a, s_b, s_c)
+    row = b * L + pos
+    if I64:
+        row = row.to(tl.int64)
+    row = tl.where(tmask, row, 0)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < D
+    m2 = tmask[:, None] & dmask[None, :]
+    u_t = tl.load(u + row[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+    dy_t = u_t
+    if BWD:
+        dy_t = tl.load(dout + row[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(z + row[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
+            dy_t = dy_t * zz * tl.sigmoid(zz)
+    if HAS_F:
+        _summary_member(delta, Bm, Cm, A, delta_bias, st, dts, u_t, dy_t, b, c, k_f, row, tmask, d, dmask, m2,
+                        L, D, N, K, nC, P, False, HAS_BIAS, SOFTPLUS, BWD, I64)
+    if HAS_R:
+        _summary_member(delta, Bm, Cm, A, delta_bias, st, dts, u_t, dy_t, b, c, k_r, row, tmask, d, dmask, m2,
+                        L, D, N, K, nC, P, True, HAS_BIAS, SOFTPLUS, BWD, I64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pass 2: carries across chunks (in place: summaries -> inclusive states after each chunk)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _carry_kernel(st, dts, A, D, N, K, nC, P, rev_mask, BLOCK_R: tl.constexpr, BLOCK_ND: tl.constexpr, I64: tl.constexpr):
+    pid = tl.program_id(0)
+    j = tl.program_id(1)  # chain = part * K + k
+    b = tl.program_id(2)
+    part = j // K
+    k = j % K
+    rev = ((rev_mask >> k) & 1) ^ part
+    ND = N * D
+    idx = pid * BLOCK_ND + tl.arange(0, BLOCK_ND)
+    imask = idx < ND
+    n = idx // D
+    d = idx % D
+    a2 = tl.load(A + (k * D + d) * N + n, mask=imask, other=0.0) * 1.4426950408889634
+    base_st = _wide(((b * P + part) * K + k), I64) * nC
+    base_dt = _wide((b * K + k), I64) * nC
+    carry = tl.zeros([BLOCK_ND], dtype=tl.float32)
+    for i0 in range(0, nC, BLOCK_R):
+        r = i0 + tl.arange(0, BLOCK_R)
+        rmask = r < nC
+        cidx = tl.where(rev == 1, nC - 1 - r, r)
+        cidx = tl.where(rmask, cidx, 0)
+        m2 = rmask[:, None] & imask[None, :]
+        offs = (base_st + cidx)[:, None] * ND + idx[None, :]
+        x = tl.load(st + offs, mask=m2, other=0.0)
+        sdt = tl.load(dts + (base_dt + cidx)[:, None] * D + d[None, :], mask=m2, other=0.0)
+        q = tl.where(m2, tl.exp2(sdt * a2[None, :]), 1.0)
+        aa, hh = tl.associative_scan((q, x), 0, _comb2)
+        h = hh + aa * carry[None, :]
+        tl.store(st + offs, h, mask=m2)
+        # padded rows are identities, so the last row holds the state after the last valid chunk
+        carry = tl.sum(tl.where((tl.arange(0, BLOCK_R) == BLOCK_R - 1)[:, None], h, 0.0), 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pass 3 forward
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t,
+                b, c, k, row, tmask, d, dmask, m2,
+                D, N, K, nC, P,
+                REV: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                HAS_CARRY: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+    rowk = (row * K + k) * D
+    dt, raw = _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS, SOFTPLUS)
+    dtu = dt * u_t
+    rowb = (row * K + k) * N
+    if REV:
+        cin = c + 1
+    else:
+        cin = c - 1
+    cmask = dmask & (cin >= 0) & (cin < nC)
+    cin = tl.minimum(tl.maximum(cin, 0), nC - 1)
+    base_h = _wide(((b * P) * K + k), I64) * nC + cin
+    y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    pa = tl.load(A + (k * D + d) * N, mask=dmask, other=0.0)
+    pB = tl.load(Bm + rowb, mask=tmask, other=0.0)
+    pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
+    ph = tl.load(st + (base_h * N) * D + d, mask=cmask & HAS_CARRY, other=0.0)
+    for n in range(N):
+        a2 = pa * 1.4426950408889634
+        Bn = pB.to(tl.float32)
+        Cn = pC.to(tl.float32)
+        hin = ph
+        more = (n + 1) < N
+        pa = tl.load(A + (k * D + d) * N + n + 1, mask=dmask & more, other=0.0)
+        pB = tl.load(Bm + rowb + n + 1, mask=tmask & more, other=0.0)
+        pC = tl.load(Cm + rowb + n + 1, mask=tmask & more, other=0.0)
+        if HAS_CARRY:
+            ph = tl.load(st + (base_h * N + n + 1) * D + d, mask=cmask & more, other=0.0)
+        a = tl.exp2(dt * a2[None, :])
+        bb = dtu * Bn[:, None]
+        aa, h = tl.associative_scan((a, bb), 0, _comb2, reverse=REV)
+        if HAS_CARRY:
+            h = h + aa * hin[None, :]
+        y += h * Cn[:, None]
+    if HAS_D:
+        dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)
+        y += dsk[None, :] * u_t
+    return y
+
+
+def _fwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, st, acc, out,
+                L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c, k_f, k_r,
+                HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
+                ACC_IN: tl.constexpr, FINAL: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+    pid_d = tl.program_id(0)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
+    tmask = t < L
+    pos = _positions(t, n_b, n_c, s_a, s_b, s_c)
+    row = b * L + pos
+    if I64:
+        row = row.to(tl.int64)
+    row = tl.where(tmask, row, 0)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < D
+    m2 = tmask[:, None] & dmask[None, :]
+    offs = row[:, None] * D + d[None, :]
+    u_t = tl.load(u + offs, mask=m2, other=0.0).to(tl.float32)
+    y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    if HAS_F:
+        y += _fwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, b, c, k_f, row, tmask, d, dmask, m2,
+                         D, N, K, nC, P, False, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, BLOCK_T, BLOCK_D, I64)
+    if HAS_R:
+        y += _fwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, b, c, k_r, row, tmask, d, dmask, m2,
+                         D, N, K, nC, P, True, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, BLOCK_T, BLOCK_D, I64)
+    if ACC_IN:
+        y += tl.load(acc + offs, mask=m2, other=0.0)
+    if FINAL:
+        if HAS_Z:
+            zz = tl.load(z + offs, mask=m2, other=0.0).to(tl.float32)
+            y = y * zz * tl.sigmoid(zz)
+    tl.store(out + offs, y.to(out.dtype.element_ty), mask=m2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pass 3 backward
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
+                ddelta, dB, dC, dA_p, dD_p, dbias_p,
+                b, c, k, row, tmask, d, dmask, m2,
+                D, N, K, nC, P,
+                REV: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                HAS_CARRY: tl.constexpr, NEED_Y: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+    rowk = (row * K + k) * D
+    dt, raw = _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS, SOFTPLUS)
+    dtu = dt * u_t
+    rowb = (row * K + k) * N
+    if REV:
+        cin_h = c + 1
+        cin_g = c - 1
+    else:
+        cin_h = c - 1
+        cin_g = c + 1
+    hmask = dmask & (cin_h >= 0) & (cin_h < nC)
+    gmask = dmask & (cin_g >= 0) & (cin_g < nC)
+    cin_h = tl.minimum(tl.maximum(cin_h, 0), nC - 1)
+    cin_g = tl.minimum(tl.maximum(cin_g, 0), nC - 1)
+    base_h = _wide(((b * P) * K + k), I64) * nC + cin_h
+    base_g = _wide(((b * P + 1) * K + k), I64) * nC + cin_g
+    base_p = _wide(((b * nC + c) * K + k), I64)
+    ones = tl.full([BLOCK_T, BLOCK_D], 1.0, tl.float32)
+    sgB = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    ddt = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    pa = tl.load(A + (k * D + d) * N, mask=dmask, other=0.0)
+    pB = tl.load(Bm + rowb, mask=tmask, other=0.0)
+    pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
+    ph = tl.load(st + (base_h * N) * D + d, mask=hmask & HAS_CARRY, other=0.0)
+    pg = tl.load(st + (base_g * N) * D + d, mask=gmask & HAS_CARRY, other=0.0)
+    for n in range(N):
+        An = pa
+        a2 = An * 1.4426950408889634
+        Bn = pB.to(tl.float32)
+        Cn = pC.to(tl.float32)
+        hin = ph
+        gin = pg
+        more = (n + 1) < N
+        pa = tl.load(A + (k * D + d) * N + n + 1, mask=dmask & more, other=0.0)
+        pB = tl.load(Bm + rowb + n + 1, mask=tmask & more, other=0.0)
+        pC = tl.load(Cm + rowb + n + 1, mask=tmask & more, other=0.0)
+        if HAS_CARRY:
+            ph = tl.load(st + (base_h * N + n + 1) * D + d, mask=hmask & more, other=0.0)
+            pg = tl.load(st + (base_g * N + n + 1) * D + d, mask=gmask & more, other=0.0)
+        a = tl.exp2(dt * a2[None, :])
+        bb = dtu * Bn[:, None]
+        aa, h = tl.associative_scan((a, bb), 0, _comb2, reverse=REV)
+        if HAS_CARRY:
+            h = h + aa * hin[None, :]
+        if NEED_Y:
+            y += h * Cn[:, None]
+        dCn = tl.sum(h * dy_t, 1)
+        cc = dy_t * Cn[:, None]
+        _s, pp, g = tl.associative_scan((a, ones, cc), 0, _comb3, reverse=not REV)
+        if HAS_CARRY:
+            g = g + pp * gin[None, :]
+        x = g * (h - bb)  # dL/d(dt*A) = g_t * a_t * h_{t-1}
+        tl.store(dA_p + (base_p * N + n) * D + d, tl.sum(x * dt, 0), mask=dmask)
+        ddt += x * An[None, :]
+        sgB += g * Bn[:, None]
+        dBn = tl.sum(g * dtu, 1)
+        if ATOMIC_BC:
+            tl.atomic_add(dB + rowb + n, dBn, mask=tmask)
+            tl.atomic_add(dC + rowb + n, dCn, mask=tmask)
+        elif PARTIAL_BC:
+            tl.store(dB + rowb + n, dBn, mask=tmask)
+            tl.store(dC + rowb + n, dCn, mask=tmask)
+        else:
+            tl.store(dB + rowb + n, dBn.to(dB.dtype.element_ty), mask=tmask)
+            tl.store(dC + rowb + n, dCn.to(dC.dtype.element_ty), mask=tmask)
+    du = sgB * dt
+    ddt = ddt + sgB * u_t
+    if SOFTPLUS:
+        ddt = ddt * tl.sigmoid(raw)
+    ddt = tl.where(m2, ddt, 0.0)
+    tl.store(ddelta + rowk[:, None] + d[None, :], ddt.to(ddelta.dtype.element_ty), mask=m2)
+    if HAS_BIAS:
+        tl.store(dbias_p + base_p * D + d, tl.sum(ddt, 0), mask=dmask)
+    if HAS_D:
+        dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)
+        du += dsk[None, :] * dy_t
+        tl.store(dD_p + base_p * D + d, tl.sum(dy_t * u_t, 0), mask=dmask)
+        if NEED_Y:
+            y += dsk[None, :] * u_t
+    return du, y
+
+
+def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
+                du_acc, y_acc, du_out, dz_out, ddelta, dB, dC, dA_p, dD_p, dbias_p,
+                L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c, k_f, k_r,
+                HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
+                ACC_IN: tl.constexpr, FINAL: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+    pid_d = tl.program_id(0)
+    c = tl.program_id(1)
+    b = tl.program_id(2)
+    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
+    tmask = t < L
+    pos = _positions(t, n_b, n_c, s_a, s_b, s_c)
+    row = b * L + pos
+    if I64:
+        row = row.to(tl.int64)
+    row = tl.where(tmask, row, 0)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < D
+    m2 = tmask[:, None] & dmask[None, :]
+    offs = row[:, None] * D + d[None, :]
+    if PARTIAL_BC:  # one fp32 (B, L, K, N) slab per channel block, summed afterwards
+        slab = _wide(pid_d, I64) * (tl.num_programs(2) * L * K * N)
+        dB += slab
+        dC += slab
+    u_t = tl.load(u + offs, mask=m2, other=0.0).to(tl.float32)
+    dy_t = tl.load(dout + offs, mask=m2, other=0.0).to(tl.float32)
+    if HAS_Z:
+        zz = tl.load(z + offs, mask=m2, other=0.0).to(tl.float32)
+        sz = tl.sigmoid(zz)
+        dout_t = dy_t
+        dy_t = dy_t * zz * sz
+    du = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    if HAS_F:
+        du_m, y_m = _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p, dD_p,
+                                dbias_p, b, c, k_f, row, tmask, d, dmask, m2, D, N, K, nC, P,
+                                False, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BLOCK_T, BLOCK_D, I64)
+        du += du_m
+        y += y_m
+    if HAS_R:
+        du_m, y_m = _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p, dD_p,
+                                dbias_p, b, c, k_r, row, tmask, d, dmask, m2, D, N, K, nC, P,
+                                True, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BLOCK_T, BLOCK_D, I64)
+        du += du_m
+        y += y_m
+    if ACC_IN:
+        du += tl.load(du_acc + offs, mask=m2, other=0.0)
+        if HAS_Z:
+            y += tl.load(y_acc + offs, mask=m2, other=0.0)
+    if FINAL:
+        tl.store(du_out + offs, du.to(du_out.dtype.element_ty), mask=m2)
+        if HAS_Z:
+            dz = dout_t * y * sz * (1.0 + zz * (1.0 - sz))
+            tl.store(dz_out + offs, dz.to(dz_out.dtype.element_ty), mask=m2)
+    else:
+        tl.store(du_acc + offs, du, mask=m2)
+        if HAS_Z:
+            tl.store(y_acc + offs, y, mask=m2)
+
+
+# Each tile kernel is compiled in two variants. With Triton's usual integer specialisation
+# (D % 16 == 0 is known) channel loads become 16-byte vectors, a thread owns several channels of
+# one step and the scan axis is spread over lanes (cheap channel sums, dearer scans). With D left
+# unspecialised ("vec1") loads are scalar, a warp spans up to 32 channels and each thread owns a
+# run of consecutive steps (cheap scans, dearer channel sums for dB/dC).
+_KERNELS = {
+    False: {n: triton.jit(f) for n, f in (("summary", _summary_kernel_src), ("fwd", _fwd_kernel_src),
+                                          ("bwd", _bwd_kernel_src))},
+    True: {n: triton.jit(do_not_specialize=["D"])(f) for n, f in (("summary", _summary_kernel_src),
+                                                                   ("fwd", _fwd_kernel_src),
+                                                                   ("bwd", _bwd_kernel_src))},
+}
+_summary_kernel = _KERNELS[False]["summary"]
+_fwd_kernel = _KERNELS[False]["fwd"]
+_bwd_kernel = _KERNELS[False]["bwd"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------
+_CONFIG_OVERRIDE: Optional[dict] = None  # tests: {"BLOCK_T":..., "BLOCK_D":..., "BLOCK_R":..., "num_warps":...}
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
+    if _CONFIG_OVERRIDE is not None:
+        cfg = {"BLOCK_T": 64, "BLOCK_D": 32, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": False,
+               "seq": False}
+        over = _CONFIG_OVERRIDE.get("bwd" if bwd else "fwd", _CONFIG_OVERRIDE)
+        cfg.update({k: v for k, v in over.items() if k not in ("fwd", "bwd")})
+        return cfg
+    # Measured on H100 (bf16, K=3; benchmarks/SCAN_NOTES.md): short sequences (launch/latency
+    # bound) prefer 64-step chunks over 16 channels; long ones prefer 16-step chunks with the
+    # channels spread over all lanes and warps ("vec1": every thread scans a run of steps of one
+    # channel in registers, no cross-warp scan).
+    if L <= 1024:
+        return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
+    # Sequential path (triton_seq): used for the forward (measured faster on H100). Its backward is
+    # correct but measured ~3.5x slower than the chunked-scan backward (SCAN_NOTES.md), so it is
+    # opt-in: NNUNET_MAMBA_SCAN_SEQ_BWD=1. NNUNET_MAMBA_SCAN_SEQ=0 disables the sequential forward.
+    if os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "0" if bwd else "1") == "1":
+        return _seq_config(L, D, Bsz)
+    bd = 64 if D % 64 == 0 or D > 128 else 32
+    return {"BLOCK_T": 16, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": bd // 32, "sum_warps": 4, "vec1": True}
+
+
+def _seq_config(L: int, D: int, Bsz: int) -> dict:
+    """Sequential state-in-registers path (triton_seq): 32 channels per one-warp program; the
+    longest chunk (16..256 steps) that still gives >= ~4k programs per direction."""
+    bd = 32
+    nDB = triton.cdiv(D, bd)
+    T = 256
+    while T > 16 and nDB * Bsz * triton.cdiv(L, T) < 4096:
+        T //= 2
+    return {"seq": True, "BLOCK_T": T, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": 1}
+
+
+def _groups(grid: Sequence[int], directions: Sequence[ScanDirection]):
+    """Pair directions of equal axis order: [(geometry5, k_fwd|None, k_rev|None)]."""
+    groups = []
+    for k, dirn in enumerate(directions):
+        geo = scan_geometry(grid, dirn)
+        slot = 2 if dirn.reverse else 1
+        for g in groups:
+            if g[0] == geo[:6] and g[slot] is None:
+                g[slot] = k
+                break
+        else:
+            g = [geo[:6], None, None]
+            g[slot] = k
+            groups.append(g)
+    return groups
+
+
+def _check(u, delta, A, Bm, Cm, grid, directions):
+    Bsz, L, D = u.shape
+    K = len(directions)
+    N = A.shape[-1]
+    L_grid = 1
+    for s in grid:
+        L_grid *= int(s)
+    if L_grid != L:
+        raise ValueError(f"grid {tuple(grid)} does not match L={L}")
+    if delta.shape != (Bsz, L, K, D) or Bm.shape != (Bsz, L, K, N) or Cm.shape != (Bsz, L, K, N) or \
+            A.shape != (K, D, N):
+        raise ValueError("shape mismatch in multidir scan inputs")
+    return Bsz, L, D, K, N
+
+
+def _needs_i64(Bsz, L, K, D, N, nC, P=2) -> bool:
+    biggest = max(Bsz * L * K * max(D, N), Bsz * P * K * nC * N * D, Bsz * L * D)
+    return biggest >= 2 ** 31 - 1
+
+
+def _c(x):
+    return None if x is None else x.contiguous()
+
+
+def _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z):
+    u, delta, Bm, Cm, z = _c(u), _c(delta), _c(Bm), _c(Cm), _c(z)
+    A = A.contiguous().float()
+    Dskip = None if Dskip is None else Dskip.contiguous().float()
+    delta_bias = None if delta_bias is None else delta_bias.contiguous().float()
+    return u, delta, A, Bm, Cm, Dskip, delta_bias, z
+
+
+def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, groups, delta_softplus,
+                         cfg, nC, bwd):
+    Bsz, L, D = u.shape
+    K = len(directions)
+    N = A.shape[-1]
+    P = 2 if bwd else 1
+    i64 = _needs_i64(Bsz, L, K, D, N, nC, P)
+    st = torch.empty((Bsz, P, K, nC, N, D), device=u.device, dtype=torch.float32)
+    dts = torch.empty((Bsz, K, nC, D), device=u.device, dtype=torch.float32)
+    dummy = u
+    nDB = triton.cdiv(D, cfg["BLOCK_D"])
+    for geo, kf, kr in groups:
+        n_a, n_b, n_c, s_a, s_b, s_c = geo
+        _KERNELS[cfg["vec1"]]["summary"][(nDB, nC, Bsz)](
+            u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
+            z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
+            L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
+            HAS_F=kf is not None, HAS_R=kr is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), BWD=bwd, HAS_Z=z is not None,
+            BLOCK_T=cfg["BLOCK_T"], BLOCK_D=cfg["BLOCK_D"], I64=i64, num_warps=cfg["sum_warps"])
+    rev_mask = 0
+    for k, dirn in enumerate(directions):
+        if dirn.reverse:
+            rev_mask |= 1 << k
+    # many chunks: taller, narrower tiles (fewer sequential steps, more programs)
+    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
+    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
+    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P * K, Bsz)](
+        st, dts, A, D, N, K, nC, P, rev_mask, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+    return st
+
+
+def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus):
+    """Forward of the fused multi-directional scan (Triton). Same contract as the reference."""
+    u, delta, A, Bm, Cm, Dskip, delta_bias, z = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
+    Bsz, L, D, K, N = _check(u, delta, A, Bm, Cm, grid, directions)
+    cfg = _config(L, D, bwd=False, Bsz=Bsz)
+    if cfg.get("seq"):
+        return _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
+    BT, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    nC = triton.cdiv(L, BT)
+    nDB = triton.cdiv(D, BD)
+    groups = _groups(grid, directions)
+    has_carry = nC > 1
+    i64 = _needs_i64(Bsz, L, K, D, N, nC)
+    if has_carry:
+        st = _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, None, None, grid, directions, groups,
+                                  delta_softplus, cfg, nC, bwd=False)
+    else:
+        st = u
+    out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
+    G = len(groups)
+    acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if G > 1 else out
+    dummy = u
+    for gi, (geo, kf, kr) in enumerate(groups):
+        n_a, n_b, n_c, s_a, s_b, s_c = geo
+        final = gi == G - 1
+        _KERNELS[cfg["vec1"]]["fwd"][(nDB, nC, Bsz)](
+            u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
+            out if final else acc,
+            L, D, N, K, nC, 1, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
+            HAS_F=kf is not None, HAS_R=kr is not None, HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None,
+            HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=gi > 0, FINAL=final,
+            BLOCK_T=BT, BLOCK_D=BD, I64=i64, num_warps=cfg["num_warps"])
+    return out
+
+
+def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus):
+    """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); recomputes the forward (Triton)."""
+    A_dtype = A.dtype
+    Dskip_dtype = None if Dskip is None else Dskip.dtype
+    bias_dtype = None if delta_bias is None else delta_bias.dtype
+    u, delta, A, Bm, Cm, Dskip, delta_bias, z = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
+    dout = dout.contiguous()
+    Bsz, L, D, K, N = _check(u, delta, A, Bm, Cm, grid, directions)
+    cfg = _config(L, D, bwd=True, Bsz=Bsz)
+    if cfg.get("seq"):
+        return _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
+                        A_dtype, Dskip_dtype, bias_dtype)
+    BT, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    nC = triton.cdiv(L, BT)
+    nDB = triton.cdiv(D, BD)
+    groups = _groups(grid, directions)
+    has_carry = nC > 1
+    i64 = _needs_i64(Bsz, L, K, D, N, nC)
+    dev = u.device
+    if has_carry:
+        st = _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, groups,
+                                  delta_softplus, cfg, nC, bwd=True)
+    else:
+        st = u
+    partial = nDB > 1 and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
+    atomic = nDB > 1 and not partial
+    if atomic:
+        dB = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
+        dC = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
+    elif partial:
+        dB = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
+        dC = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
+    else:
+        dB = torch.empty((Bsz, L, K, N), device=dev, dtype=Bm.dtype)
+        dC = torch.empty((Bsz, L, K, N), device=dev, dtype=Cm.dtype)
+    i64 = i64 or (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
+    ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)
+    dA_p = torch.empty((Bsz, nC, K, N, D), device=dev, dtype=torch.float32)
+    dD_p = torch.empty((Bsz, nC, K, D), device=dev, dtype=torch.float32) if Dskip is not None else None
+    dbias_p = torch.empty((Bsz, nC, K, D), device=dev, dtype=torch.float32) if delta_bias is not None else None
+    du = torch.empty((Bsz, L, D), device=dev, dtype=u.dtype)
+    dz = torch.empty((Bsz, L, D), device=dev, dtype=z.dtype) if z is not None else None
+    G = len(groups)
+    du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if G > 1 else du
+    y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (G > 1 and z is not None) else du_acc
+    dummy = u
+    for gi, (geo, kf, kr) in enumerate(groups):
+        n_a, n_b, n_c, s_a, s_b, s_c = geo
+        final = gi == G - 1
+        _KERNELS[cfg["vec1"]]["bwd"][(nDB, nC, Bsz)](
+            u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st,
+            du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
+            dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
+            L, D, N, K, nC, 2, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
+            HAS_F=kf is not None, HAS_R=kr is not None, HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None,
+            HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=gi > 0, FINAL=final,
+            ATOMIC_BC=atomic, PARTIAL_BC=partial, BLOCK_T=BT, BLOCK_D=BD, I64=i64, num_warps=cfg["num_warps"])
+    dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
+    dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
+    dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
+    if atomic:
+        dB = dB.to(Bm.dtype)
+        dC = dC.to(Cm.dtype)
+    elif partial:
+        dB = dB.sum(0).to(Bm.dtype)
+        dC = dC.sum(0).to(Cm.dtype)
+    return du, ddelta, dA, dB, dC, dD, dbias, dz
+
+
+# ----------------------------------------------------------------------------------------------
+# Sequential path (kernels generated in triton_seq): one launch per direction
+# ----------------------------------------------------------------------------------------------
+def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
+    Bsz, L, D = u.shape
+    K = len(directions)
+    N = A.shape[-1]
+    P = 2 if bwd else 1
+    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    i64 = _needs_i64(Bsz, L, K, D, N, nC, P)
+    st = torch.empty((Bsz, P, K, nC, N, D), device=u.device, dtype=torch.float32)
+    dts = torch.empty((Bsz, K, nC, D), device=u.device, dtype=torch.float32)
+    dummy = u
+    for k, dirn in enumerate(directions):
+        n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+        ks["summary"][(triton.cdiv(D, BD), nC, Bsz)](
+            u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
+            z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
+            L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), BWD=bwd, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
+            num_warps=cfg["num_warps"])
+    rev_mask = 0
+    for k, dirn in enumerate(directions):
+        if dirn.reverse:
+            rev_mask |= 1 << k
+    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
+    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
+    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P * K, Bsz)](
+        st, dts, A, D, N, K, nC, P, rev_mask, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+    return st
+
+
+def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg):
+    Bsz, L, D = u.shape
+    K = len(directions)
+    N = A.shape[-1]
+    ks = triton_seq.kernels(N)
+    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    nC = triton.cdiv(L, T)
+    has_carry = nC > 1
+    st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, None, None, grid, directions, delta_softplus, cfg, nC,
+                        False, ks) if has_carry else u
+    i64 = _needs_i64(Bsz, L, K, D, N, nC)
+    out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
+    acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
+    dummy = u
+    for k, dirn in enumerate(directions):
+        n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+        final = k == K - 1
+        ks["fwd"][(triton.cdiv(D, BD), nC, Bsz)](
+            u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
+            out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
+            HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
+            SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
+            num_warps=cfg["num_warps"])
+    return out
+
+
+def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
+             A_dtype, Dskip_dtype, bias_dtype):
+    Bsz, L, D = u.shape
+    K = len(directions)
+    N = A.shape[-1]
+    ks = triton_seq.kernels(N)
+    S = ks["S"]
+    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    if T % S:
+        raise ValueError(f"chunk {T} is not a multiple of the sub-chunk {S}")
+    nC = triton.cdiv(L, T)
+    nDB = triton.cdiv(D, BD)
+    dev = u.device
+    has_carry = nC > 1
+    st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
+                        True, ks) if has_carry else u
+    # states at the sub-chunk starts (written and read back by the same program)
+    scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
+    partial = nDB > 1 and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
+    atomic = nDB > 1 and not partial
+    if atomic:
+        dB = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
+        dC = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
+    elif partial:
+        dB = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
+        dC = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
+    else:
+        dB = torch.empty((Bsz, L, K, N), device=dev, dtype=Bm.dtype)
+        dC = torch.empty((Bsz, L, K, N), device=dev, dtype=Cm.dtype)
+    i64 = _needs_i64(Bsz, L, K, D, N, nC) or scr.numel() >= 2 ** 31 - 1 or \
+        (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
+    ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)
+    dA_p = torch.empty((Bsz, nC, K, N, D), device=dev, dtype=torch.float32)
+    dD_p = torch.empty((Bsz, nC, K, D), device=dev, dtype=torch.float32) if Dskip is not None else None
+    dbias_p = torch.empty((Bsz, nC, K, D), device=dev, dtype=torch.float32) if delta_bias is not None else None
+    du = torch.empty((Bsz, L, D), device=dev, dtype=u.dtype)
+    dz = torch.empty((Bsz, L, D), device=dev, dtype=z.dtype) if z is not None else None
+    du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if K > 1 else du
+    y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (K > 1 and z is not None) else du_acc
+    dummy = u
+    for k, dirn in enumerate(directions):
+        n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+        final = k == K - 1
+        ks["bwd"][(nDB, nC, Bsz)](
+            u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
+            du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
+            dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
+            L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
+            HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
+            HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
+            I64=i64, num_warps=cfg["num_warps"])
+    dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
+    dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
+    dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
+    if atomic:
+        dB = dB.to(Bm.dtype)
+        dC = dC.to(Cm.dtype)
+    elif partial:
+        dB = dB.sum(0).to(Bm.dtype)
+        dC = dC.sum(0).to(Cm.dtype)
+    return du, ddelta, dA, dB, dC, dD, dbias, dz

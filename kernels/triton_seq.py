@@ -1,0 +1,315 @@
+"""Sequential (state-in-registers) Triton kernels of the multi-directional scan, generated per N.
+
+Used by :mod:`.triton_scan` for long sequences. Every program owns one chunk of ``T`` scan steps
+of one direction and a block of ``BD`` channels. The ``N`` states of a channel are ``N`` separate
+``(BD,)`` fp32 vectors (one register per thread each: the source is generated with the state
+loop unrolled, ``h0 .. h{N-1}``), so ``y = sum_n h_n C_n`` is a sum inside the thread and no
+scan, shuffle or layout conversion is needed. Loads of a step are ``BD``-wide channel vectors
+(u, delta, dout, z) and per-step scalars (B, C), independent of the state.
+
+Kernels (one launch per direction; the caller accumulates the sum over directions in fp32):
+
+* ``seq_summary``: chunk-exit state from zero carry-in (forward walk), the adjoint summary
+  ``a_first * g_first`` (reverse walk, backward only) and ``sum dt`` per chunk, in the layout of
+  ``triton_scan._carry_kernel``.
+* ``seq_fwd``: forward walk seeded with the carry, ``y = C.h + D u``, accumulate / gate / store.
+* ``seq_bwd``: the chunk is cut into sub-chunks of ``S`` steps. Walk 1 (forward) writes the state
+  at each sub-chunk start to a scratch buffer; walk 2 visits the sub-chunks last to first,
+  recomputes their ``S`` states forward (kept in registers, unrolled) and then runs the adjoint
+  ``g_t = dy_t C_t + a_{t+1} g_{t+1}`` backwards through them. ``dL/d(dt A)`` is formed as
+  ``(a_t g_t) * h_{t-1}`` from the stored ``h_{t-1}`` (no ``h_t - b_t`` cancellation).
+"""
+from __future__ import annotations
+
+import linecache
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _positions(t, n_b, n_c, s_a, s_b, s_c):
+    i_c = t % n_c
+    r = t // n_c
+    i_b = r % n_b
+    i_a = r // n_b
+    return i_a * s_a + i_b * s_b + i_c * s_c
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+
+
+class _Src:
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, ind, text):
+        self.lines.append("    " * ind + text)
+
+    def per_n(self, ind, text, N):
+        for n in range(N):
+            self(ind, text.replace("#n", str(n)))
+
+
+def _step(src, ind, j, s_expr, N, what):
+    """Emit the per-step index math and loads for scan-order step ``s_expr`` of the chunk, suffix j."""
+    src(ind, f"s{j} = {s_expr}")
+    src(ind, f"tp{j} = c * T + s{j} + REV * (T - 1 - 2 * s{j})")
+    src(ind, f"tm{j} = tp{j} < L")
+    src(ind, f"row{j} = b * L + _positions(tp{j}, n_b, n_c, s_a, s_b, s_c)")
+    src(ind, f"if I64:")
+    src(ind + 1, f"row{j} = row{j}.to(tl.int64)")
+    src(ind, f"row{j} = tl.where(tm{j}, row{j}, 0)")
+    src(ind, f"m{j} = dmask & tm{j}")
+    src(ind, f"off{j} = row{j} * D + d")
+    src(ind, f"bo{j} = (row{j} * K + k) * N")
+    if "u" in what:
+        src(ind, f"u{j} = tl.load(u + off{j}, mask=m{j}, other=0.0).to(tl.float32)")
+    if "dt" in what:
+        src(ind, f"dto{j} = (row{j} * K + k) * D + d")
+        src(ind, f"raw{j} = tl.load(delta + dto{j}, mask=m{j}, other=0.0).to(tl.float32)")
+        src(ind, f"if HAS_BIAS:")
+        src(ind + 1, f"raw{j} = raw{j} + bias")
+        src(ind, f"if SOFTPLUS:")
+        src(ind + 1, f"dt{j} = tl.where(m{j}, _softplus(raw{j}), 0.0)")
+        src(ind, f"else:")
+        src(ind + 1, f"dt{j} = tl.where(m{j}, raw{j}, 0.0)")
+    if "dy" in what:
+        src(ind, f"dy{j} = tl.load(dout + off{j}, mask=m{j}, other=0.0).to(tl.float32)")
+        src(ind, f"if HAS_Z:")
+        src(ind + 1, f"zz{j} = tl.load(z + off{j}, mask=m{j}, other=0.0).to(tl.float32)")
+        src(ind + 1, f"sz{j} = tl.sigmoid(zz{j})")
+        src(ind + 1, f"do{j} = dy{j}")
+        src(ind + 1, f"dy{j} = dy{j} * zz{j} * sz{j}")
+    if "B" in what:
+        src.per_n(ind, f"B{j}_#n = tl.load(Bm + bo{j} + #n, mask=tm{j}, other=0.0).to(tl.float32)", N)
+    if "C" in what:
+        src.per_n(ind, f"C{j}_#n = tl.load(Cm + bo{j} + #n, mask=tm{j}, other=0.0).to(tl.float32)", N)
+
+
+def _prologue(src, N, carry_parts):
+    src(1, "pid_d = tl.program_id(0)")
+    src(1, "c = tl.program_id(1)")
+    src(1, "b = tl.program_id(2)")
+    src(1, "d = pid_d * BD + tl.arange(0, BD)")
+    src(1, "dmask = d < D")
+    src(1, "abase = (k * D + d) * N")
+    src.per_n(1, f"A2_#n = tl.load(A + abase + #n, mask=dmask, other=0.0) * {LOG2E!r}", N)
+    src(1, "if HAS_BIAS:")
+    src(2, "bias = tl.load(delta_bias + k * D + d, mask=dmask, other=0.0)")
+    src(1, "else:")
+    src(2, "bias = 0.0")
+    for part, var, sign in carry_parts:
+        # forward state: carry from the chunk before in scan order; adjoint: from the chunk after
+        src(1, f"cin{part} = c {'-' if sign > 0 else '+'} 1 {'+' if sign > 0 else '-'} 2 * REV")
+        src(1, f"cv{part} = (cin{part} >= 0) & (cin{part} < nC) & HAS_CARRY")
+        src(1, f"cin{part} = tl.minimum(tl.maximum(cin{part}, 0), nC - 1)")
+        src(1, f"cb{part} = ((b * P + {part}) * K + k) * nC + cin{part}")
+        src(1, f"if I64:")
+        src(2, f"cb{part} = cb{part}.to(tl.int64)")
+        src.per_n(1, f"{var}#n = tl.load(st + (cb{part} * N + #n) * D + d, mask=dmask & cv{part}, other=0.0)", N)
+
+
+def _gen(N: int, S: int, SF: int) -> str:
+    src = _Src()
+    # ---------------------------------------------------------------- summary
+    src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, L, D, K, nC, P, n_b, n_c, s_a, s_b,")
+    src(0, "                s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
+    src(0, "                SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr, T,")
+    src(0, "                BD: tl.constexpr, I64: tl.constexpr):")
+    _prologue(src, N, [])
+    src.per_n(1, "h#n = tl.zeros([BD], dtype=tl.float32)", N)
+    src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
+    src(1, f"for q0 in range(0, T, {SF}):")
+    for j in range(SF):
+        _step(src, 2, j, f"q0 + {j}", N, ("u", "dt", "B"))
+    for j in range(SF):
+        src(2, f"dtu{j} = dt{j} * u{j}")
+        src(2, f"sdt += dt{j}")
+        src.per_n(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n", N)
+    src(1, "sb = ((b * P) * K + k) * nC + c")
+    src(1, "if I64:")
+    src(2, "sb = sb.to(tl.int64)")
+    src.per_n(1, "tl.store(st + (sb * N + #n) * D + d, h#n, mask=dmask)", N)
+    src(1, "db = (b * K + k) * nC + c")
+    src(1, "if I64:")
+    src(2, "db = db.to(tl.int64)")
+    src(1, "tl.store(dts + db * D + d, sdt, mask=dmask)")
+    src(1, "if BWD:")
+    src.per_n(2, "g#n = tl.zeros([BD], dtype=tl.float32)", N)
+    src(2, f"for q0 in range(0, T, {SF}):")
+    for j in range(SF):
+        _step(src, 3, j, f"T - 1 - (q0 + {j})", N, ("dt", "dy", "C"))
+    for j in range(SF):
+        src.per_n(3, f"g#n = tl.exp2(dt{j} * A2_#n) * (dy{j} * C{j}_#n + g#n)", N)
+    src(2, "gb = ((b * P + 1) * K + k) * nC + c")
+    src(2, "if I64:")
+    src(3, "gb = gb.to(tl.int64)")
+    src.per_n(2, "tl.store(st + (gb * N + #n) * D + d, g#n, mask=dmask)", N)
+    src(0, "")
+    # ---------------------------------------------------------------- forward
+    src(0, "def seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, st, acc, out, L, D, K, nC, n_b, n_c, s_a, s_b,")
+    src(0, "            s_c, k, N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
+    src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
+    src(0, "            ACC_IN, FINAL, T, BD: tl.constexpr,")
+    src(0, "            I64: tl.constexpr):")
+    src(1, "P = 1")
+    _prologue(src, N, [(0, "h", +1)])
+    src(1, "if HAS_D:")
+    src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
+    src(1, f"for q0 in range(0, T, {SF}):")
+    for j in range(SF):
+        _step(src, 2, j, f"q0 + {j}", N, ("u", "dt", "B", "C"))
+    for j in range(SF):
+        src(2, f"dtu{j} = dt{j} * u{j}")
+        src(2, "if HAS_D:")
+        src(3, f"y{j} = dsk * u{j}")
+        src(2, "else:")
+        src(3, f"y{j} = tl.zeros([BD], dtype=tl.float32)")
+        src.per_n(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n", N)
+        src.per_n(2, f"y{j} += h#n * C{j}_#n", N)
+        src(2, "if ACC_IN:")
+        src(3, f"y{j} += tl.load(acc + off{j}, mask=m{j}, other=0.0)")
+        src(2, "if FINAL:")
+        src(3, "if HAS_Z:")
+        src(4, f"zq{j} = tl.load(z + off{j}, mask=m{j}, other=0.0).to(tl.float32)")
+        src(4, f"y{j} = y{j} * zq{j} * tl.sigmoid(zq{j})")
+        src(3, f"tl.store(out + off{j}, y{j}.to(out.dtype.element_ty), mask=m{j})")
+        src(2, "else:")
+        src(3, f"tl.store(acc + off{j}, y{j}, mask=m{j})")
+    src(0, "")
+    # ---------------------------------------------------------------- backward
+    src(0, "def seq_bwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st, scr, du_acc, y_acc, du_out, dz_out,")
+    src(0, "            ddelta, dB, dC, dA_p, dD_p, dbias_p, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k,")
+    src(0, "            N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
+    src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
+    src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
+    src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr):")
+    src(1, "P = 2")
+    _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
+    src(1, "if PARTIAL_BC:")
+    src(2, "slab = pid_d * (tl.num_programs(2) * L * K * N)")
+    src(2, "if I64:")
+    src(3, "slab = slab.to(tl.int64)")
+    src(2, "dB += slab")
+    src(2, "dC += slab")
+    src(1, "if HAS_D:")
+    src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
+    src(1, f"MS = T // {S}")
+    src(1, "sc0 = (b * nC + c) * MS")
+    src(1, "if I64:")
+    src(2, "sc0 = sc0.to(tl.int64)")
+    # walk 1: states at sub-chunk starts -> scratch
+    src(1, "for j in range(MS):")
+    src.per_n(2, "tl.store(scr + ((sc0 + j) * N + #n) * D + d, h#n, mask=dmask)", N)
+    for i in range(S):
+        _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "B"))
+        src.per_n(2, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + (dt{i} * u{i}) * B{i}_#n", N)
+    # walk 2
+    src.per_n(1, "dA#n = tl.zeros([BD], dtype=tl.float32)", N)
+    src(1, "dDacc = tl.zeros([BD], dtype=tl.float32)")
+    src(1, "dbacc = tl.zeros([BD], dtype=tl.float32)")
+    src(1, "for jj in range(MS):")
+    src(2, "j = MS - 1 - jj")
+    src.per_n(2, "h#n = tl.load(scr + ((sc0 + j) * N + #n) * D + d, mask=dmask, other=0.0)", N)
+    for i in range(S):  # forward recompute: keep h_{t-1}; dC
+        _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
+        src(2, f"dtu{i} = dt{i} * u{i}")
+        src.per_n(2, f"hp{i}_#n = h#n", N)
+        src.per_n(2, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + dtu{i} * B{i}_#n", N)
+        src(2, "if HAS_Z:")
+        src(3, "if HAS_D:")
+        src(4, f"y{i} = dsk * u{i}")
+        src(3, "else:")
+        src(4, f"y{i} = tl.zeros([BD], dtype=tl.float32)")
+        src.per_n(3, f"y{i} += h#n * C{i}_#n", N)
+        src(3, "if ACC_IN:")
+        src(4, f"y{i} += tl.load(y_acc + off{i}, mask=m{i}, other=0.0)")
+        src(3, "if FINAL:")
+        src(4, f"dzv{i} = do{i} * y{i} * sz{i} * (1.0 + zz{i} * (1.0 - sz{i}))")
+        src(4, f"tl.store(dz_out + off{i}, dzv{i}.to(dz_out.dtype.element_ty), mask=m{i})")
+        src(3, "else:")
+        src(4, f"tl.store(y_acc + off{i}, y{i}, mask=m{i})")
+        src.per_n(2, f"dc{i}_#n = tl.sum(dy{i} * h#n, 0)", N)
+        src(2, "if ATOMIC_BC:")
+        src.per_n(3, f"tl.atomic_add(dC + bo{i} + #n, dc{i}_#n, mask=tm{i})", N)
+        src(2, "elif PARTIAL_BC:")
+        src.per_n(3, f"tl.store(dC + bo{i} + #n, dc{i}_#n, mask=tm{i})", N)
+        src(2, "else:")
+        src.per_n(3, f"tl.store(dC + bo{i} + #n, dc{i}_#n.to(dC.dtype.element_ty), mask=tm{i})", N)
+    for i in reversed(range(S)):  # adjoint, backwards through the sub-chunk
+        _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
+        src(2, f"dtu{i} = dt{i} * u{i}")
+        src(2, f"sgB{i} = tl.zeros([BD], dtype=tl.float32)")
+        src(2, f"xa{i} = tl.zeros([BD], dtype=tl.float32)")
+        for n in range(N):
+            src(2, f"g = dy{i} * C{i}_{n} + gp{n}")
+            src(2, f"gp{n} = tl.exp2(dt{i} * A2_{n}) * g")
+            src(2, f"x = gp{n} * hp{i}_{n}")
+            src(2, f"xa{i} += x * A2_{n}")
+            src(2, f"dA{n} += x * dt{i}")
+            src(2, f"sgB{i} += g * B{i}_{n}")
+            src(2, f"db{i}_{n} = tl.sum(g * dtu{i}, 0)")
+        src(2, "if ATOMIC_BC:")
+        src.per_n(3, f"tl.atomic_add(dB + bo{i} + #n, db{i}_#n, mask=tm{i})", N)
+        src(2, "elif PARTIAL_BC:")
+        src.per_n(3, f"tl.store(dB + bo{i} + #n, db{i}_#n, mask=tm{i})", N)
+        src(2, "else:")
+        src.per_n(3, f"tl.store(dB + bo{i} + #n, db{i}_#n.to(dB.dtype.element_ty), mask=tm{i})", N)
+        src(2, f"ddt{i} = xa{i} * {LN2!r} + sgB{i} * u{i}")
+        src(2, "if SOFTPLUS:")
+        src(3, f"ddt{i} = ddt{i} * tl.sigmoid(raw{i})")
+        src(2, f"ddt{i} = tl.where(m{i}, ddt{i}, 0.0)")
+        src(2, f"tl.store(ddelta + dto{i}, ddt{i}.to(ddelta.dtype.element_ty), mask=m{i})")
+        src(2, f"dbacc += ddt{i}")
+        src(2, f"du{i} = sgB{i} * dt{i}")
+        src(2, "if HAS_D:")
+        src(3, f"du{i} += dsk * dy{i}")
+        src(3, f"dDacc += dy{i} * u{i}")
+        src(2, "if ACC_IN:")
+        src(3, f"du{i} += tl.load(du_acc + off{i}, mask=m{i}, other=0.0)")
+        src(2, "if FINAL:")
+        src(3, f"tl.store(du_out + off{i}, du{i}.to(du_out.dtype.element_ty), mask=m{i})")
+        src(2, "else:")
+        src(3, f"tl.store(du_acc + off{i}, du{i}, mask=m{i})")
+    src(1, "pb = (b * nC + c) * K + k")
+    src(1, "if I64:")
+    src(2, "pb = pb.to(tl.int64)")
+    src.per_n(1, "tl.store(dA_p + (pb * N + #n) * D + d, dA#n, mask=dmask)", N)
+    src(1, "if HAS_D:")
+    src(2, "tl.store(dD_p + pb * D + d, dDacc, mask=dmask)")
+    src(1, "if HAS_BIAS:")
+    src(2, "tl.store(dbias_p + pb * D + d, dbacc, mask=dmask)")
+    return "\n".join(src.lines) + "\n"
+
+
+_CACHE: dict = {}
+# D, the lengths, the geometry and the per-direction flags (REV, ACC_IN, FINAL) and the chunk length T (fewer compiled variants)
+# stay unspecialised: every (BD,) tensor then has one element per
+# thread per 32 channels, all in one layout (no vectorised loads that would need conversions).
+_NOSPEC = ["L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "k", "REV", "ACC_IN", "FINAL", "T"]
+
+
+def kernels(N: int, S: int = 4, SF: int = 4) -> dict:
+    """The generated kernels for state size N (cached): {"summary", "fwd", "bwd", "S"}."""
+    key = (N, S, SF)
+    if key not in _CACHE:
+        src = _gen(N, S, SF)
+        fname = f"<nnunet_mamba.kernels.triton_seq N={N} S={S} SF={SF}>"
+        linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
+        ns = {"tl": tl, "triton": triton, "_positions": _positions, "_softplus": _softplus,
+              "__name__": __name__}
+        exec(compile(src, fname, "exec"), ns)
+        out = {}
+        for name, fn in (("summary", "seq_summary"), ("fwd", "seq_fwd"), ("bwd", "seq_bwd")):
+            f = ns[fn]
+            names = f.__code__.co_varnames[:f.__code__.co_argcount]
+            out[name] = triton.jit(do_not_specialize=[a for a in _NOSPEC if a in names])(f)
+        out["S"] = S
+        _CACHE[key] = out
+    return _CACHE[key]

@@ -1,0 +1,121 @@
+"""Triton scan kernels under TRITON_INTERPRET=1 (CPU) against the float64 reference.
+
+``triton.jit`` decides between compiled and interpreted kernels when the module that defines
+them is imported, so the kernels run in a fresh subprocess with TRITON_INTERPRET=1 set before
+anything imports triton (other tests in this process may already have imported it). One
+subprocess runs all cases (tiny shapes: the interpreter runs scans element by element in
+Python); the tests below check its results case by case.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+pytestmark = pytest.mark.interpreter
+
+# name: (batch, D, N, grid, K, dtype, options)
+CASES = {
+    "1d_K1_minimal_ragged": dict(B=2, D=4, N=2, grid=(13,), K=1, dtype="float32", full=False, softplus=False,
+                                  cfg=dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2)),
+    "2d_K2_full_noncontig_oneblock": dict(B=2, D=4, N=3, grid=(3, 5), K=2, dtype="float32", noncontig=True,
+                                           cfg=dict(BLOCK_T=4, BLOCK_D=4, BLOCK_R=2)),
+    "3d_K3_full_vec1_deterministic": dict(B=2, D=4, N=2, grid=(3, 3, 5), K=3, dtype="float32", deterministic=True,
+                                           cfg=dict(BLOCK_T=8, BLOCK_D=2, BLOCK_R=4, vec1=True)),
+    "3d_K6_full_atomics": dict(B=2, D=4, N=2, grid=(3, 3, 3), K=6, dtype="float32",
+                               cfg=dict(BLOCK_T=8, BLOCK_D=2, BLOCK_R=2)),
+    "2d_K2_single_chunk_bf16": dict(B=2, D=4, N=2, grid=(3, 5), K=2, dtype="bfloat16",
+                                     cfg=dict(BLOCK_T=16, BLOCK_D=4)),
+    # sequential state-in-registers kernels (triton_seq, sub-chunk S=4): ragged, several sub-chunks
+    "seq_1d_K1_minimal_ragged": dict(B=2, D=4, N=2, grid=(13,), K=1, dtype="float32", full=False, softplus=False,
+                                      cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+    "seq_3d_K3_full_atomics": dict(B=2, D=4, N=3, grid=(2, 3, 5), K=3, dtype="float32",
+                                    cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+    "seq_2d_K2_deterministic_bf16": dict(B=1, D=4, N=2, grid=(3, 7), K=2, dtype="bfloat16", deterministic=True,
+                                          cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+}
+NAMES = ["out", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"]
+
+WORKER = textwrap.dedent(r'''
+    import json, os, sys, math
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from nnunet_mamba.kernels import reference as R
+    from nnunet_mamba.kernels import triton_scan as T
+    from nnunet_mamba.kernels.directions import default_directions
+
+    cases = json.loads(sys.argv[1])
+    results = {}
+    for name, c in cases.items():
+        g = torch.Generator().manual_seed(abs(hash(name)) % 1000)
+        dtype = getattr(torch, c["dtype"])
+        grid = tuple(c["grid"]); K = c["K"]; Bsz = c["B"]; D = c["D"]; N = c["N"]
+        L = math.prod(grid)
+        full = c.get("full", True)
+        dirs = default_directions(len(grid), K)
+        u = torch.randn(Bsz, L, D, generator=g).to(dtype)
+        delta = (torch.randn(Bsz, L, K, D, generator=g) * 0.5 + (-1.0 if c.get("softplus", True) else 0.3)).to(dtype)
+        A = -(torch.rand(K, D, N, generator=g) * 2 + 0.1)
+        Bm = torch.randn(Bsz, L, K, N, generator=g).to(dtype)
+        Cm = torch.randn(Bsz, L, K, N, generator=g).to(dtype)
+        Dk = torch.randn(K, D, generator=g) if full else None
+        db = torch.randn(K, D, generator=g) * 0.3 if full else None
+        z = torch.randn(Bsz, L, D, generator=g).to(dtype) if full else None
+        dout = torch.randn(Bsz, L, D, generator=g).to(dtype)
+        if c.get("noncontig"):
+            # same values, non-contiguous storage (transposed / strided views)
+            u = u.transpose(1, 2).contiguous().transpose(1, 2)
+            delta = delta.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+            Bm = Bm.transpose(2, 3).contiguous().transpose(2, 3)
+            dout = dout.transpose(1, 2).contiguous().transpose(1, 2)
+            assert not u.is_contiguous() and not delta.is_contiguous() and not Bm.is_contiguous()
+        args = (u, delta, A, Bm, Cm, Dk, db, z, grid, dirs, c.get("softplus", True))
+        d64 = tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
+        T._CONFIG_OVERRIDE = c["cfg"]
+        os.environ["NNUNET_MAMBA_SCAN_DETERMINISTIC"] = "1" if c.get("deterministic") else "0"
+        out = T.multidir_scan_fwd(*args)
+        grads = T.multidir_scan_bwd(dout, *args)
+        ref = R.multidir_scan_fwd(*d64)
+        rgrads = R.multidir_scan_bwd(dout.double(), *d64)
+        errs, finite, dtypes_ok = {}, True, True
+        exp = [dtype, dtype, dtype, torch.float32, dtype, dtype, torch.float32, torch.float32, dtype]
+        for nm, a, b, e in zip(__NAMES__, (out, *grads), (ref, *rgrads), exp):
+            if a is None or b is None:
+                errs[nm] = 0.0 if (a is None and b is None) else float("inf")
+                continue
+            finite &= bool(torch.isfinite(a.double()).all())
+            dtypes_ok &= a.dtype == e and tuple(a.shape) == tuple(b.shape)
+            errs[nm] = ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
+        results[name] = dict(errs=errs, finite=finite, dtypes_ok=dtypes_ok)
+    print("RESULTS" + json.dumps(results))
+''').replace("__NAMES__", repr(NAMES))
+
+
+@pytest.fixture(scope="module")
+def interpreter_results(tmp_path_factory):
+    script = tmp_path_factory.mktemp("triton_interp") / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, str(script), json.dumps(CASES)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1]
+    return json.loads(line[len("RESULTS"):])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_matches_reference(interpreter_results, case):
+    res = interpreter_results[case]
+    tol = 2e-2 if CASES[case]["dtype"] == "bfloat16" else 1e-4
+    assert res["finite"], res
+    assert res["dtypes_ok"], res
+    bad = {k: v for k, v in res["errs"].items() if not v <= tol}
+    # dA / dD / ddelta_bias stay fp32 even for bf16 inputs
+    assert not bad, f"relative errors above {tol}: {bad} (all: {res['errs']})"
