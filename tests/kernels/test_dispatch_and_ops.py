@@ -67,3 +67,15 @@ def test_torch_compile_traces_the_mixer_without_graph_breaks():
     g = torch.autograd.grad(out.square().sum(), [x, m.ssm.A_log])
     assert rel(out, eager) < 1e-6
     assert all(rel(a, b) < 1e-5 for a, b in zip(g, g_eager))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_backend_resolution_does_not_break_a_compiled_graph(device):
+    from nnunet_mamba.kernels import resolve_backend
+
+    def f(x):
+        return x + len(resolve_backend(torch.device(device)))
+
+    torch._dynamo.reset()
+    out = torch.compile(f, backend="eager", fullgraph=True)(torch.zeros(2))
+    assert torch.equal(out, torch.full((2,), float(len(resolve_backend(torch.device(device))))))
