@@ -52,6 +52,10 @@ def test_default_network_has_real_multidirectional_mamba_mixers():
     bot = mixers(build_network("umamba_bot", plans_kwargs(3), 1, 3))
     assert len(bot) == 1 and isinstance(bot[0], RasterMamba)
     assert len(mixers(build_network("umamba_enc", plans_kwargs(3), 1, 3))) == 4
+    seg = [m for m in build_network("segmamba", plans_kwargs(3), 1, 3).modules() if isinstance(m, MultiDirMamba)]
+    assert len(seg) == 6  # 2 ToM layers on each of the 3 stages below full resolution
+    names = [d.name for d in seg[0].directions]
+    assert names == ["xyz+", "xyz-", "yzx+"]  # forward, reverse, inter-slice (first axis fastest)
 
 
 def test_mixer_depends_on_scan_order_and_trains():

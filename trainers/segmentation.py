@@ -24,13 +24,18 @@ class UMambaEncTrainer(MambaTrainerBase):
     network_name = "umamba_enc"
 
 
+class SegMambaTrainer(MambaTrainerBase):
+    """SegMamba: gated spatial conv + tri-orientated Mamba (forward, reverse, inter-slice) encoder."""
+    network_name = "segmamba"
+
+
 # --- short schedules -------------------------------------------------------------------------
-_DEMO = dict(num_epochs=16, num_iterations_per_epoch=30, num_val_iterations_per_epoch=3, save_every=1)
+_DEMO = dict(num_epochs=13, num_iterations_per_epoch=30, num_val_iterations_per_epoch=3, save_every=1)
 _CI = dict(num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1, save_every=1)
 
 
 class MambaTrainer_demo(MambaTrainer):
-    """The README demo on a 2-core CPU: MambaTrainer's network at half width, 480 iterations of
+    """The README demo on a 2-core CPU: MambaTrainer's network at half width, 390 iterations of
     batch 2, no test-time mirroring."""
     schedule = _DEMO
     batch_size_override = 2
@@ -70,4 +75,8 @@ class UMambaBotTrainer_50epochs(UMambaBotTrainer):
 
 
 class UMambaEncTrainer_50epochs(UMambaEncTrainer):
+    schedule = dict(num_epochs=50)
+
+
+class SegMambaTrainer_50epochs(SegMambaTrainer):
     schedule = dict(num_epochs=50)

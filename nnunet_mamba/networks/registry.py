@@ -9,6 +9,7 @@ input channels, output channels and the deep-supervision flag, for 2D or 3D.
 | nomamba       | the same network without mixers (the ablation)                             |
 | umamba_bot    | U-Mamba Bot: U-Mamba's raster Mamba layer on the bottleneck                |
 | umamba_enc    | U-Mamba Enc: U-Mamba's raster Mamba layer after every encoder stage         |
+| segmamba      | SegMamba: GSC + tri-orientated Mamba (fwd, rev, inter-slice) + MLP skip heads |
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from nnunet_mamba.layers import MultiDirMamba, RasterMamba
 from .hybrid_unet import HybridResEncUNet
+from .segmamba import SegMamba
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -85,3 +87,11 @@ def umamba_enc(arch_kwargs, input_channels, num_classes, deep_supervision, d_sta
     return HybridResEncUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
                             mixer_stages=tuple(range(n)), **_umamba_blocks(arch_kwargs),
                             mixer_factory=lambda s, c, nd: RasterMamba(c, d_state=d_state, backend=backend))
+
+
+@register_network("segmamba")
+def segmamba(arch_kwargs, input_channels, num_classes, deep_supervision, depth=2, directions=3, d_state=16,
+             expand=2.0, backend=None):
+    return SegMamba(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
+                    depth=depth, directions=directions, d_state=d_state, expand=expand, backend=backend,
+                    **arch_kwargs)
