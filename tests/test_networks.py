@@ -39,6 +39,7 @@ def test_deep_supervision_contract(name, ndim, shape):
     net.decoder.deep_supervision = False
     single = net(x)
     assert torch.is_tensor(single) and single.shape == (2, 4, *pad)
+    assert net.compute_conv_feature_map_size(pad) > 0
     inference = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=False)
     assert inference.state_dict().keys() == net.state_dict().keys()  # the predictor loads strictly
 

@@ -17,6 +17,8 @@ from dynamic_network_architectures.building_blocks.residual_encoders import Resi
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 
+from .base import EncoderDecoder
+
 MixerFactory = Callable[[int, int, int], nn.Module]  # (stage index, channels, spatial ndim) -> mixer
 
 
@@ -35,7 +37,7 @@ class StageWithMixer(nn.Module):
         return self.stage.compute_conv_feature_map_size(input_size)
 
 
-class HybridResEncUNet(nn.Module):
+class HybridResEncUNet(EncoderDecoder):
     """ResEnc U-Net (nnU-Net's ``ResidualEncoderUNet``) plus mixers on ``mixer_stages``."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: Sequence[int], conv_op: type,
@@ -61,13 +63,6 @@ class HybridResEncUNet(nn.Module):
             channels = self.encoder.output_channels[s]
             self.encoder.stages[s] = StageWithMixer(self.encoder.stages[s], mixer_factory(s, channels, ndim))
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
-
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
-
-    def compute_conv_feature_map_size(self, input_size):
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(input_size)
 
     @staticmethod
     def initialize(module):

@@ -23,6 +23,7 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
 from nnunet_mamba.layers import MultiDirMamba
+from .base import EncoderDecoder
 
 
 class GatedSpatialConv(nn.Module):
@@ -101,7 +102,7 @@ class SegMambaEncoder(nn.Module):
         return np.int64(total)
 
 
-class SegMamba(nn.Module):
+class SegMamba(EncoderDecoder):
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: Sequence[int], conv_op: type,
                  kernel_sizes, strides, num_classes: int, n_conv_per_stage_decoder, conv_bias: bool = True,
                  norm_op: Optional[type] = None, norm_op_kwargs: Optional[dict] = None, dropout_op=None,
@@ -113,13 +114,6 @@ class SegMamba(nn.Module):
         self.encoder = SegMambaEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                        conv_bias, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs, **mamba_options)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
-
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
-
-    def compute_conv_feature_map_size(self, input_size):
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(input_size)
 
     @staticmethod
     def initialize(module):
