@@ -117,10 +117,17 @@ def main():
                     r = measure(name, PLANS[plan_name], amp, not args.no_compile, args.steps, args.warmup, device)
                 except torch.OutOfMemoryError as e:
                     r = {"network": name, "amp": amp, "error": f"OOM: {str(e)[:120]}"}
+                except RuntimeError as e:  # record and go on: one failing network must not lose the other rows
+                    r = {"network": name, "amp": amp, "error": f"{type(e).__name__}: {str(e)[:160]}"}
                 r["plan"] = plan_name
                 rows.append(r)
                 print(json.dumps(r), flush=True)
+                table = write_results(args, card, rows)  # after every row: a crash keeps what was measured
                 torch.cuda.empty_cache()
+    print("\n".join(table))
+
+
+def write_results(args, card, rows):
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -149,7 +156,7 @@ def main():
                          f"{r['peak_mem_gb']:.2f} | {r['params_m']:.1f} | {r['first_step_s']:.1f} | "
                          f"{r['losses_finite']} |")
     (out / f"train_step_{tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -177,8 +177,8 @@ def _summary_kernel_src(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts,
                     HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_BIAS: tl.constexpr,
                     SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
-    pid_d = tl.program_id(0)
-    c = tl.program_id(1)
+    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
+    pid_d = tl.program_id(1)
     b = tl.program_id(2)
     t = c * BLOCK_T + tl.arange(0, BLOCK_T)
     tmask = t < L
@@ -296,8 +296,8 @@ def _fwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, st, acc, out,
                 HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
                 ACC_IN: tl.constexpr, FINAL: tl.constexpr,
                 BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
-    pid_d = tl.program_id(0)
-    c = tl.program_id(1)
+    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
+    pid_d = tl.program_id(1)
     b = tl.program_id(2)
     t = c * BLOCK_T + tl.arange(0, BLOCK_T)
     tmask = t < L
@@ -428,8 +428,8 @@ def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
                 HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
                 ACC_IN: tl.constexpr, FINAL: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
                 BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
-    pid_d = tl.program_id(0)
-    c = tl.program_id(1)
+    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
+    pid_d = tl.program_id(1)
     b = tl.program_id(2)
     t = c * BLOCK_T + tl.arange(0, BLOCK_T)
     tmask = t < L
@@ -604,7 +604,7 @@ def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directi
     nDB = triton.cdiv(D, cfg["BLOCK_D"])
     for geo, kf, kr in groups:
         n_a, n_b, n_c, s_a, s_b, s_c = geo
-        _KERNELS[cfg["vec1"]]["summary"][(nDB, nC, Bsz)](
+        _KERNELS[cfg["vec1"]]["summary"][(nC, nDB, Bsz)](
             u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
             z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
             L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
@@ -648,7 +648,7 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
     for gi, (geo, kf, kr) in enumerate(groups):
         n_a, n_b, n_c, s_a, s_b, s_c = geo
         final = gi == G - 1
-        _KERNELS[cfg["vec1"]]["fwd"][(nDB, nC, Bsz)](
+        _KERNELS[cfg["vec1"]]["fwd"][(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
             out if final else acc,
@@ -708,7 +708,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
     for gi, (geo, kf, kr) in enumerate(groups):
         n_a, n_b, n_c, s_a, s_b, s_c = geo
         final = gi == G - 1
-        _KERNELS[cfg["vec1"]]["bwd"][(nDB, nC, Bsz)](
+        _KERNELS[cfg["vec1"]]["bwd"][(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st,
             du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
@@ -744,7 +744,7 @@ def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, d
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
-        ks["summary"][(triton.cdiv(D, BD), nC, Bsz)](
+        ks["summary"][(nC, triton.cdiv(D, BD), Bsz)](
             u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
             z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
             L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
@@ -778,7 +778,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
-        ks["fwd"][(triton.cdiv(D, BD), nC, Bsz)](
+        ks["fwd"][(nC, triton.cdiv(D, BD), Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
@@ -831,7 +831,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
-        ks["bwd"][(nDB, nC, Bsz)](
+        ks["bwd"][(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
             du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,

@@ -93,8 +93,8 @@ def _step(src, ind, j, s_expr, N, what):
 
 
 def _prologue(src, N, carry_parts):
-    src(1, "pid_d = tl.program_id(0)")
-    src(1, "c = tl.program_id(1)")
+    src(1, "c = tl.program_id(0)")  # chunks on grid axis 0 (axes 1, 2 stop at 65535)
+    src(1, "pid_d = tl.program_id(1)")
     src(1, "b = tl.program_id(2)")
     src(1, "d = pid_d * BD + tl.arange(0, BD)")
     src(1, "dmask = d < D")
