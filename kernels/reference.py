@@ -114,7 +114,7 @@ def _block_size(B: int, K: int, L: int, D: int, N: int) -> int:
     return max(1, min(D, _MAX_BLOCK_ELEMS // max(1, B * K * L * N)))
 
 
-def _prep(u, delta, A, Bm, Cm, Dskip, delta_bias, grid, directions, delta_softplus):
+def _prep(u, delta, Bm, Cm, delta_bias, grid, directions, delta_softplus):
     cd = _compute_dtype(u.dtype)
     idx, inv = _orders(grid, directions, u.device)
     U = _gather_steps(u.to(cd), idx, False)  # (B, K, L, D)
@@ -153,7 +153,7 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
 
 
 def _forward_sum(u, delta, A, Bm, Cm, Dskip, delta_bias, grid, directions, delta_softplus):
-    cd, idx, inv, U, _, dt, Bk, Ck = _prep(u, delta, A, Bm, Cm, Dskip, delta_bias, grid, directions, delta_softplus)
+    cd, idx, inv, U, _, dt, Bk, Ck = _prep(u, delta, Bm, Cm, delta_bias, grid, directions, delta_softplus)
     B, K, L, D = U.shape
     y = torch.empty_like(U)
     step = _block_size(B, K, L, D, A.shape[-1])
@@ -168,8 +168,7 @@ def _forward_sum(u, delta, A, Bm, Cm, Dskip, delta_bias, grid, directions, delta
 @torch.no_grad()
 def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus):
     """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); recomputes the forward."""
-    cd, idx, inv, U, dt_raw, dt, Bk, Ck = _prep(u, delta, A, Bm, Cm, Dskip, delta_bias, grid, directions,
-                                                delta_softplus)
+    cd, idx, inv, U, dt_raw, dt, Bk, Ck = _prep(u, delta, Bm, Cm, delta_bias, grid, directions, delta_softplus)
     B, K, L, D = U.shape
     N = A.shape[-1]
     dout = dout.to(cd)

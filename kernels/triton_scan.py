@@ -64,8 +64,8 @@ import triton.language as tl
 
 from .directions import ScanDirection, scan_geometry
 from . import triton_seq
+from .triton_seq import _positions, _softplus  # device helpers shared by both kernel families
 
-_LOG2E = 1.4426950408889634
 
 __all__ = ["multidir_scan_fwd", "multidir_scan_bwd"]
 
@@ -89,25 +89,11 @@ def _comb3(s_l, p_l, v_l, s_r, p_r, v_r):
 
 
 @triton.jit
-def _positions(t, n_b, n_c, s_a, s_b, s_c):
-    i_c = t % n_c
-    r = t // n_c
-    i_b = r % n_b
-    i_a = r // n_b
-    return i_a * s_a + i_b * s_b + i_c * s_c
-
-
-@triton.jit
 def _wide(x, I64: tl.constexpr):
     if I64:
         return x.to(tl.int64)
     else:
         return x
-
-
-@triton.jit
-def _softplus(x):
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
 
 
 @triton.jit
