@@ -56,14 +56,19 @@ class _Src:
             self(ind, text.replace("#n", str(n)))
 
 
+def _index(src, ind, name, expr):
+    """Emit ``name = expr``, widened to int64 when the kernel's ``I64`` flag is set."""
+    src(ind, f"{name} = {expr}")
+    src(ind, "if I64:")
+    src(ind + 1, f"{name} = {name}.to(tl.int64)")
+
+
 def _step(src, ind, j, s_expr, N, what):
     """Emit the per-step index math and loads for scan-order step ``s_expr`` of the chunk, suffix j."""
     src(ind, f"s{j} = {s_expr}")
     src(ind, f"tp{j} = c * T + s{j} + REV * (T - 1 - 2 * s{j})")
     src(ind, f"tm{j} = tp{j} < L")
-    src(ind, f"row{j} = b * L + _positions(tp{j}, n_b, n_c, s_a, s_b, s_c)")
-    src(ind, "if I64:")
-    src(ind + 1, f"row{j} = row{j}.to(tl.int64)")
+    _index(src, ind, f"row{j}", f"b * L + _positions(tp{j}, n_b, n_c, s_a, s_b, s_c)")
     src(ind, f"row{j} = tl.where(tm{j}, row{j}, 0)")
     src(ind, f"m{j} = dmask & tm{j}")
     src(ind, f"off{j} = row{j} * D + d")
@@ -109,9 +114,7 @@ def _prologue(src, N, carry_parts):
         src(1, f"cin{part} = c {'-' if sign > 0 else '+'} 1 {'+' if sign > 0 else '-'} 2 * REV")
         src(1, f"cv{part} = (cin{part} >= 0) & (cin{part} < nC) & HAS_CARRY")
         src(1, f"cin{part} = tl.minimum(tl.maximum(cin{part}, 0), nC - 1)")
-        src(1, f"cb{part} = ((b * P + {part}) * K + k) * nC + cin{part}")
-        src(1, "if I64:")
-        src(2, f"cb{part} = cb{part}.to(tl.int64)")
+        _index(src, 1, f"cb{part}", f"((b * P + {part}) * K + k) * nC + cin{part}")
         src.per_n(1, f"{var}#n = tl.load(st + (cb{part} * N + #n) * D + d, mask=dmask & cv{part}, other=0.0)", N)
 
 
@@ -132,13 +135,9 @@ def _gen(N: int, S: int, SF: int) -> str:
         src(2, f"dtu{j} = dt{j} * u{j}")
         src(2, f"sdt += dt{j}")
         src.per_n(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n", N)
-    src(1, "sb = ((b * P) * K + k) * nC + c")
-    src(1, "if I64:")
-    src(2, "sb = sb.to(tl.int64)")
+    _index(src, 1, "sb", "((b * P) * K + k) * nC + c")
     src.per_n(1, "tl.store(st + (sb * N + #n) * D + d, h#n, mask=dmask)", N)
-    src(1, "db = (b * K + k) * nC + c")
-    src(1, "if I64:")
-    src(2, "db = db.to(tl.int64)")
+    _index(src, 1, "db", "(b * K + k) * nC + c")
     src(1, "tl.store(dts + db * D + d, sdt, mask=dmask)")
     src(1, "if BWD:")
     src.per_n(2, "g#n = tl.zeros([BD], dtype=tl.float32)", N)
@@ -147,9 +146,7 @@ def _gen(N: int, S: int, SF: int) -> str:
         _step(src, 3, j, f"T - 1 - (q0 + {j})", N, ("dt", "dy", "C"))
     for j in range(SF):
         src.per_n(3, f"g#n = tl.exp2(dt{j} * A2_#n) * (dy{j} * C{j}_#n + g#n)", N)
-    src(2, "gb = ((b * P + 1) * K + k) * nC + c")
-    src(2, "if I64:")
-    src(3, "gb = gb.to(tl.int64)")
+    _index(src, 2, "gb", "((b * P + 1) * K + k) * nC + c")
     src.per_n(2, "tl.store(st + (gb * N + #n) * D + d, g#n, mask=dmask)", N)
     src(0, "")
     # ---------------------------------------------------------------- forward
@@ -193,17 +190,13 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(1, "P = 2")
     _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
-    src(2, "slab = pid_d * (tl.num_programs(2) * L * K * N)")
-    src(2, "if I64:")
-    src(3, "slab = slab.to(tl.int64)")
+    _index(src, 2, "slab", "pid_d * (tl.num_programs(2) * L * K * N)")
     src(2, "dB += slab")
     src(2, "dC += slab")
     src(1, "if HAS_D:")
     src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
     src(1, f"MS = T // {S}")
-    src(1, "sc0 = (b * nC + c) * MS")
-    src(1, "if I64:")
-    src(2, "sc0 = sc0.to(tl.int64)")
+    _index(src, 1, "sc0", "(b * nC + c) * MS")
     # walk 1: states at sub-chunk starts -> scratch
     src(1, "for j in range(MS):")
     src.per_n(2, "tl.store(scr + ((sc0 + j) * N + #n) * D + d, h#n, mask=dmask)", N)
@@ -277,9 +270,7 @@ def _gen(N: int, S: int, SF: int) -> str:
         src(3, f"tl.store(du_out + off{i}, du{i}.to(du_out.dtype.element_ty), mask=m{i})")
         src(2, "else:")
         src(3, f"tl.store(du_acc + off{i}, du{i}, mask=m{i})")
-    src(1, "pb = (b * nC + c) * K + k")
-    src(1, "if I64:")
-    src(2, "pb = pb.to(tl.int64)")
+    _index(src, 1, "pb", "(b * nC + c) * K + k")
     src.per_n(1, "tl.store(dA_p + (pb * N + #n) * D + d, dA#n, mask=dmask)", N)
     src(1, "if HAS_D:")
     src(2, "tl.store(dD_p + pb * D + d, dDacc, mask=dmask)")
