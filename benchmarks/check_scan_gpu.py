@@ -105,6 +105,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the 64^3 shapes")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--big", action="store_true", help="add a 128^3 full-resolution case (131072 chunks of 16)")
     a = ap.parse_args()
     cases = []
     big = [(2, 640, (8, 8, 8), 3), (2, 512, (16, 16, 16), 3), (2, 256, (32, 32, 32), 3),
@@ -121,6 +122,8 @@ def main():
              dict(Bsz=2, D=64, grid=(31, 33, 35), K=3, dtype=torch.float32, dt_shift=8.0),
              dict(Bsz=2, D=64, grid=(31, 33, 35), K=5, dtype=torch.bfloat16, dt_shift=8.0)]
     cases += extra
+    if a.big:  # more chunks than a CUDA grid's y/z axes allow (65535): chunks must sit on axis 0
+        cases.append(dict(Bsz=1, D=24, grid=(128, 128, 128), K=2, dtype=torch.bfloat16))
     rows = []
     all_ok = True
     for c in cases:

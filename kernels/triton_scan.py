@@ -323,7 +323,7 @@ def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
                 D, N, K, nC, P,
                 REV: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 HAS_CARRY: tl.constexpr, NEED_Y: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
-                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+                BC_MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
     rowk = (row * K + k) * D
     dt, raw = _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS, SOFTPLUS)
     dtu = dt * u_t
@@ -342,6 +342,10 @@ def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
     base_g = _wide(((b * P + 1) * K + k), I64) * nC + cin_g
     base_p = _wide(((b * nC + c) * K + k), I64)
     ones = tl.full([BLOCK_T, BLOCK_D], 1.0, tl.float32)
+    # BC_MODE 1: channel sums for dB/dC on the tensor cores, (T, BD) @ e0 with e0 = (BD, 16) one-hot
+    # column 0 (exact operand) in tf32x3 (hi + lo split: ~2^-22 relative), instead of one warp-shuffle
+    # tree per step and state. BC_MODE 2 skips dB/dC (timing ablation only; wrong gradients).
+    e0 = tl.where((tl.arange(0, BLOCK_D)[:, None] >= 0) & (tl.arange(0, 16)[None, :] == 0), 1.0, 0.0)
     sgB = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     ddt = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
@@ -371,7 +375,10 @@ def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
             h = h + aa * hin[None, :]
         if NEED_Y:
             y += h * Cn[:, None]
-        dCn = tl.sum(h * dy_t, 1)
+        if BC_MODE == 1:
+            dCn = tl.sum(tl.dot(h * dy_t, e0, input_precision="tf32x3"), 1)
+        else:
+            dCn = tl.sum(h * dy_t, 1)
         cc = dy_t * Cn[:, None]
         _s, pp, g = tl.associative_scan((a, ones, cc), 0, _comb3, reverse=not REV)
         if HAS_CARRY:
@@ -380,8 +387,13 @@ def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
         tl.store(dA_p + (base_p * N + n) * D + d, tl.sum(x * dt, 0), mask=dmask)
         ddt += x * An[None, :]
         sgB += g * Bn[:, None]
-        dBn = tl.sum(g * dtu, 1)
-        if ATOMIC_BC:
+        if BC_MODE == 1:
+            dBn = tl.sum(tl.dot(g * dtu, e0, input_precision="tf32x3"), 1)
+        else:
+            dBn = tl.sum(g * dtu, 1)
+        if BC_MODE == 2:
+            pass
+        elif ATOMIC_BC:
             tl.atomic_add(dB + rowb + n, dBn, mask=tmask)
             tl.atomic_add(dC + rowb + n, dCn, mask=tmask)
         elif PARTIAL_BC:
@@ -413,7 +425,7 @@ def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
                 HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
                 ACC_IN: tl.constexpr, FINAL: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
-                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+                BC_MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
     c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
     pid_d = tl.program_id(1)
     b = tl.program_id(2)
@@ -444,13 +456,13 @@ def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
     if HAS_F:
         du_m, y_m = _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p, dD_p,
                                 dbias_p, b, c, k_f, row, tmask, d, dmask, m2, D, N, K, nC, P,
-                                False, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BLOCK_T, BLOCK_D, I64)
+                                False, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BC_MODE, BLOCK_T, BLOCK_D, I64)
         du += du_m
         y += y_m
     if HAS_R:
         du_m, y_m = _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p, dD_p,
                                 dbias_p, b, c, k_r, row, tmask, d, dmask, m2, D, N, K, nC, P,
-                                True, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BLOCK_T, BLOCK_D, I64)
+                                True, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BC_MODE, BLOCK_T, BLOCK_D, I64)
         du += du_m
         y += y_m
     if ACC_IN:
@@ -515,6 +527,19 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
         return _seq_config(L, D, Bsz)
     bd = 64 if D % 64 == 0 or D > 128 else 32
     return {"BLOCK_T": 16, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": bd // 32, "sum_warps": 4, "vec1": True}
+
+
+def _bc_mode(cfg: dict) -> int:
+    """How the chunked backward sums dB/dC over channels: 0 warp shuffles (tl.sum, default), 1 tensor
+    cores (tl.dot, tf32x3; correct but measured slower on H100, SCAN_NOTES.md). Env
+    NNUNET_MAMBA_SCAN_BC=0|1 picks one; mode 2 (skip dB/dC: a timing ablation with wrong gradients) is
+    reachable only through the benchmark's config override."""
+    mode = cfg.get("bc_mode")
+    if mode is None:
+        mode = 1 if os.environ.get("NNUNET_MAMBA_SCAN_BC", "0") == "1" else 0
+    if mode == 1 and (cfg["BLOCK_T"] < 16 or cfg["BLOCK_D"] < 16):
+        return 0  # tl.dot needs M, K >= 16
+    return int(mode)
 
 
 def _seq_config(L: int, D: int, Bsz: int) -> dict:
@@ -702,7 +727,8 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
             L, D, N, K, nC, 2, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
             HAS_F=kf is not None, HAS_R=kr is not None, HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None,
             HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=gi > 0, FINAL=final,
-            ATOMIC_BC=atomic, PARTIAL_BC=partial, BLOCK_T=BT, BLOCK_D=BD, I64=i64, num_warps=cfg["num_warps"])
+            ATOMIC_BC=atomic, PARTIAL_BC=partial, BC_MODE=_bc_mode(cfg), BLOCK_T=BT, BLOCK_D=BD, I64=i64,
+            num_warps=cfg["num_warps"])
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None

@@ -32,6 +32,9 @@ CASES = {
                                cfg=dict(BLOCK_T=8, BLOCK_D=2, BLOCK_R=2)),
     "2d_K2_single_chunk_bf16": dict(B=2, D=4, N=2, grid=(3, 5), K=2, dtype="bfloat16",
                                      cfg=dict(BLOCK_T=16, BLOCK_D=4)),
+    # dB/dC channel sums on the tensor cores (tl.dot tf32x3), two channel blocks (atomics), two chunks
+    "2d_K2_full_tensorcore_bc": dict(B=1, D=32, N=2, grid=(5, 7), K=2, dtype="float32",
+                                      cfg=dict(BLOCK_T=16, BLOCK_D=16, BLOCK_R=4, vec1=True, bc_mode=1)),
     # sequential state-in-registers kernels (triton_seq, sub-chunk S=4): ragged, several sub-chunks
     "seq_1d_K1_minimal_ragged": dict(B=2, D=4, N=2, grid=(13,), K=1, dtype="float32", full=False, softplus=False,
                                       cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
