@@ -1,11 +1,9 @@
 """nnU-Net trainers (``nnunet_mamba.trainers``), found by the stock CLI through ``nnUNet_extTrainer``."""
+from . import segmentation as _segmentation
 from .base import MambaTrainerBase
-from .segmentation import (MambaTrainer, MambaTrainer_5epochs, MambaTrainer_50epochs, MambaTrainer_ci,
-                           MambaTrainer_demo, NoMambaTrainer, NoMambaTrainer_50epochs, NoMambaTrainer_ci,
-                           SegMambaTrainer, SegMambaTrainer_50epochs, UMambaBotTrainer, UMambaBotTrainer_50epochs,
-                           UMambaEncTrainer, UMambaEncTrainer_50epochs)
 
-__all__ = ["MambaTrainerBase", "MambaTrainer", "MambaTrainer_5epochs", "MambaTrainer_50epochs", "MambaTrainer_ci",
-           "MambaTrainer_demo", "NoMambaTrainer", "NoMambaTrainer_50epochs", "NoMambaTrainer_ci", "SegMambaTrainer",
-           "SegMambaTrainer_50epochs", "UMambaBotTrainer", "UMambaBotTrainer_50epochs", "UMambaEncTrainer",
-           "UMambaEncTrainer_50epochs"]
+_TRAINERS = {name: obj for name, obj in vars(_segmentation).items()
+             if isinstance(obj, type) and issubclass(obj, MambaTrainerBase)}
+globals().update(_TRAINERS)
+
+__all__ = ["MambaTrainerBase", *sorted(_TRAINERS)]

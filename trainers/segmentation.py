@@ -58,25 +58,20 @@ class NoMambaTrainer_ci(NoMambaTrainer):
     test_time_mirroring = False
 
 
-class MambaTrainer_5epochs(MambaTrainer):
-    schedule = dict(num_epochs=5)
+# Fixed-length variants, named like nnU-Net's own (nnUNetTrainer_20epochs, ...), so that a comparison
+# with nnUNetTrainer on the same budget needs no code: e.g. MambaTrainer_20epochs vs nnUNetTrainer_20epochs.
+SCHEDULE_LENGTHS = (5, 10, 20, 50, 100, 250)
+_BASES = (MambaTrainer, NoMambaTrainer, UMambaBotTrainer, UMambaEncTrainer, SegMambaTrainer)
 
 
-class MambaTrainer_50epochs(MambaTrainer):
-    schedule = dict(num_epochs=50)
+def _fixed_length(base: type, epochs: int) -> type:
+    name = f"{base.__name__}_{epochs}epochs"
+    return type(name, (base,), {"schedule": {"num_epochs": epochs}, "__module__": __name__, "__qualname__": name,
+                                "__doc__": f"{base.__name__} trained for {epochs} epochs."})
 
 
-class NoMambaTrainer_50epochs(NoMambaTrainer):
-    schedule = dict(num_epochs=50)
-
-
-class UMambaBotTrainer_50epochs(UMambaBotTrainer):
-    schedule = dict(num_epochs=50)
-
-
-class UMambaEncTrainer_50epochs(UMambaEncTrainer):
-    schedule = dict(num_epochs=50)
-
-
-class SegMambaTrainer_50epochs(SegMambaTrainer):
-    schedule = dict(num_epochs=50)
+for _base in _BASES:
+    for _epochs in SCHEDULE_LENGTHS:
+        _cls = _fixed_length(_base, _epochs)
+        globals()[_cls.__name__] = _cls
+del _base, _epochs, _cls

@@ -56,6 +56,15 @@ class SelectiveSSMParams(nn.Module):
         return -torch.exp(self.A_log.float())
 
 
+# Training-memory model, in the units of nnU-Net's planner estimate (``compute_conv_feature_map_size``:
+# ~4.5-4.8 bytes each under bf16 AMP for ResEnc). Fitted to peak memory measured on an H100
+# (benchmarks/results/train_h100_nocompile.json, NETWORK_NOTES.md): the layer keeps about
+# expand * (6 + 0.7 K) such elements per token and model channel (measured 8.9 for K=6, 6.5 for K=2 at
+# expand 1; 15-17 for K=3 at expand 2 in SegMamba), U-Mamba's fp32 layer about 9 * expand (17-19 at 2).
+def _tokens(spatial_size) -> int:
+    return int(math.prod(int(s) for s in spatial_size))
+
+
 class MultiDirMamba(nn.Module):
     """Residual multi-directional Mamba mixer: ``x + out_proj(scan(conv(in_proj(norm(x)))))``.
 
@@ -78,6 +87,11 @@ class MultiDirMamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
         if residual:  # start as the identity, like nnU-Net's zero-initialised last norm in residual blocks
             nn.init.zeros_(self.out_proj.weight)
+
+    def activation_elements(self, spatial_size) -> int:
+        """Training memory per sample for a map of ``spatial_size``, in nnU-Net planner units."""
+        expand = self.d_inner / self.norm.normalized_shape[0]
+        return int(expand * (6 + 0.7 * len(self.directions)) * self.norm.normalized_shape[0] * _tokens(spatial_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Bsz, C, *grid = x.shape
@@ -108,6 +122,10 @@ class RasterMamba(nn.Module):
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, padding=d_conv - 1, groups=self.d_inner)
         self.ssm = SelectiveSSMParams(self.d_inner, 1, d_state)
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+
+    def activation_elements(self, spatial_size) -> int:
+        """Training memory per sample for a map of ``spatial_size``, in nnU-Net planner units."""
+        return int(9 * self.d_inner * _tokens(spatial_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_dtype = x.dtype

@@ -25,16 +25,19 @@ MixerFactory = Callable[[int, int, int], nn.Module]  # (stage index, channels, s
 class StageWithMixer(nn.Module):
     """An encoder stage followed by a token mixer."""
 
-    def __init__(self, stage: nn.Module, mixer: nn.Module):
+    def __init__(self, stage: nn.Module, mixer: nn.Module, stride: Sequence[int]):
         super().__init__()
         self.stage = stage
         self.mixer = mixer
+        self.stride = tuple(int(s) for s in stride)
 
     def forward(self, x):
         return self.mixer(self.stage(x))
 
     def compute_conv_feature_map_size(self, input_size):
-        return self.stage.compute_conv_feature_map_size(input_size)
+        """nnU-Net's memory estimate of the stage plus the mixer's activations at the stage output."""
+        out_size = [i // s for i, s in zip(input_size, self.stride)]
+        return self.stage.compute_conv_feature_map_size(input_size) + self.mixer.activation_elements(out_size)
 
 
 class HybridResEncUNet(EncoderDecoder):
@@ -61,7 +64,9 @@ class HybridResEncUNet(EncoderDecoder):
             raise ValueError("mixer_stages given without a mixer_factory")
         for s in self.mixer_stages:
             channels = self.encoder.output_channels[s]
-            self.encoder.stages[s] = StageWithMixer(self.encoder.stages[s], mixer_factory(s, channels, ndim))
+            stride = self.encoder.strides[s]
+            stride = [stride] * ndim if isinstance(stride, int) else stride
+            self.encoder.stages[s] = StageWithMixer(self.encoder.stages[s], mixer_factory(s, channels, ndim), stride)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
 
     @staticmethod

@@ -99,6 +99,7 @@ class SegMambaEncoder(nn.Module):
         for s, c in enumerate(self.output_channels):
             size = size // np.array(self.strides[s])
             total += 6 * c * np.prod(size)  # rough: stem/down + GSC + skip-head activations
+            total += sum(m.activation_elements(size) for m in self.blocks[s] if hasattr(m, "activation_elements"))
         return np.int64(total)
 
 

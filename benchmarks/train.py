@@ -1,0 +1,264 @@
+"""Training-step time, peak memory and inference time of the networks on one GPU (a benchmark, not a test).
+
+For each network and plan: forward + deep-supervision loss + backward + SGD step, under AMP
+(bf16 or fp16 with a GradScaler, as nnU-Net uses it), with or without torch.compile (nnU-Net's
+default on CUDA), median over timed steps after warm-up; peak memory from
+torch.cuda.max_memory_allocated. Every row runs in its own subprocess (a failure or a CUDA error
+in one network cannot spoil the others, and peak memory is per network).
+The loss is cross-entropy (labels) or BCE (regions) on every deep-supervision output with
+nnU-Net's weights (nnU-Net adds a soft Dice term, which costs little next to the network).
+
+Networks: every name of our registry (optionally ``name:{json options}``) and ``resenc_m``, which is
+nnU-Net's own ``ResidualEncoderUNet`` (dynamic-network-architectures) as ``nnUNetTrainer`` builds it
+from ``nnUNetResEncUNetMPlans``.
+
+Plans: (a) ``hippocampus_resenc_m``: the 3d_fullres configuration of ``nnUNetResEncUNetMPlans`` that
+nnU-Net 2.8.1 makes for MSD Hippocampus (all 208 cases), (b) ``brats_like_128``: 4 channels, 3 region
+outputs, patch 128^3, batch 2, the 6-stage ResEnc M layout.
+
+    python benchmarks/train.py [--networks resenc_m mamba_resenc ...] [--amp bf16] [--compile]
+Writes benchmarks/results/train_<card>.json and .md (after every row).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nnunet_mamba.networks import build_network, resolve_arch_kwargs
+
+IMPORTS = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+
+
+def plan(n_stages, features, patch, in_ch, out_ch, batch, blocks, kernel_sizes=None, strides=None, regions=False):
+    kw = {"n_stages": n_stages, "features_per_stage": features, "conv_op": "torch.nn.modules.conv.Conv3d",
+          "kernel_sizes": kernel_sizes or [[3, 3, 3]] * n_stages,
+          "strides": strides or [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
+          "n_blocks_per_stage": blocks, "n_conv_per_stage_decoder": [1] * (n_stages - 1), "conv_bias": True,
+          "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+          "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+          "nonlin_kwargs": {"inplace": True}}
+    return dict(arch=resolve_arch_kwargs(kw, IMPORTS), patch=patch, in_ch=in_ch, out_ch=out_ch, batch=batch,
+                regions=regions)
+
+
+PLANS = {
+    # nnUNetv2_plan_and_preprocess -d 4 -pl nnUNetPlannerResEncM (nnU-Net 2.8.1, 208 MSD Hippocampus cases)
+    "hippocampus_resenc_m": plan(4, [32, 64, 128, 256], (40, 56, 40), 1, 3, 58, [1, 3, 4, 6],
+                                 kernel_sizes=[[3, 3, 3]] * 4, strides=[[1, 1, 1]] + [[2, 2, 2]] * 3),
+    "brats_like_128": plan(6, [32, 64, 128, 256, 320, 320], (128, 128, 128), 4, 3, 2, [1, 3, 4, 6, 6, 6],
+                           regions=True),
+}
+
+
+def plan_from_file(path, configuration="3d_fullres"):
+    """A plan entry from nnU-Net plans (dataset.json read from the same folder): arch, patch, batch."""
+    plans = json.load(open(path))
+    ds = json.load(open(os.path.join(os.path.dirname(path), "dataset.json")))
+    c = plans["configurations"][configuration]
+    while "inherits_from" in c and "architecture" not in c:
+        c = {**plans["configurations"][c["inherits_from"]], **c}
+    arch = c["architecture"]
+    labels = ds["labels"]
+    regions = any(isinstance(v, (list, tuple)) for v in labels.values())
+    out_ch = len([k for k in labels if k != "background"]) if regions else len(labels)
+    return dict(arch=resolve_arch_kwargs(arch["arch_kwargs"], arch["_kw_requires_import"]),
+                patch=tuple(c["patch_size"]), in_ch=len(ds["channel_names"]), out_ch=out_ch,
+                batch=int(c["batch_size"]), regions=regions)
+
+
+def ds_loss(outputs, target, regions):
+    weights = [1 / 2 ** i for i in range(len(outputs))]
+    weights[-1] = 0
+    total = sum(weights)
+    loss = 0
+    for w, o in zip(weights, outputs):
+        if not w:
+            continue
+        t = F.interpolate(target.float(), size=o.shape[2:], mode="nearest")
+        if regions:
+            loss = loss + w / total * F.binary_cross_entropy_with_logits(o.float(), t)
+        else:
+            loss = loss + w / total * F.cross_entropy(o.float(), t[:, 0].long())
+    return loss
+
+
+def make_network(spec, p):
+    name, _, opts = spec.partition(":")
+    options = json.loads(opts) if opts else {}
+    if name == "resenc_m":
+        from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+        net = ResidualEncoderUNet(p["in_ch"], num_classes=p["out_ch"], deep_supervision=True, **p["arch"])
+        from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+        net.apply(InitWeights_He(1e-2))
+        return net
+    net = build_network(name, p["arch"], p["in_ch"], p["out_ch"], True, **options)
+    net.apply(net.initialize)
+    return net
+
+
+def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
+    torch.manual_seed(0)
+    net = make_network(spec, p).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
+    model = torch.compile(net) if compile_ else net
+    x = torch.randn(p["batch"], p["in_ch"], *p["patch"], device=device)
+    if p["regions"]:
+        y = (torch.rand(p["batch"], p["out_ch"], *p["patch"], device=device) > 0.7).float()
+    else:
+        y = torch.randint(0, p["out_ch"], (p["batch"], 1, *p["patch"]), device=device)
+    torch.cuda.reset_peak_memory_stats()
+    times, losses = [], []
+    t_first = time.time()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            loss = ds_loss(model(x), y, p["regions"])
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        scaler.step(opt)
+        scaler.update()
+        return loss
+
+    for i in range(warmup + steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        loss = step()
+        end.record()
+        torch.cuda.synchronize()
+        if i == 0:
+            first = time.time() - t_first
+        if i >= warmup:
+            times.append(start.elapsed_time(end))
+        losses.append(loss.item())
+    row = {"network": spec, "amp": amp, "compile": compile_, "batch": p["batch"], "patch": list(p["patch"]),
+           "median_step_ms": statistics.median(times), "peak_mem_gb": torch.cuda.max_memory_allocated() / 2 ** 30,
+           "first_step_s": first, "losses_finite": all(v == v and abs(v) != float("inf") for v in losses),
+           "params_m": sum(q.numel() for q in net.parameters()) / 1e6}
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as pr:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        row["profile_top"] = pr.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+        print(row["profile_top"], flush=True)
+    return row
+
+
+def run_one(args):
+    """Child process: one (network, plan, amp) row, printed as JSON on the last line."""
+    device = torch.device("cuda")
+    spec, plan_name, amp = args.one
+    plan = plan_from_file(plan_name) if plan_name.endswith(".json") else PLANS[plan_name]
+    if spec == "planned":  # the network recorded by `nnunet-mamba plan` in the plans file
+        spec = json.load(open(plan_name))["nnunet_mamba"]["network"]
+    try:
+        r = measure(spec, plan, amp, args.compile, args.steps, args.warmup, device, args.profile)
+    except torch.OutOfMemoryError as e:
+        r = {"network": spec, "amp": amp, "error": f"OOM: {str(e)[:120]}"}
+    r["plan"] = os.path.basename(plan_name)
+    if plan_name.endswith(".json"):
+        rec = json.load(open(plan_name)).get("nnunet_mamba", {})
+        r["gpu_memory_target_gb"] = rec.get("gpu_memory_target_in_gb")
+        r["planned_for"] = rec.get("network")
+    print("ROW " + json.dumps(r), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--networks", nargs="+", default=["resenc_m", "nomamba", "mamba_resenc", "umamba_bot",
+                                                      "umamba_enc", "segmamba"])
+    ap.add_argument("--plans", nargs="+", default=list(PLANS), help="names of PLANS or nnU-Net plans .json files")
+    ap.add_argument("--amp", nargs="+", default=["bf16"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile the network (nnU-Net's CUDA default)")
+    ap.add_argument("--profile", action="store_true", help="print the torch.profiler kernel table per row")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per row")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--one", nargs=3, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    if args.one:
+        return run_one(args)
+    card = torch.cuda.get_device_name(0)
+    rows = []
+    for plan_name in args.plans:
+        for amp in args.amp:
+            for spec in args.networks:
+                cmd = [sys.executable, __file__, "--one", spec, plan_name, amp, "--steps", str(args.steps),
+                       "--warmup", str(args.warmup)] + (["--compile"] if args.compile else []) \
+                    + (["--profile"] if args.profile else [])
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                    found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+                    if args.profile:
+                        print(proc.stdout, flush=True)
+                    if found:
+                        r = json.loads(found[-1][4:])
+                    else:
+                        r = {"network": spec, "amp": amp, "plan": plan_name,
+                             "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+                except subprocess.TimeoutExpired:
+                    r = {"network": spec, "amp": amp, "plan": plan_name, "error": f"timeout {args.timeout} s"}
+                r.pop("profile_top", None)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+                table = write_results(args, card, rows)  # after every row: a crash keeps what was measured
+    print("\n".join(table))
+
+
+def write_results(args, card, rows):
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    meta = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "commit": commit or os.environ.get("NNUNET_MAMBA_COMMIT", "unknown"), "compile": args.compile,
+            "scan_backend_env": os.environ.get("NNUNET_MAMBA_SCAN_BACKEND", "auto")}
+    try:
+        import triton
+        meta["triton"] = triton.__version__
+    except ImportError:
+        pass
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = card.lower().replace(" ", "_") + (f"_{args.tag}" if args.tag else "")
+    (out / f"train_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# Training step on {card}", "", f"torch {meta['torch']}, CUDA {meta['cuda']}, triton "
+             f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}", "",
+             "| plan | network | AMP | batch x patch | step ms (median) | x resenc_m | peak GB | x resenc_m | target GB "
+             "| params M | first step s | finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["plan"], r["amp"]): r for r in rows if r["network"] == "resenc_m" and "error" not in r}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['plan']} | {r['network']} | {r['amp']} | | {r['error']} | | | | | | | |")
+            continue
+        b = base.get((r["plan"], r["amp"]))
+        rt = f"{r['median_step_ms'] / b['median_step_ms']:.2f}" if b else "-"
+        rm = f"{r['peak_mem_gb'] / b['peak_mem_gb']:.2f}" if b else "-"
+        bp = f"{r['batch']} x {'x'.join(map(str, r['patch']))}"
+        tgt = r.get("gpu_memory_target_gb") or "-"
+        lines.append(f"| {r['plan']} | {r['network']} | {r['amp']} | {bp} | {r['median_step_ms']:.1f} | {rt} | "
+                     f"{r['peak_mem_gb']:.2f} | {rm} | {tgt} | {r['params_m']:.1f} | {r['first_step_s']:.1f} | "
+                     f"{r['losses_finite']} |")
+    (out / f"train_{tag}.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
