@@ -223,10 +223,13 @@ def main():
 
 
 def write_results(args, card, rows):
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = os.environ.get("NNUNET_MAMBA_COMMIT", "")  # the device copy's .git can be stale: say it explicitly
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip()
+        except OSError:
+            commit = ""
     meta = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "commit": commit or os.environ.get("NNUNET_MAMBA_COMMIT", "unknown"), "compile": args.compile,
             "scan_backend_env": os.environ.get("NNUNET_MAMBA_SCAN_BACKEND", "auto")}

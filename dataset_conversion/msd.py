@@ -73,8 +73,14 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
 
 def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_root: Optional[str | Path] = None,
                 name: Optional[str] = None, overwrite: bool = False, tolerance: float = 1e-3,
-                progress: Optional[Callable[[str], None]] = None) -> Path:
-    """Convert ``task_dir`` (``TaskXX_Name``) into ``output_root/DatasetXXX_Name``; returns that path."""
+                progress: Optional[Callable[[str], None]] = None, training_keys: tuple[str, ...] = ("training",),
+                case_filter: Optional[Callable[[str], bool]] = None, channel_names: Optional[dict] = None,
+                converted_by: str = "nnunet-mamba convert msd") -> Path:
+    """Convert ``task_dir`` (``TaskXX_Name``) into ``output_root/DatasetXXX_Name``; returns that path.
+
+    ``training_keys``: the dataset.json lists whose cases are training cases (AMOS adds "validation");
+    ``case_filter``: keep only the case IDs for which it returns True (e.g. AMOS CT-only);
+    ``channel_names``: override the modality names (they choose nnU-Net's normalisation)."""
     task_dir = Path(task_dir)
     if not task_dir.is_dir():
         raise FileNotFoundError(f"{task_dir}: not a folder")
@@ -101,6 +107,8 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
     def add_case(img_rel: str, lab_rel: Optional[str], split: str):
         img_path = task_dir / img_rel
         cid = _case_id(img_rel)
+        if case_filter is not None and not case_filter(cid):
+            return
         if cid in seen:
             problems.append(Problem(str(img_path), f"duplicate case ID {cid!r} (also in {seen[cid]})"))
             return
@@ -135,17 +143,23 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
         cases.append((cid, chans, lab, split))
         say(f"checked {split} case {cid}")
 
-    for entry in meta["training"]:
+    entries = [e for key in training_keys for e in meta.get(key, [])]
+    for entry in entries:
         add_case(entry["image"], entry["label"], "train")
-    listed = {Path(e["image"]).name for e in meta["training"]}
-    for f in sorted((task_dir / "imagesTr").glob(f"*{_NII}")):
-        if f.name not in listed and not f.name.startswith("._"):
-            problems.append(Problem(str(f), "image in imagesTr/ is not listed in dataset.json 'training'"))
+    listed = {Path(e["image"]).parent.name + "/" + Path(e["image"]).name for e in entries}
+    for folder in {Path(e["image"]).parent.name for e in entries} | {"imagesTr"}:
+        for f in sorted((task_dir / folder).glob(f"*{_NII}")):
+            if f"{folder}/{f.name}" not in listed and not f.name.startswith("._"):
+                problems.append(Problem(str(f), f"image in {folder}/ is not listed in dataset.json "
+                                                f"{' / '.join(repr(k) for k in training_keys)}"))
     labels_ts = task_dir / "labelsTs"
     for rel in meta.get("test", []):
         rel = rel if isinstance(rel, str) else rel["image"]
         lab_rel = f"labelsTs/{Path(rel).name}" if (labels_ts / Path(rel).name).is_file() else None
         add_case(rel, lab_rel, "test")
+    if not problems and not any(c[3] == "train" for c in cases):
+        problems.append(Problem(str(task_dir), "no training case left to convert (check the dataset.json lists and "
+                                               "any case filter)"))
     if problems:
         raise DatasetError(problems, f"MSD task {task_dir}")
 
@@ -161,7 +175,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
                 sitk.WriteImage(_label_as_uint8(lab, chans[0]), str(lab_dir / f"{cid}{_NII}"), useCompression=True)
             say(f"wrote {split} case {cid}")
         out_json = {
-            "channel_names": {str(k): v for k, v in meta["modality"].items()},
+            "channel_names": channel_names or {str(k): v for k, v in meta["modality"].items()},
             "labels": {v: k for k, v in sorted(labels.items())},
             "numTraining": sum(1 for c in cases if c[3] == "train"),
             "file_ending": _NII,
@@ -169,7 +183,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
             "description": meta.get("description", ""),
             "reference": meta.get("reference", ""),
             "licence": meta.get("licence", meta.get("license", "")),
-            "converted_by": "nnunet-mamba convert msd",
+            "converted_by": converted_by,
         }
         (tmp / "dataset.json").write_text(json.dumps(out_json, indent=2))
     return final

@@ -8,16 +8,20 @@ Subclasses set class attributes only, so that nnU-Net's predictor (which calls
 * ``batch_size_override``: a fixed batch size instead of the plans' (single-GPU runs);
 * ``width_multiplier``: scales the plans' ``features_per_stage`` (e.g. 0.5 for a CPU-sized network);
 * ``test_time_mirroring``: False keeps mirroring as augmentation but not at validation/inference
-  (stored in the checkpoint, so ``nnUNetv2_predict`` follows it): 8x faster inference in 3D.
+  (stored in the checkpoint, so ``nnUNetv2_predict`` follows it): 8x faster inference in 3D;
+* ``max_consecutive_nonfinite_steps``: a step whose loss or gradient is NaN/Inf is skipped and
+  logged; this many in a row stop training with a clear error instead of training on NaNs.
 """
 from __future__ import annotations
 
 import os
 from typing import Optional
 
+import numpy as np
 import torch
-from torch import nn
+from torch import autocast, nn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_mamba.networks import build_network, from_configuration
 
@@ -29,6 +33,8 @@ class MambaTrainerBase(nnUNetTrainer):
     batch_size_override: Optional[int] = None
     width_multiplier: float = 1.0
     test_time_mirroring: bool = True
+    max_consecutive_nonfinite_steps: int = 5
+    _nonfinite_in_a_row: int = 0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -61,6 +67,60 @@ class MambaTrainerBase(nnUNetTrainer):
         super()._set_batch_size_and_oversample()
         if self.batch_size_override is not None and not self.is_ddp:
             self.batch_size = int(self.batch_size_override)
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's training step, plus: a non-finite loss or gradient skips the optimizer step.
+
+        The backward always runs (under DDP every rank must join the gradient all-reduce); the
+        decision uses the loss and the clipped gradient norm, which DDP makes equal on all ranks.
+        With fp16's GradScaler, inf gradients from a too-large scale are the scaler's business (it
+        skips and lowers the scale); only a non-finite loss counts as a fault there.
+        """
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
+                  else target.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            loss = self.loss(self.network(data), target)
+        loss_ok = bool(torch.isfinite(loss.detach()))
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)  # skipped by the scaler when gradients are not finite
+            self.grad_scaler.update()
+            ok, what = loss_ok, "loss"
+        else:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            ok = loss_ok and bool(torch.isfinite(norm))
+            what = "loss" if not loss_ok else "gradient"
+            if ok:
+                self.optimizer.step()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+        self._record_step(ok, what, loss)
+        return {"loss": loss.detach().cpu().numpy() if ok else np.array(np.nan, dtype=np.float32)}
+
+    def _record_step(self, ok: bool, what: str, loss: torch.Tensor) -> None:
+        if ok:
+            self._nonfinite_in_a_row = 0
+            return
+        self._nonfinite_in_a_row += 1
+        self.print_to_log_file(f"skipped a training step: non-finite {what} (loss {float(loss.detach()):.4g}); "
+                               f"{self._nonfinite_in_a_row} in a row")
+        if self._nonfinite_in_a_row >= self.max_consecutive_nonfinite_steps:
+            raise RuntimeError(
+                f"{self._nonfinite_in_a_row} training steps in a row had a non-finite {what} (epoch "
+                f"{self.current_epoch}); stopped instead of training on NaNs. The last complete checkpoint is kept "
+                "(resume with --c). Check the data (nnUNetv2_plan_and_preprocess --verify_dataset_integrity) and the "
+                "learning rate.")
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        """nnU-Net's epoch logging, over the steps that were not skipped."""
+        kept = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
+        return super().on_train_epoch_end(kept or train_outputs)
 
     def save_checkpoint(self, filename: str) -> None:
         """Write to a temporary file, then rename: a crash never leaves a truncated checkpoint."""

@@ -1,0 +1,190 @@
+"""Any folder of images (+ labels) in a format SimpleITK reads -> nnU-Net v2 raw dataset.
+
+Inputs: NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd) files, or DICOM series (a
+sub-folder per case). Case IDs come from the file or folder names:
+
+* one channel: the name without extension is the case ID (a trailing nnU-Net ``_0000`` is dropped);
+* several channels: names match ``channel_pattern`` (default ``<case>_<4-digit channel>``, as nnU-Net).
+
+Labels are files named ``<case>.<ext>``. Every case is checked first (readable, complete channels, geometry of
+channels and label, label values, NaN/Inf, empty or constant images, 4D images, duplicate IDs, labels without
+images and images without labels) and all problems are reported at once; the output is written atomically.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .atomic import atomic_directory
+from .checks import DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_image
+from .msd import dataset_folder_name
+
+EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+DEFAULT_CHANNEL_PATTERN = r"^(?P<case>.+)_(?P<channel>\d{4})$"
+_NII = ".nii.gz"
+
+
+def _stem(path: Path) -> Optional[str]:
+    for ext in EXTENSIONS:
+        if path.name.lower().endswith(ext):
+            return path.name[: -len(ext)]
+    return None
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    return path.is_dir() and any(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+
+
+def read_any(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
+    """A file, or a folder holding exactly one DICOM series."""
+    if not path.is_dir():
+        return read_image(path, problems)
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if len(ids) != 1:
+        problems.append(Problem(str(path), f"holds {len(ids)} DICOM series; one case folder must hold exactly one"))
+        return None
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+    try:
+        return reader.Execute()
+    except RuntimeError as e:
+        problems.append(Problem(str(path), f"DICOM series cannot be read ({str(e).strip().splitlines()[0][:200]})"))
+        return None
+
+
+def discover(folder: Path, n_channels: int, channel_pattern: str, problems: list[Problem]) -> dict[str, list[Path]]:
+    """case ID -> channel paths (ordered), from the file and folder names of ``folder``."""
+    pattern = re.compile(channel_pattern)
+    found: dict[str, dict[int, Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        stem = entry.name if _is_dicom_dir(entry) else _stem(entry)
+        if stem is None:
+            problems.append(Problem(str(entry), f"not an image file ({', '.join(EXTENSIONS)}) or DICOM series folder"))
+            continue
+        if n_channels == 1:
+            m = pattern.match(stem)
+            case, channel = (m.group("case"), int(m.group("channel"))) if m and int(m.group("channel")) == 0 \
+                else (stem, 0)
+        else:
+            m = pattern.match(stem)
+            if not m:
+                problems.append(Problem(str(entry), f"name does not match the channel pattern {channel_pattern!r}"))
+                continue
+            case, channel = m.group("case"), int(m.group("channel"))
+        slots = found.setdefault(case, {})
+        if channel in slots:
+            problems.append(Problem(str(entry), f"duplicate case {case!r} channel {channel} (also {slots[channel].name})"))
+            continue
+        slots[channel] = entry
+    cases = {}
+    for case, slots in found.items():
+        missing = [c for c in range(n_channels) if c not in slots]
+        extra = sorted(c for c in slots if c >= n_channels)
+        if missing:
+            problems.append(Problem(str(folder / case), f"case {case} lacks channel(s) {missing} of {n_channels}"))
+        if extra:
+            problems.append(Problem(str(slots[extra[0]]), f"case {case} has channel(s) {extra} but only "
+                                                           f"{n_channels} are declared"))
+        if not missing and not extra:
+            cases[case] = [slots[c] for c in range(n_channels)]
+    return cases
+
+
+def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names: Sequence[str],
+                   labels: Optional[str | Path] = None, label_names: Optional[dict[str, int]] = None,
+                   test_images: Optional[str | Path] = None, output_root: Optional[str | Path] = None,
+                   channel_pattern: str = DEFAULT_CHANNEL_PATTERN, overwrite: bool = False, tolerance: float = 1e-3,
+                   progress: Optional[Callable[[str], None]] = None) -> Path:
+    """Convert into ``output_root/DatasetXXX_<name>``; without ``labels`` every case goes to imagesTs."""
+    images = Path(images)
+    for p, what in ((images, "images"), (labels, "labels"), (test_images, "test images")):
+        if p is not None and not Path(p).is_dir():
+            raise FileNotFoundError(f"{p}: {what} folder not found")
+    if labels is not None and not label_names:
+        raise ValueError("label names are needed with labels, e.g. background=0 tumour=1")
+    if label_names and label_names.get("background") != 0:
+        raise ValueError("the label names must map background to 0")
+    if output_root is None:
+        from nnunetv2.paths import nnUNet_raw
+        if nnUNet_raw is None:
+            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
+        output_root = nnUNet_raw
+    final = Path(output_root) / dataset_folder_name(dataset_id, name)
+    say = progress or (lambda s: None)
+    n = len(channel_names)
+    problems: list[Problem] = []
+    train = discover(images, n, channel_pattern, problems)
+    test = discover(Path(test_images), n, channel_pattern, problems) if test_images else {}
+    for case in sorted(set(train) & set(test)):
+        problems.append(Problem(str(Path(test_images) / case), f"case {case} is both a training and a test case"))
+    label_files: dict[str, Path] = {}
+    if labels is not None:
+        for entry in sorted(Path(labels).iterdir()):
+            stem = _stem(entry)
+            if stem is None or entry.name.startswith("."):
+                continue
+            if stem in label_files:
+                problems.append(Problem(str(entry), f"duplicate label of case {stem} (also {label_files[stem].name})"))
+            label_files[stem] = entry
+        for case in sorted(set(label_files) - set(train)):
+            problems.append(Problem(str(label_files[case]), f"label of case {case} has no image in {images}"))
+        for case in sorted(set(train) - set(label_files)):
+            problems.append(Problem(str(train[case][0]), f"image of case {case} has no label in {labels}"))
+    allowed = set(label_names.values()) if label_names else set()
+    checked = []  # (case, [images], label or None, split)
+
+    def check(case: str, paths: list[Path], split: str):
+        n_before = len(problems)
+        imgs = [read_any(p, problems) for p in paths]
+        lab = read_any(label_files[case], problems) if split == "train" and case in label_files else None
+        if len(problems) > n_before:
+            return
+        for p, img in zip(paths, imgs):
+            if img.GetDimension() != 3 and img.GetDimension() != 2:
+                problems.append(Problem(str(p), f"is {img.GetDimension()}D: give each channel as its own 2D/3D file"))
+                return
+            problems.extend(image_content_problems(img, p, expect_channels=1))
+        for p, img in zip(paths[1:], imgs[1:]):
+            problems.extend(geometry_problems(imgs[0], img, paths[0], p, tolerance))
+        if lab is not None:
+            problems.extend(geometry_problems(imgs[0], lab, paths[0], label_files[case], tolerance))
+            problems.extend(label_problems(lab, label_files[case], allowed))
+        checked.append((case, imgs, lab, split))
+        say(f"checked {case}")
+
+    for case, paths in sorted(train.items()):
+        if labels is None or case in label_files:
+            check(case, paths, "train" if labels is not None else "test")
+    for case, paths in sorted(test.items()):
+        check(case, paths, "test")
+    if not train and not test:
+        problems.append(Problem(str(images), "no cases found"))
+    if problems:
+        raise DatasetError(problems, f"input folders ({images})")
+
+    with atomic_directory(final, overwrite=overwrite) as tmp:
+        for sub in ("imagesTr", "labelsTr", "imagesTs"):
+            (tmp / sub).mkdir()
+        for case, imgs, lab, split in checked:
+            folder = tmp / ("imagesTr" if split == "train" else "imagesTs")
+            for c, img in enumerate(imgs):
+                sitk.WriteImage(img, str(folder / f"{case}_{c:04d}{_NII}"), useCompression=True)
+            if lab is not None:
+                arr = np.round(sitk.GetArrayViewFromImage(lab)).astype(np.uint8 if max(allowed) < 256 else np.uint16)
+                out = sitk.GetImageFromArray(arr)
+                out.CopyInformation(imgs[0])
+                sitk.WriteImage(out, str(tmp / "labelsTr" / f"{case}{_NII}"), useCompression=True)
+            say(f"wrote {case}")
+        ds = {"channel_names": {str(i): c for i, c in enumerate(channel_names)},
+              "labels": dict(label_names) if label_names else {"background": 0},
+              "numTraining": sum(1 for c in checked if c[3] == "train"), "file_ending": _NII, "name": name,
+              "converted_by": "nnunet-mamba convert folder"}
+        (tmp / "dataset.json").write_text(json.dumps(ds, indent=2))
+    return final

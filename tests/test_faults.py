@@ -1,0 +1,95 @@
+"""Numerical faults in training: a non-finite step is skipped and logged; repeated ones stop training clearly.
+
+The trainer's own ``train_step`` runs on a real (tiny) Mamba network on CPU; the trainer object is
+created without nnU-Net's dataset machinery, which these steps do not touch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nnunet_mamba.layers import MultiDirMamba
+from nnunet_mamba.trainers import MambaTrainer
+
+pytestmark = pytest.mark.faults
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 8, 3, padding=1)
+        self.mixer = MultiDirMamba(8, 3, directions=2, expand=1.0, residual=False)
+        self.head = torch.nn.Conv3d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.mixer(self.conv(x)))
+
+
+def make_trainer(max_in_a_row=3):
+    torch.manual_seed(0)
+    tr = object.__new__(MambaTrainer)
+    tr.network = TinyNet()
+    tr.device = torch.device("cpu")
+    tr.grad_scaler = None
+    tr.optimizer = torch.optim.SGD(tr.network.parameters(), lr=0.1)
+    tr.loss = lambda out, target: F.cross_entropy(out, target[:, 0].long())
+    tr.current_epoch = 0
+    tr.max_consecutive_nonfinite_steps = max_in_a_row
+    tr.log = []
+    tr.print_to_log_file = lambda *a, **k: tr.log.append(" ".join(map(str, a)))
+    return tr
+
+
+def batch(corrupt=False):
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(2, 1, 5, 6, 7, generator=g)
+    if corrupt:
+        data[0, 0, 2, 3, 4] = float("nan")
+    return {"data": data, "target": torch.randint(0, 2, (2, 1, 5, 6, 7), generator=g)}
+
+
+def params(tr):
+    return [p.detach().clone() for p in tr.network.parameters()]
+
+
+def test_corrupted_batch_is_skipped_logged_and_training_goes_on():
+    tr = make_trainer()
+    before = params(tr)
+    out = tr.train_step(batch(corrupt=True))
+    assert np.isnan(out["loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before, params(tr))), "a skipped step must not change weights"
+    assert all(torch.isfinite(p).all() for p in tr.network.parameters())
+    assert tr.log and "skipped a training step: non-finite loss" in tr.log[-1]
+    out = tr.train_step(batch())
+    assert np.isfinite(out["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(tr))), "a good step must update weights"
+    assert tr._nonfinite_in_a_row == 0
+
+
+def test_nonfinite_gradient_with_finite_loss_is_skipped():
+    tr = make_trainer()
+    tr.network.head.bias.register_hook(lambda g: g * float("inf"))  # finite loss, overflowing gradient
+    before = params(tr)
+    out = tr.train_step(batch())
+    assert np.isnan(out["loss"]) and "non-finite gradient" in tr.log[-1]
+    assert all(torch.equal(a, b) for a, b in zip(before, params(tr)))
+
+
+def test_repeated_failures_stop_with_a_clear_message():
+    tr = make_trainer(max_in_a_row=3)
+    tr.train_step(batch(corrupt=True))
+    tr.train_step(batch(corrupt=True))
+    with pytest.raises(RuntimeError, match=r"3 training steps in a row had a non-finite loss .*stopped instead of "
+                                           r"training on NaNs.*--c"):
+        tr.train_step(batch(corrupt=True))
+
+
+def test_epoch_loss_ignores_skipped_steps(monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    seen = {}
+    monkeypatch.setattr(nnUNetTrainer, "on_train_epoch_end", lambda self, outs: seen.setdefault("outs", outs))
+    tr = make_trainer()
+    tr.on_train_epoch_end([{"loss": np.array(0.5)}, {"loss": np.array(np.nan)}, {"loss": np.array(0.7)}])
+    assert [float(o["loss"]) for o in seen["outs"]] == [0.5, 0.7]
