@@ -17,7 +17,8 @@ from nnunet_mamba.dataset_conversion.brats import NAMINGS, convert_brats, from_b
 from nnunet_mamba.dataset_conversion.checks import DatasetError
 from nnunet_mamba.dataset_conversion.submission import submit_brats
 
-SHAPE = (9, 12, 11)  # z, y, x
+SHAPE = (20, 24, 22)  # z, y, x: large enough for a 3-stage plan (2-stage plans make nnU-Net's DS weights 0/0)
+SHORT = (20, 24, 21)
 
 
 def _write(arr, path: Path, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
@@ -98,7 +99,7 @@ def test_every_problem_reported_and_nothing_written(brats2021, tmp_path):
     src, _ = brats2021
     rng = np.random.default_rng(3)
     (src / "BraTS2021_00002" / "BraTS2021_00002_t2.nii.gz").unlink()  # missing channel
-    _write((rng.random((9, 12, 10)) * 5).astype(np.float32),  # wrong shape
+    _write((rng.random(SHORT) * 5).astype(np.float32),  # wrong shape
            src / "BraTS2021_00000" / "BraTS2021_00000_t1ce.nii.gz")
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "BraTS2021_00005" / "BraTS2021_00005_t1.nii.gz")))
     _write(np.full(SHAPE, 3, np.uint8), src / "BraTS2021_00005" / "BraTS2021_00005_seg.nii.gz",
@@ -158,6 +159,23 @@ def test_round_trip_nnunet_integrity_and_submission(brats2023, tmp_path):
     with zipfile.ZipFile(tmp_path / "submission.zip") as z:
         assert sorted(z.namelist()) == sorted([f"{c}.nii.gz" for c in labs] + ["manifest.json"])
 
+    # a tiny region-based MambaTrainer model, then `submit -m MODEL` predicts and converts in one step
+    train = [str(Path(sys.executable).with_name("nnUNetv2_train")), "993", "3d_fullres", "all", "-tr",
+             "MambaTrainer_ci", "-device", "cpu"]
+    proc = subprocess.run(train, capture_output=True, text=True, env=dict(env, nnUNet_n_proc_DA="0"), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    model = tmp_path / "res" / out.name / "MambaTrainer_ci__nnUNetPlans__3d_fullres"
+    sub2 = tmp_path / "submission_model"
+    proc = subprocess.run([sys.executable, "-m", "nnunet_mamba.cli.main", "submit", "brats", "-m", str(model), "-f",
+                           "all", "--images", str(out / "imagesTr"), "-d", str(out / "dataset.json"), "-o", str(sub2),
+                           "-device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for cid in labs:
+        got = sitk.ReadImage(str(sub2 / f"{cid}.nii.gz"))
+        orig = sitk.ReadImage(str(src / cid / f"{cid}-seg.nii.gz"))
+        assert got.GetSize() == orig.GetSize() and got.GetOrigin() == orig.GetOrigin()
+        assert set(np.unique(sitk.GetArrayFromImage(got)).tolist()) <= {0, 1, 2, 3}
+
 
 def test_submission_rejects_bad_predictions(brats2023, tmp_path):
     src, labs = brats2023
@@ -166,7 +184,7 @@ def test_submission_rejects_bad_predictions(brats2023, tmp_path):
     preds.mkdir()
     cid = next(iter(labs))
     _write(np.full(SHAPE, 5, np.uint8), preds / f"{cid}.nii.gz", origin=(3.0, -2.0, 1.5))  # bad label value
-    _write(np.zeros((9, 12, 10), np.uint8), preds / "BraTS-GLI-00003-001.nii.gz", origin=(3.0, -2.0, 1.5))  # shape
+    _write(np.zeros(SHORT, np.uint8), preds / "BraTS-GLI-00003-001.nii.gz", origin=(3.0, -2.0, 1.5))  # shape
     _write(np.zeros(SHAPE, np.uint8), preds / "case_7.nii.gz")  # not a BraTS name
     with pytest.raises(DatasetError) as e:
         submit_brats(preds, tmp_path / "sub", out / "dataset.json", out / "imagesTr")

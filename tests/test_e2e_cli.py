@@ -163,3 +163,42 @@ def test_find_best_configuration_and_model_zip_round_trip(trained, tmp_path):
     else:
         _check_predictions(pred2, ds / "imagesTs", ds / "labelsTs")
     shutil.rmtree(tmp_path / "results2")
+
+
+def test_pretrained_weights_and_continue_prediction(trained, tmp_path):
+    """-pretrained_weights from fold 0 into a fold-1 run; --continue_prediction keeps finished cases."""
+    root, env, ds, fold, _ = trained
+    train_env = dict(env, nnUNet_n_proc_DA="0")
+    log = run([cli("nnUNetv2_train"), str(DS), CFG, "1", "-tr", TR, "-device", "cpu", "-pretrained_weights",
+               str(fold / "checkpoint_final.pth")], train_env)
+    assert "Loading pretrained weights" in log or "pretrained" in log.lower()
+    fold1 = fold.parent / "fold_1"
+    ckpt = torch.load(fold1 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["current_epoch"] == 3 and all(np.isfinite(ckpt["logging"]["train_losses"]))
+    pred = tmp_path / "pred_continue"
+    args = [cli("nnUNetv2_predict"), "-i", str(ds / "imagesTs"), "-o", str(pred), "-d", str(DS), "-c", CFG, "-f",
+            "1", "-tr", TR, "-device", "cpu", "-npp", "0", "-nps", "0"]
+    run(args, env)
+    first = sorted(pred.glob("*.nii.gz"))
+    stamps = {f.name: f.stat().st_mtime_ns for f in first}
+    first[0].unlink()  # an interrupted run: one case missing
+    run(args + ["--continue_prediction"], env)
+    again = sorted(pred.glob("*.nii.gz"))
+    assert [f.name for f in again] == sorted(stamps)
+    kept = [f for f in again if f.name != first[0].name]
+    assert all(f.stat().st_mtime_ns == stamps[f.name] for f in kept), "finished cases must not be redone"
+
+
+def test_2d_configuration_trains_and_predicts(workspace, tmp_path):
+    root, env, ds = workspace
+    run([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DS), "-c", "2d", "-np", "1", "-npfp", "1"], env)
+    run([cli("nnUNetv2_train"), str(DS), "2d", "0", "-tr", TR, "-device", "cpu"], dict(env, nnUNet_n_proc_DA="0"))
+    fold = root / "res" / ds.name / f"{TR}__nnUNetPlans__2d" / "fold_0"
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert any(".mixer.ssm.A_log" in k for k in ckpt["network_weights"])
+    assert ckpt["network_weights"][next(k for k in ckpt["network_weights"] if k.endswith("mixer.ssm.A_log"))
+                                   ].shape[0] == 4  # 4 scan directions in 2D
+    pred = tmp_path / "pred2d"
+    run([cli("nnUNetv2_predict"), "-i", str(ds / "imagesTs"), "-o", str(pred), "-d", str(DS), "-c", "2d", "-f", "0",
+         "-tr", TR, "-device", "cpu", "-npp", "0", "-nps", "0"], env)
+    _check_predictions(pred, ds / "imagesTs", ds / "labelsTs")
