@@ -93,3 +93,20 @@ def test_epoch_loss_ignores_skipped_steps(monkeypatch):
     tr = make_trainer()
     tr.on_train_epoch_end([{"loss": np.array(0.5)}, {"loss": np.array(np.nan)}, {"loss": np.array(0.7)}])
     assert [float(o["loss"]) for o in seen["outs"]] == [0.5, 0.7]
+
+
+def test_single_output_deep_supervision_has_a_finite_loss():
+    """nnU-Net's own weights are 0/0 for a plan with one deep-supervision output; ours give a finite loss."""
+    from types import SimpleNamespace
+    tr = object.__new__(MambaTrainer)
+    tr.label_manager = SimpleNamespace(has_regions=False, ignore_label=None)
+    tr.configuration_manager = SimpleNamespace(batch_dice=False)
+    tr.is_ddp = False
+    tr.enable_deep_supervision = True
+    tr._do_i_compile = lambda: False
+    tr._get_deep_supervision_scales = lambda: [[1.0, 1.0, 1.0]]
+    loss = tr._build_loss()
+    assert loss.weight_factors == (1.0,)
+    g = torch.Generator().manual_seed(0)
+    value = loss([torch.randn(2, 3, 4, 5, 6, generator=g)], [torch.randint(0, 3, (2, 1, 4, 5, 6), generator=g)])
+    assert torch.isfinite(value)

@@ -122,3 +122,24 @@ def test_cli_label_names_and_errors(tmp_path):
     assert (tmp_path / "raw" / "Dataset955_Cli" / "labelsTr").is_dir()
     bad = subprocess.run(base + ["--label-names", "background=zero"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "is not NAME=INTEGER" in bad.stderr
+
+
+@pytest.mark.skipif(not (SHARED / "Dataset501_MSLesionLesjakMNI").is_dir(), reason="../shared/data not available")
+def test_real_four_channel_ms_lesion_data(tmp_path):
+    """3 MS patients, FLAIR/T1/T1POST/T2 (real MRI): channels grouped by name, voxels and geometry kept."""
+    src = SHARED / "Dataset501_MSLesionLesjakMNI"
+    meta = json.loads((src / "dataset.json").read_text())
+    channels = [meta["channel_names"][str(i)] for i in range(4)]
+    out = convert_folder(src / "imagesTr", 956, "MSLesion", channels, src / "labelsTr", meta["labels"],
+                         output_root=tmp_path / "raw")
+    ds = json.loads((out / "dataset.json").read_text())
+    assert ds["numTraining"] == 3 and ds["channel_names"] == meta["channel_names"]
+    for case in ("ms_patient07", "ms_patient19", "ms_patient26"):
+        for c in range(4):
+            a = sitk.ReadImage(str(src / "imagesTr" / f"{case}_{c:04d}.nii.gz"))
+            b = sitk.ReadImage(str(out / "imagesTr" / f"{case}_{c:04d}.nii.gz"))
+            assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+            assert np.allclose(a.GetOrigin(), b.GetOrigin()) and np.allclose(a.GetDirection(), b.GetDirection())
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / f"{case}.nii.gz")))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / f"{case}.nii.gz")))
+        assert np.array_equal(lab, ref) and lab.max() == 1

@@ -68,6 +68,15 @@ class MambaTrainerBase(nnUNetTrainer):
         if self.batch_size_override is not None and not self.is_ddp:
             self.batch_size = int(self.batch_size_override)
 
+    def _build_loss(self):
+        """nnU-Net's loss; with a single deep-supervision output (2-stage plans of tiny images) nnU-Net zeroes
+        its only weight and normalises 0/0 -> NaN loss. Give that output weight 1 instead."""
+        loss = super()._build_loss()
+        weights = getattr(loss, "weight_factors", None)
+        if weights is not None and not np.isfinite(weights).all():
+            loss.weight_factors = tuple(1.0 / len(weights) for _ in weights)
+        return loss
+
     def train_step(self, batch: dict) -> dict:
         """nnU-Net's training step, plus: a non-finite loss or gradient skips the optimizer step.
 
