@@ -110,3 +110,22 @@ def test_single_output_deep_supervision_has_a_finite_loss():
     g = torch.Generator().manual_seed(0)
     value = loss([torch.randn(2, 3, 4, 5, 6, generator=g)], [torch.randint(0, 3, (2, 1, 4, 5, 6), generator=g)])
     assert torch.isfinite(value)
+
+
+def test_checkpoint_of_another_network_gives_one_clear_message(tmp_path):
+    from nnunet_mamba.trainers.base import checkpoint_mismatch
+    other = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3))
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": other.state_dict(), "trainer_name": "NoMambaTrainer"}, path)
+    tr = make_trainer()
+    tr.was_initialized = True
+    tr.is_ddp = False
+    with pytest.raises(RuntimeError) as e:
+        tr.load_checkpoint(str(path))
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: written by NoMambaTrainer, whose network does not fit MambaTrainer's")
+    assert "-tr NoMambaTrainer" in msg and "missing" in msg
+    assert checkpoint_mismatch({"network_weights": tr.network.state_dict()}, tr.network, "MambaTrainer") is None
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"broken.pth: cannot be read as a checkpoint"):
+        tr.load_checkpoint(str(tmp_path / "broken.pth"))

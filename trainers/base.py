@@ -131,9 +131,45 @@ class MambaTrainerBase(nnUNetTrainer):
         kept = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
         return super().on_train_epoch_end(kept or train_outputs)
 
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's loading, after a check that names the file and the trainer that wrote it when the
+        weights do not fit this trainer's network (another trainer, plans or nnunet-mamba version)."""
+        if isinstance(filename_or_checkpoint, str):
+            if not self.was_initialized:
+                self.initialize()
+            try:
+                ckpt = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+            except Exception as e:  # truncated file, not a torch file, ...
+                raise RuntimeError(f"{filename_or_checkpoint}: cannot be read as a checkpoint ({type(e).__name__}: "
+                                   f"{str(e)[:200]})") from None
+            net = self.network.module if self.is_ddp else self.network
+            net = getattr(net, "_orig_mod", net)
+            problem = checkpoint_mismatch(ckpt, net, type(self).__name__)
+            if problem:
+                raise RuntimeError(f"{filename_or_checkpoint}: {problem}")
+        super().load_checkpoint(filename_or_checkpoint)
+
     def save_checkpoint(self, filename: str) -> None:
         """Write to a temporary file, then rename: a crash never leaves a truncated checkpoint."""
         tmp = f"{filename}.partial"
         super().save_checkpoint(tmp)
         if os.path.isfile(tmp):
             os.replace(tmp, filename)
+
+
+def checkpoint_mismatch(checkpoint, network: nn.Module, trainer: str) -> Optional[str]:
+    """None if ``checkpoint['network_weights']`` fits ``network``, else a one-paragraph explanation."""
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        return "not an nnU-Net training checkpoint (no 'network_weights')"
+    theirs = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint["network_weights"].items()}
+    ours = network.state_dict()
+    missing = sorted(set(ours) - set(theirs))
+    unexpected = sorted(set(theirs) - set(ours))
+    shapes = sorted(k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape))
+    if not (missing or unexpected or shapes):
+        return None
+    who = checkpoint.get("trainer_name", "an unknown trainer")
+    example = (missing or unexpected or shapes)[0]
+    return (f"written by {who}, whose network does not fit {trainer}'s: {len(missing)} tensor(s) missing, "
+            f"{len(unexpected)} unexpected, {len(shapes)} of another shape (first: {example!r}). Use the trainer and "
+            f"plans that wrote it (-tr {who}), or start {trainer} from scratch (without --c).")

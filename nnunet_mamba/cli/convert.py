@@ -44,6 +44,15 @@ def add_parser(sub) -> None:
     fol.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
     fol.add_argument("--overwrite", action="store_true")
     fol.set_defaults(func=run_folder)
+    mm = conv.add_parser("medmnist", help="a MedMNIST v2 .npz (2D/3D classification) with per-case classes")
+    mm.add_argument("npz")
+    mm.add_argument("-d", "--dataset-id", type=int, required=True)
+    mm.add_argument("--name", required=True)
+    mm.add_argument("--classes", nargs="+", default=None, help="class names in label order")
+    mm.add_argument("--max-per-split", type=int, default=None, help="keep the first N cases of each split")
+    mm.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
+    mm.add_argument("--overwrite", action="store_true")
+    mm.set_defaults(func=run_medmnist)
 
 
 def run_msd(args) -> int:
@@ -83,5 +92,13 @@ def run_folder(args) -> int:
     out = convert_folder(args.images, args.dataset_id, args.name, args.channels, args.labels, names,
                          args.test_images, args.output_root, args.channel_pattern or DEFAULT_CHANNEL_PATTERN,
                          args.overwrite, progress=lambda s: print(s, flush=True))
+    print(f"wrote {out}")
+    return 0
+
+
+def run_medmnist(args) -> int:
+    from nnunet_mamba.dataset_conversion.medmnist import convert_medmnist
+    out = convert_medmnist(args.npz, args.dataset_id, args.name, args.classes, args.output_root, args.max_per_split,
+                           args.overwrite, progress=lambda s: print(s, flush=True))
     print(f"wrote {out}")
     return 0
