@@ -1,7 +1,7 @@
 """Any folder of images (+ labels) in a format SimpleITK reads -> nnU-Net v2 raw dataset.
 
-Inputs: NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd) files, or DICOM series (a
-sub-folder per case). Case IDs come from the file or folder names:
+Inputs: NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd) files, FreeSurfer MGH (.mgz/.mgh,
+read with nibabel), or DICOM series (a sub-folder per case). Case IDs come from the file or folder names:
 
 * one channel: the name without extension is the case ID (a trailing nnU-Net ``_0000`` is dropped);
 * several channels: names match ``channel_pattern`` (default ``<case>_<4-digit channel>``, as nnU-Net).
@@ -24,7 +24,8 @@ from .atomic import atomic_directory
 from .checks import DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_image
 from .msd import dataset_folder_name
 
-EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh")
+NIBABEL_ONLY = (".mgz", ".mgh")
 DEFAULT_CHANNEL_PATTERN = r"^(?P<case>.+)_(?P<channel>\d{4})$"
 _NII = ".nii.gz"
 
@@ -40,9 +41,33 @@ def _is_dicom_dir(path: Path) -> bool:
     return path.is_dir() and any(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
 
 
+def read_nibabel(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
+    """A 3D file nibabel reads (RAS affine) as a SimpleITK image (LPS): same voxels, same physical positions."""
+    import nibabel as nib
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:  # nibabel raises several types for broken files
+        problems.append(Problem(str(path), f"cannot be read ({type(e).__name__}: {str(e)[:200]})"))
+        return None
+    if data.ndim != 3:
+        problems.append(Problem(str(path), f"is {data.ndim}D; expected a 3D image per channel"))
+        return None
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine  # RAS -> LPS
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    data = data.astype(data.dtype.newbyteorder("="), copy=False)  # MGH is big-endian; ITK wants native order
+    out = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    out.SetSpacing(tuple(float(s) for s in spacing))
+    out.SetOrigin(tuple(float(o) for o in affine[:3, 3]))
+    out.SetDirection(tuple(float(d) for d in (affine[:3, :3] / spacing).ravel()))
+    return out
+
+
 def read_any(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
     """A file, or a folder holding exactly one DICOM series."""
     if not path.is_dir():
+        if path.name.lower().endswith(NIBABEL_ONLY):
+            return read_nibabel(path, problems)
         return read_image(path, problems)
     ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
     if len(ids) != 1:

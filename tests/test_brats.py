@@ -175,6 +175,21 @@ def test_round_trip_nnunet_integrity_and_submission(brats2023, tmp_path):
         orig = sitk.ReadImage(str(src / cid / f"{cid}-seg.nii.gz"))
         assert got.GetSize() == orig.GetSize() and got.GetOrigin() == orig.GetOrigin()
         assert set(np.unique(sitk.GetArrayFromImage(got)).tolist()) <= {0, 1, 2, 3}
+    # the same from an exported model zip (what a challenge team receives)
+    zip_path = tmp_path / "model.zip"
+    proc = subprocess.run([str(Path(sys.executable).with_name("nnUNetv2_export_model_to_zip")), "-d", "993", "-o",
+                           str(zip_path), "-c", "3d_fullres", "-tr", "MambaTrainer_ci", "-f", "all"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    sub3 = tmp_path / "submission_zip"
+    proc = subprocess.run([sys.executable, "-m", "nnunet_mamba.cli.main", "submit", "brats", "-m", str(zip_path), "-f",
+                           "all", "--images", str(out / "imagesTr"), "-d", str(out / "dataset.json"), "-o", str(sub3),
+                           "-device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for cid in labs:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(sub2 / f"{cid}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(sub3 / f"{cid}.nii.gz")))
+        assert np.array_equal(a, b)
 
 
 def test_submission_rejects_bad_predictions(brats2023, tmp_path):

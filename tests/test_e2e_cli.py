@@ -202,3 +202,17 @@ def test_2d_configuration_trains_and_predicts(workspace, tmp_path):
     run([cli("nnUNetv2_predict"), "-i", str(ds / "imagesTs"), "-o", str(pred), "-d", str(DS), "-c", "2d", "-f", "0",
          "-tr", TR, "-device", "cpu", "-npp", "0", "-nps", "0"], env)
     _check_predictions(pred, ds / "imagesTs", ds / "labelsTs")
+
+
+def test_seeded_cpu_runs_give_identical_losses(trained):
+    """NNUNET_MAMBA_SEED + augmentation in the main process: two runs of the same fold, identical losses."""
+    root, env, ds, fold, _ = trained
+    seeded = dict(env, nnUNet_n_proc_DA="0", NNUNET_MAMBA_SEED="1234")
+    fold2 = fold.parent / "fold_2"
+    losses = []
+    for _ in range(2):
+        run([cli("nnUNetv2_train"), str(DS), CFG, "2", "-tr", TR, "-device", "cpu"], seeded)
+        ckpt = torch.load(fold2 / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        losses.append((ckpt["logging"]["train_losses"], ckpt["logging"]["val_losses"]))
+    assert all(np.isfinite(losses[0][0]))
+    assert losses[0] == losses[1]

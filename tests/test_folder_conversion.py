@@ -143,3 +143,23 @@ def test_real_four_channel_ms_lesion_data(tmp_path):
         lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / f"{case}.nii.gz")))
         ref = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / f"{case}.nii.gz")))
         assert np.array_equal(lab, ref) and lab.max() == 1
+
+
+def test_nibabel_only_format_keeps_voxels_and_physical_geometry(tmp_path):
+    """FreeSurfer .mgz (nibabel, RAS) in, NIfTI (ITK, LPS) out: same voxels, same geometry as SimpleITK's NIfTI read."""
+    import nibabel as nib
+    img_dir, lab_dir = tmp_path / "img", tmp_path / "lab"
+    img_dir.mkdir()
+    lab_dir.mkdir()
+    (cid, img, lab), = demo_cases(1)
+    for src, dst in ((img, img_dir / f"{cid}.mgz"), (lab, lab_dir / f"{cid}.mgz")):
+        n = nib.load(str(src))
+        data = np.asanyarray(n.dataobj).astype(np.float32 if src == img else np.uint8)
+        nib.save(nib.MGHImage(data, n.affine), str(dst))
+    out = convert_folder(img_dir, 957, "Mgz", ["MRI"], lab_dir, LABELS, output_root=tmp_path / "raw")
+    got = sitk.ReadImage(str(out / "imagesTr" / f"{cid}_0000.nii.gz"))
+    ref = sitk.ReadImage(str(img))
+    assert np.array_equal(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(ref).astype(np.float32))
+    assert np.allclose(got.GetSpacing(), ref.GetSpacing(), atol=1e-5)
+    assert np.allclose(got.GetOrigin(), ref.GetOrigin(), atol=1e-4)
+    assert np.allclose(got.GetDirection(), ref.GetDirection(), atol=1e-6)
