@@ -9,11 +9,11 @@ PY=${PY:-$HERE/../.venv/bin/python}
 BIN=$(dirname "$PY")
 TASK=${1:-$HERE/../../shared/data/Task04_Hippocampus}
 W=$(mktemp -d)
-export nnUNet_raw=$W/raw nnUNet_preprocessed=$W/pre nnUNet_results=$W/res nnUNet_n_proc_DA=0
+export nnUNet_raw=$W/raw nnUNet_preprocessed=$W/pre nnUNet_results=$W/res
 "$BIN/nnunet-mamba" convert msd "$("$PY" -c 'from nnunet_mamba.data import HIPPOCAMPUS_DEMO; print(HIPPOCAMPUS_DEMO)')" \
   -d 980 --name HippoMem > /dev/null
 "$BIN/nnUNetv2_plan_and_preprocess" -d 980 -c 3d_fullres -np 2 > /dev/null
-"$BIN/nnUNetv2_train" 980 3d_fullres all -tr MambaTrainer_ci -device cpu > /dev/null
+nnUNet_n_proc_DA=0 "$BIN/nnUNetv2_train" 980 3d_fullres all -tr MambaTrainer_ci -device cpu > /dev/null
 mkdir -p "$W/images"
 for f in $(ls "$TASK/imagesTr"/*.nii.gz | head -50); do cp "$f" "$W/images/$(basename "${f%.nii.gz}")_0000.nii.gz"; done
 "$PY" "$HERE/predict_memory.py" --model "$W/res/Dataset980_HippoMem/MambaTrainer_ci__nnUNetPlans__3d_fullres" \

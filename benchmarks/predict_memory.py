@@ -1,7 +1,8 @@
-"""Resident memory of a long CPU prediction run (nnUNetv2_predict_from_modelfolder), sampled over time.
+"""Memory of a long CPU prediction run (nnUNetv2_predict_from_modelfolder), sampled over time.
 
-Runs the stock command on every image of --images and samples the resident set size (RSS) of the whole
-process tree (Linux /proc) every --interval seconds, together with the number of finished cases.
+Runs the stock command on every image of --images and samples the memory of the whole process tree
+(proportional set size from Linux /proc/*/smaps_rollup; summed RSS would count the pages that nnU-Net's
+forked workers share several times) every --interval seconds, with the number of finished cases.
 Writes <out>.json (samples, summary) and <out>.png (RSS against finished cases).
 
     python benchmarks/predict_memory.py --model MODEL_FOLDER --images IMAGES --out results/predict_memory_cpu
@@ -19,15 +20,16 @@ import time
 from pathlib import Path
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants, in MB."""
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size (PSS: shared pages split between the processes that map them, so forked workers
+    are not counted twice) of ``pid`` and all its descendants, in MB."""
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
                         break
             for task in os.listdir(f"/proc/{p}/task"):
@@ -55,7 +57,7 @@ def main():
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples = []
     while proc.poll() is None:
-        samples.append(dict(t=time.time() - t0, rss_mb=tree_rss_mb(proc.pid),
+        samples.append(dict(t=time.time() - t0, pss_mb=tree_pss_mb(proc.pid),
                             done=len(list(out_dir.glob("*.nii.gz")))))
         time.sleep(a.interval)
     err = proc.stderr.read()
@@ -64,16 +66,16 @@ def main():
     done = len(list(out_dir.glob("*.nii.gz")))
     by_case = {}
     for s in samples:  # peak RSS while each number of cases was finished
-        by_case[s["done"]] = max(by_case.get(s["done"], 0.0), s["rss_mb"])
+        by_case[s["done"]] = max(by_case.get(s["done"], 0.0), s["pss_mb"])
     xs = sorted(k for k in by_case if k >= 1)
     half = [k for k in xs if k >= done // 2]
     slope = None
     if len(half) >= 2:
         import numpy as np
         slope = float(np.polyfit(half, [by_case[k] for k in half], 1)[0])
-    summary = dict(cases=done, expected=n_cases, wall_s=time.time() - t0, peak_rss_mb=max(s["rss_mb"] for s in samples),
-                   rss_after_first_case_mb=by_case.get(xs[0]) if xs else None,
-                   rss_at_end_mb=by_case.get(xs[-1]) if xs else None, slope_mb_per_case_second_half=slope,
+    summary = dict(cases=done, expected=n_cases, wall_s=time.time() - t0, peak_pss_mb=max(s["pss_mb"] for s in samples),
+                   pss_after_first_case_mb=by_case.get(xs[0]) if xs else None,
+                   pss_at_end_mb=by_case.get(xs[-1]) if xs else None, slope_mb_per_case_second_half=slope,
                    command=" ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)),
                    cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
     json.dump(dict(summary=summary, samples=samples), open(a.out + ".json", "w"), indent=1)
@@ -82,9 +84,9 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.4), dpi=120)
-    ax.plot([s["done"] for s in samples], [s["rss_mb"] for s in samples], ".", ms=2)
+    ax.plot([s["done"] for s in samples], [s["pss_mb"] for s in samples], ".", ms=2)
     ax.set_xlabel("cases finished")
-    ax.set_ylabel("RSS of the process tree (MB)")
+    ax.set_ylabel("memory of the process tree, PSS (MB)")
     ax.set_title(f"nnUNetv2_predict_from_modelfolder, {done} cases, CPU", fontsize=9)
     fig.tight_layout()
     fig.savefig(a.out + ".png")
