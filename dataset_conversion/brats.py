@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_directory
 from .checks import DatasetError, Problem, geometry_problems, image_content_problems, read_image
-from .msd import dataset_folder_name
+from .msd import output_dataset_folder
 
 _NII = ".nii.gz"
 NAMINGS = {
@@ -81,12 +81,7 @@ def convert_brats(input_dir: str | Path, dataset_id: int, output_root: Optional[
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: not a folder")
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        if nnUNet_raw is None:
-            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
-        output_root = nnUNet_raw
-    final = Path(output_root) / dataset_folder_name(dataset_id, name)
+    final = output_dataset_folder(output_root, dataset_id, name)
     say = progress or (lambda s: None)
     case_dirs = sorted(p for p in input_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     naming = detect_naming([p.name for p in case_dirs], input_dir)

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_directory
 from .checks import DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_image
-from .msd import dataset_folder_name
+from .msd import output_dataset_folder
 
 EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh")
 NIBABEL_ONLY = (".mgz", ".mgh")
@@ -136,12 +136,7 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
         raise ValueError("label names are needed with labels, e.g. background=0 tumour=1")
     if label_names and label_names.get("background") != 0:
         raise ValueError("the label names must map background to 0")
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        if nnUNet_raw is None:
-            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
-        output_root = nnUNet_raw
-    final = Path(output_root) / dataset_folder_name(dataset_id, name)
+    final = output_dataset_folder(output_root, dataset_id, name)
     say = progress or (lambda s: None)
     n = len(channel_names)
     problems: list[Problem] = []

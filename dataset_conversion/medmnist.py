@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_directory
-from .msd import dataset_folder_name
+from .msd import output_dataset_folder
 
 _NII = ".nii.gz"
 SPLITS = ("train", "val", "test")
@@ -83,12 +83,7 @@ def convert_medmnist(npz: str | Path, dataset_id: int, name: str, class_names: O
         class_names = [f"class_{i}" for i in range(n_classes)]
     if len(class_names) < n_classes:
         raise ValueError(f"{npz}: labels go up to {n_classes - 1} but only {len(class_names)} class names were given")
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        if nnUNet_raw is None:
-            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
-        output_root = nnUNet_raw
-    final = Path(output_root) / dataset_folder_name(dataset_id, name)
+    final = output_dataset_folder(output_root, dataset_id, name)
     say = progress or (lambda s: None)
     rows = []
     with atomic_directory(final, overwrite=overwrite) as tmp:

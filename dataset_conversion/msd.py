@@ -71,6 +71,16 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
+def output_dataset_folder(output_root, dataset_id: int, name: str) -> Path:
+    """``output_root`` (default: $nnUNet_raw) / ``DatasetXXX_<name>``."""
+    if output_root is None:
+        from nnunetv2.paths import nnUNet_raw
+        if nnUNet_raw is None:
+            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
+        output_root = nnUNet_raw
+    return Path(output_root) / dataset_folder_name(dataset_id, name)
+
+
 def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_root: Optional[str | Path] = None,
                 name: Optional[str] = None, overwrite: bool = False, tolerance: float = 1e-3,
                 progress: Optional[Callable[[str], None]] = None, training_keys: tuple[str, ...] = ("training",),
@@ -90,12 +100,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
     if dataset_id is None:
         raise ValueError(f"{task_dir}: cannot infer a dataset ID from the folder name; pass dataset_id")
     name = name or (m.group(2) if m else task_dir.name)
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        if nnUNet_raw is None:
-            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
-        output_root = nnUNet_raw
-    final = Path(output_root) / dataset_folder_name(dataset_id, name)
+    final = output_dataset_folder(output_root, dataset_id, name)
     say = progress or (lambda s: None)
 
     n_channels = len(meta["modality"])
