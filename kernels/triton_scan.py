@@ -97,6 +97,24 @@ def _wide(x, I64: tl.constexpr):
 
 
 @triton.jit
+def _tile(L, D, n_b, n_c, s_a, s_b, s_c, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+    """This program's (chunk, channel block, batch) tile: canonical rows of its scan steps and its channels."""
+    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
+    pid_d = tl.program_id(1)
+    b = tl.program_id(2)
+    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
+    tmask = t < L
+    row = b * L + _positions(t, n_b, n_c, s_a, s_b, s_c)
+    if I64:
+        row = row.to(tl.int64)
+    row = tl.where(tmask, row, 0)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < D
+    m2 = tmask[:, None] & dmask[None, :]
+    return c, pid_d, b, tmask, row, d, dmask, m2
+
+
+@triton.jit
 def _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """dt (after bias/softplus) and the raw pre-softplus value, fp32 (BLOCK_T, BLOCK_D); 0 outside."""
     raw = tl.load(delta + rowk[:, None] + d[None, :], mask=m2, other=0.0).to(tl.float32)
@@ -163,19 +181,7 @@ def _summary_kernel_src(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts,
                     HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_BIAS: tl.constexpr,
                     SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
-    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2)
-    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
-    tmask = t < L
-    pos = _positions(t, n_b, n_c, s_a, s_b, s_c)
-    row = b * L + pos
-    if I64:
-        row = row.to(tl.int64)
-    row = tl.where(tmask, row, 0)
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    dmask = d < D
-    m2 = tmask[:, None] & dmask[None, :]
+    c, pid_d, b, tmask, row, d, dmask, m2 = _tile(L, D, n_b, n_c, s_a, s_b, s_c, BLOCK_T, BLOCK_D, I64)
     u_t = tl.load(u + row[:, None] * D + d[None, :], mask=m2, other=0.0).to(tl.float32)
     dy_t = u_t
     if BWD:
@@ -282,19 +288,7 @@ def _fwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, st, acc, out,
                 HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
                 ACC_IN: tl.constexpr, FINAL: tl.constexpr,
                 BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
-    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2)
-    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
-    tmask = t < L
-    pos = _positions(t, n_b, n_c, s_a, s_b, s_c)
-    row = b * L + pos
-    if I64:
-        row = row.to(tl.int64)
-    row = tl.where(tmask, row, 0)
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    dmask = d < D
-    m2 = tmask[:, None] & dmask[None, :]
+    c, pid_d, b, tmask, row, d, dmask, m2 = _tile(L, D, n_b, n_c, s_a, s_b, s_c, BLOCK_T, BLOCK_D, I64)
     offs = row[:, None] * D + d[None, :]
     u_t = tl.load(u + offs, mask=m2, other=0.0).to(tl.float32)
     y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
@@ -426,19 +420,7 @@ def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
                 HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
                 ACC_IN: tl.constexpr, FINAL: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
                 BC_MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
-    c = tl.program_id(0)  # chunks on grid axis 0: up to 2^31-1 (axes 1 and 2 stop at 65535)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2)
-    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
-    tmask = t < L
-    pos = _positions(t, n_b, n_c, s_a, s_b, s_c)
-    row = b * L + pos
-    if I64:
-        row = row.to(tl.int64)
-    row = tl.where(tmask, row, 0)
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    dmask = d < D
-    m2 = tmask[:, None] & dmask[None, :]
+    c, pid_d, b, tmask, row, d, dmask, m2 = _tile(L, D, n_b, n_c, s_a, s_b, s_c, BLOCK_T, BLOCK_D, I64)
     offs = row[:, None] * D + d[None, :]
     if PARTIAL_BC:  # one fp32 (B, L, K, N) slab per channel block, summed afterwards
         slab = _wide(pid_d, I64) * (tl.num_programs(2) * L * K * N)
