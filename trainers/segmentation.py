@@ -60,7 +60,7 @@ class NoMambaTrainer_ci(NoMambaTrainer):
 
 # Fixed-length variants, named like nnU-Net's own (nnUNetTrainer_20epochs, ...), so that a comparison
 # with nnUNetTrainer on the same budget needs no code: e.g. MambaTrainer_20epochs vs nnUNetTrainer_20epochs.
-SCHEDULE_LENGTHS = (5, 10, 20, 50, 100, 250)
+SCHEDULE_LENGTHS = (2, 5, 10, 20, 50, 100, 250)
 _BASES = (MambaTrainer, NoMambaTrainer, UMambaBotTrainer, UMambaEncTrainer, SegMambaTrainer)
 
 
