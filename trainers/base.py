@@ -173,15 +173,21 @@ class MambaTrainerBase(nnUNetTrainer):
             os.replace(tmp, filename)
 
 
-def checkpoint_mismatch(checkpoint, network: nn.Module, trainer: str) -> Optional[str]:
-    """None if ``checkpoint['network_weights']`` fits ``network``, else a one-paragraph explanation."""
-    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
-        return "not an nnU-Net training checkpoint (no 'network_weights')"
-    theirs = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint["network_weights"].items()}
+def weights_mismatch(weights: dict, network: nn.Module) -> tuple[list, list, list]:
+    """(missing, unexpected, other-shape) state-dict keys of ``weights`` against ``network`` ('module.' ignored)."""
+    theirs = {k[7:] if k.startswith("module.") else k: v for k, v in weights.items()}
     ours = network.state_dict()
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))
     shapes = sorted(k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape))
+    return missing, unexpected, shapes
+
+
+def checkpoint_mismatch(checkpoint, network: nn.Module, trainer: str) -> Optional[str]:
+    """None if ``checkpoint['network_weights']`` fits ``network``, else a one-paragraph explanation."""
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        return "not an nnU-Net training checkpoint (no 'network_weights')"
+    missing, unexpected, shapes = weights_mismatch(checkpoint["network_weights"], network)
     if not (missing or unexpected or shapes):
         return None
     who = checkpoint.get("trainer_name", "an unknown trainer")

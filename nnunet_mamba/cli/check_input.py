@@ -1,0 +1,45 @@
+"""``nnunet-mamba check-input``: are these images valid inputs for this trained model? (nothing is predicted)
+
+Checks what ``nnUNetv2_predict`` would trip over: channel files per case, unreadable or truncated images,
+channels of a case on different voxel grids, and checkpoints that do not fit the network the trainer builds
+with this installation. Every problem is listed with its file.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("check-input", help="check prediction inputs (and the model's checkpoints) before predicting",
+                       description=__doc__)
+    p.add_argument("-i", "--input", required=True, help="folder of images named <case>_<XXXX><file_ending>")
+    p.add_argument("-m", "--model", required=True, help="trained model folder (trainer__plans__configuration)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to check (default: all found)")
+    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nnunet_mamba.input_checks import InputError, check_prediction_inputs, checkpoint_problems
+
+    dataset_json_file = os.path.join(args.model, "dataset.json")
+    if not os.path.isfile(dataset_json_file):
+        raise FileNotFoundError(f"{args.model}: not a trained model folder (no dataset.json)")
+    with open(dataset_json_file) as f:
+        dataset_json = json.load(f)
+    check_prediction_inputs(args.input, dataset_json)
+
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), verbose=False)
+    folds = [f if f == "all" else int(f) for f in args.folds] if args.folds else None
+    predictor.initialize_from_trained_model_folder(args.model, folds, args.checkpoint)
+    folds = folds if folds is not None else predictor.auto_detect_available_folds(args.model, args.checkpoint)
+    files = [os.path.join(args.model, f"fold_{f}", args.checkpoint) for f in folds]
+    problems = checkpoint_problems(predictor.network, predictor.list_of_parameters, files, predictor.trainer_name)
+    if problems:
+        raise InputError(problems, "trained model")
+    print(f"ok: inputs in {args.input} fit {args.model} ({len(files)} checkpoint(s))")
+    return 0
