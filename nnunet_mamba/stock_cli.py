@@ -17,6 +17,7 @@ Opt out of all of it with ``NNUNET_MAMBA_NO_AUTOLOAD=1``.
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import importlib.abc
 import os
@@ -162,6 +163,7 @@ def patch_predictor(module) -> None:
     cls = module.nnUNetPredictor
     original_init, original_predict = cls.initialize_from_trained_model_folder, cls.predict_from_files
 
+    @functools.wraps(original_init)
     def initialize_from_trained_model_folder(self, model_training_output_dir, use_folds,
                                              checkpoint_name="checkpoint_final.pth"):
         folds = use_folds if use_folds is not None else cls.auto_detect_available_folds(model_training_output_dir,
@@ -182,12 +184,47 @@ def patch_predictor(module) -> None:
         if problems:
             raise InputError(problems, "trained model")
 
-    def predict_from_files(self, list_of_lists_or_source_folder, *args, **kwargs):
+    @functools.wraps(original_predict)  # nnU-Net reads this method's signature (and its own locals) to log args
+    def predict_from_files(self, list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files,
+                           *args, **kwargs):
         check_prediction_inputs(list_of_lists_or_source_folder, self.dataset_json)
-        return original_predict(self, list_of_lists_or_source_folder, *args, **kwargs)
+        overwrite = kwargs.get("overwrite", args[1] if len(args) > 1 else True)
+        if not overwrite and isinstance(output_folder_or_list_of_truncated_output_files, str):
+            remove_damaged_outputs(output_folder_or_list_of_truncated_output_files, self.dataset_json["file_ending"])
+        return original_predict(self, list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files,
+                                *args, **kwargs)
 
     cls.initialize_from_trained_model_folder = initialize_from_trained_model_folder
     cls.predict_from_files = predict_from_files
+
+
+def remove_damaged_outputs(folder: str, file_ending: str) -> list[str]:
+    """Before ``--continue_prediction`` skips the cases that have an output: delete outputs that a killed run
+    left half-written (nnU-Net checks only that the file exists), so those cases are predicted again."""
+    import zipfile
+
+    from nnunet_mamba.input_checks import gzip_problem
+
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        damaged = False
+        if name.endswith(file_ending) and name.endswith(".gz"):
+            damaged = gzip_problem(path) is not None
+        elif name.endswith(".npz"):
+            try:
+                with zipfile.ZipFile(path) as z:
+                    damaged = z.testzip() is not None
+            except (zipfile.BadZipFile, OSError):
+                damaged = True
+        if damaged:
+            os.remove(path)
+            removed.append(path)
+            print(f"nnunet-mamba: removed {path}: damaged (a run killed while writing it?); it is predicted again",
+                  file=sys.stderr)
+    return removed
 
 
 def _network_like_predictor(predictor, checkpoint_file: str):

@@ -252,3 +252,22 @@ def test_kill_during_checkpoint_write_resumes_from_last_complete_checkpoint(ws, 
     assert len(losses) == 3 and all(np.isfinite(losses))
     assert (fold / "validation" / "summary.json").is_file()
     assert json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0
+
+
+def test_continue_prediction_redoes_an_output_torn_by_a_kill(ws, tmp_path):
+    root, env, ds, model = ws
+    folder, out = inputs_copy(ws, tmp_path), tmp_path / "out"
+    first = subprocess.run(predict(ws, folder, out), env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    outputs = sorted(out.glob("*.nii.gz"))
+    assert len(outputs) == 2
+    want = sitk.GetArrayFromImage(sitk.ReadImage(str(outputs[0])))
+    torn = outputs[0].read_bytes()
+    outputs[0].write_bytes(torn[: len(torn) // 2])  # what a kill -9 during the export leaves
+    untouched = outputs[1].stat().st_mtime_ns
+    again = subprocess.run(predict(ws, folder, out, "--continue_prediction"), env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"removed {outputs[0]}: damaged" in again.stderr
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(outputs[0]))), want)
+    assert outputs[1].stat().st_mtime_ns == untouched  # the complete case was kept, not predicted again
