@@ -88,3 +88,11 @@ def test_unknown_network_and_bad_plans_give_clear_errors():
     with pytest.raises(ImportError, match="conv_op"):
         resolve_arch_kwargs({"n_stages": 2, "conv_op": "torch.nn.NoSuchConv", "n_blocks_per_stage": [1, 1]},
                             ["conv_op"])
+
+
+def test_directions_per_mixer_stage():
+    net = build_network("mamba_resenc", plans_kwargs(3), 1, 3, directions=[2, 6])
+    assert [len(m.directions) for m in mixers(net)] == [2, 6]  # stage n-2 cheap, bottleneck all orders
+    assert [len(m.directions) for m in mixers(build_network("mamba_resenc", plans_kwargs(2), 1, 3))] == [4, 4]
+    with pytest.raises(ValueError, match="one per mixer stage"):
+        build_network("mamba_resenc", plans_kwargs(3), 1, 3, directions=[2, 6, 6])

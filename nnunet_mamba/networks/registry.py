@@ -50,8 +50,16 @@ def build_network(name: str, arch_kwargs: dict, input_channels: int, num_classes
 @register_network("mamba_resenc")
 def mamba_resenc(arch_kwargs, input_channels, num_classes, deep_supervision, mixer_stages=(-2, -1),
                  directions=None, d_state=16, expand=1.0, backend=None):
+    """``directions``: scan directions per mixer, one int for all, or one per entry of ``mixer_stages``;
+    default every axis order both ways (6 in 3D, 4 in 2D)."""
+    n = arch_kwargs["n_stages"]
+    per_stage = directions if isinstance(directions, (list, tuple)) else [directions] * len(mixer_stages)
+    if len(per_stage) != len(mixer_stages):
+        raise ValueError(f"directions {directions!r}: need one per mixer stage {tuple(mixer_stages)}")
+    k_of = {s % n: k for s, k in zip(mixer_stages, per_stage)}
+
     def factory(stage, channels, ndim):
-        k = directions or 2 * ndim  # every axis order, both ways: 6 in 3D, 4 in 2D
+        k = k_of[stage] or 2 * ndim
         return MultiDirMamba(channels, ndim, directions=k, d_state=d_state, expand=expand, backend=backend)
     return HybridResEncUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
                             mixer_stages=mixer_stages, mixer_factory=factory, **arch_kwargs)
