@@ -17,8 +17,6 @@ trained by nnU-Net on its own plans and preprocessed data.
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
 import os
 import time
@@ -38,6 +36,7 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from nnunet_mamba.classification.inference import network_input, predict_logits, softmax, whole_image_patch
 from nnunet_mamba.classification.labels import balanced_sampling_probabilities, case_classes, class_names, classes_of
 from nnunet_mamba.classification.metrics import classification_metrics
+from nnunet_mamba.classification.outputs import write_json, write_predictions_csv
 from nnunet_mamba.classification.plots import plot_confusion, plot_progress, plot_roc
 from nnunet_mamba.networks import EncoderClassifier, build_encoder, from_configuration
 from .base import MambaTrainerBase
@@ -249,7 +248,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
                    "selection": {"metric": "val AUC (balanced accuracy where undefined)",
                                  "best_epoch": _best_epoch(self), "best_value": self._best_ema},
                    **metrics}
-        _write_json(join(folder, "summary.json"), summary)
+        write_json(join(folder, "summary.json"), summary)
         title = f"{type(self).__name__} fold {self.fold} (val, {len(keys)} cases)"
         plot_roc(y, probs, self.class_names, join(self.output_folder, "roc.png"), title)
         plot_confusion(metrics["confusion_matrix"], self.class_names, join(self.output_folder, "confusion.png"), title)
@@ -262,27 +261,6 @@ def _best_epoch(trainer) -> Optional[int]:
     values = [trainer.selection_metric(e) for e in range(len(trainer.logger.get_value("val_auc", step=None)))]
     values = [-math.inf if v is None else v for v in values]
     return int(np.argmax(values)) if values else None
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.partial"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def write_predictions_csv(path: str, cases, probabilities: np.ndarray, names, true_classes=None) -> None:
-    """``case[,true_class],p_<name>...,predicted_class,predicted_index``, written atomically."""
-    tmp = f"{path}.partial"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case", *(["true_class"] if true_classes is not None else []), *[f"p_{n}" for n in names],
-                    "predicted_class", "predicted_index"])
-        for i, (case, p) in enumerate(zip(cases, probabilities)):
-            k = int(np.argmax(p))
-            w.writerow([case, *([int(true_classes[i])] if true_classes is not None else []),
-                        *[f"{v:.6f}" for v in p], names[k], k])
-    os.replace(tmp, path)
 
 
 class NoMambaClassifierTrainer(MambaClassifierTrainer):
