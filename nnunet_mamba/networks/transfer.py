@@ -1,7 +1,7 @@
 """Moving a shared backbone between task networks (segmentation <-> classification).
 
-Every network here keeps its backbone as ``encoder``, so transfer copies the ``encoder.*`` tensors and keeps the
-target's own head (freshly initialised). The result holds every key of the target network, which is what
+Every network here keeps its backbone as ``encoder``, so transfer copies the ``encoder.*`` tensors (and their
+``decoder.encoder.*`` aliases in segmentation networks) and keeps the target's own head (freshly initialised). The result holds every key of the target network, which is what
 nnU-Net's ``-pretrained_weights`` loader demands.
 """
 from __future__ import annotations
@@ -43,5 +43,8 @@ def transfer_encoder(source_state: Mapping[str, torch.Tensor], target: nn.Module
                          f"{len(extra)} unexpected, {len(shapes)} of another shape ({detail}). Transfer needs the "
                          "same backbone, width, plans (stages, kernels, strides) and input channels")
     merged = dict(tgt)
-    merged.update({k: src[k].detach().clone().to(tgt[k].dtype) for k in keys})
+    for k in tgt:  # the segmentation decoder keeps the encoder too (decoder.encoder.*): same tensors
+        name = k[len("decoder."):] if k.startswith("decoder.encoder.") else k
+        if name.startswith("encoder."):
+            merged[k] = src[name].detach().clone().to(tgt[k].dtype)
     return merged, len(keys)
