@@ -173,3 +173,136 @@ def test_find_cases_errors(tmp_path):
     (tmp_path / "notes.nii.gz").write_bytes(b"")
     with pytest.raises(ValueError, match="notes.nii.gz: not named"):
         find_cases(tmp_path, ".nii.gz", 2)
+
+
+# --- real MedMNIST subsets through the stock CLI (slow) ----------------------------------------------------
+def cli(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def run(cmd, env, ok=True, timeout=600):
+    out = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert out.returncode == 0, f"{' '.join(map(str, cmd))}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def trained_classifier(root: Path, npz: str, dataset_id: int, config: str, trainer: str, n: int):
+    from nnunet_mamba.dataset_conversion.medmnist import convert_medmnist
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"), nnUNet_results=str(root / "res"),
+               nnUNet_def_n_proc="1", nnUNet_compile="f", PYTHONUNBUFFERED="1")
+    ds = convert_medmnist(MEDMNIST / npz, dataset_id, f"E2E{dataset_id}", ["normal", "abnormal"], root / "raw",
+                          max_per_split=n)
+    run([cli("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", config, "-np", "1", "-npfp", "1"], env)
+    run([cli("nnUNetv2_train"), dataset_id, config, "0", "-tr", trainer, "-device", "cpu"],
+        dict(env, nnUNet_n_proc_DA="0"))
+    model = root / "res" / ds.name / f"{trainer}__nnUNetPlans__{config}"
+    return env, ds, model
+
+
+def check_fold_outputs(model: Path, n_val: int) -> list[dict]:
+    fold = model / "fold_0"
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "auc", "confusion_matrix", "class_counts", "selection"} <= set(summary)
+    rows = read_csv(fold / "validation" / "predictions.csv")
+    assert len(rows) == n_val == summary["num_cases"] == sum(summary["class_counts"])
+    y = np.array([int(r["true_class"]) for r in rows])
+    p = np.array([[float(r["p_normal"]), float(r["p_abnormal"])] for r in rows])
+    again = classification_metrics(y, p, ["normal", "abnormal"])  # the summary is the metrics of the CSV
+    assert summary["confusion_matrix"] == again["confusion_matrix"]
+    assert summary["accuracy"] == pytest.approx(again["accuracy"], abs=1e-6)
+    assert summary["auc"] == pytest.approx(again["auc"], abs=1e-4)
+    for png in ("roc.png", "confusion.png", "progress.png"):
+        assert (fold / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["classification"]["class_names"] == ["normal", "abnormal"] and ckpt["current_epoch"] == 2
+    assert (fold / "checkpoint_best.pth").is_file() and not (fold / "checkpoint_latest.pth").exists()
+    return rows
+
+
+def check_predict_class(env, model: Path, images: Path, validation: list[dict], out: Path) -> None:
+    got = run([sys.executable, "-m", "nnunet_mamba.cli.main", "predict-class", "-i", images, "-o", out, "-m", model,
+               "-device", "cpu"], env)
+    rows = read_csv(out)
+    assert list(rows[0]) == ["case", "p_normal", "p_abnormal", "predicted_class", "predicted_index"], got.stdout
+    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    assert [r["case"] for r in rows] == cases
+    val = {r["case"]: r for r in validation}
+    for r in rows:
+        p = np.array([float(r["p_normal"]), float(r["p_abnormal"])])
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        assert int(r["predicted_index"]) == int(np.argmax(p))
+        assert r["predicted_class"] == ["normal", "abnormal"][int(np.argmax(p))]
+        # same preprocessing and network as the trainer's validation: same probabilities
+        assert p[1] == pytest.approx(float(val[r["case"]]["p_abnormal"]), abs=1e-4)
+
+
+def copy_val_images(ds: Path, dest: Path, n: int) -> Path:
+    dest.mkdir()
+    for p in sorted((ds / "imagesTr").glob("val_*_0000.nii.gz"))[:n]:
+        (dest / p.name).write_bytes(p.read_bytes())
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MEDMNIST.is_dir(), reason="../shared/data/medmnist not available")
+def test_adrenal3d_train_validate_predict_transfer(tmp_path, capsys, monkeypatch):
+    env, ds, model = trained_classifier(tmp_path, "adrenalmnist3d.npz", 981, "3d_fullres",
+                                        "MambaClassifierTrainer_ci", n=16)
+    validation = check_fold_outputs(model, 16)
+    images = copy_val_images(ds, tmp_path / "images", 5)
+    check_predict_class(env, model, images, validation, tmp_path / "pred.csv")
+
+    # bad inputs: one clear line each (exit 2), no CSV written
+    from nnunet_mamba.cli.main import main
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+
+    def fails(argv, message):
+        assert main([str(a) for a in argv]) == 2
+        assert message in capsys.readouterr().err
+
+    predict = ["predict-class", "-i", images, "-o", tmp_path / "x.csv", "-device", "cpu", "-m"]
+    fails(predict + [model / "fold_0"], "not a trained model folder (plans.json missing)")
+    (images / "broken_0000.nii.gz").write_bytes(b"not an image")
+    fails(predict + [model], "broken_0000.nii.gz: cannot be read")
+    (images / "broken_0000.nii.gz").rename(images / "broken_0001.nii.gz")
+    fails(predict + [model], "case 'broken' has channel(s) [1]; the model expects 1")
+    assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob("*.partial"))
+
+    # classifier -> segmentation network (the stock -pretrained_weights loader accepts the file)
+    from nnunet_mamba.cli.transfer import target_network
+    run([sys.executable, "-m", "nnunet_mamba.cli.main", "transfer", "-i", model / "fold_0" / "checkpoint_final.pth",
+         "-o", tmp_path / "to_seg.pth", "-d", "981", "-c", "3d_fullres", "-tr", "MambaTrainer_ci"], env)
+    seg = target_network("981", "3d_fullres", "MambaTrainer_ci")
+    load_pretrained_weights(seg, str(tmp_path / "to_seg.pth"))
+    cls_weights = torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    assert all(torch.equal(seg.state_dict()[k], v) for k, v in cls_weights.items() if k.startswith("encoder."))
+
+    # segmentation -> classifier through the stock CLI: nnUNetv2_train -pretrained_weights
+    seg_nomamba = target_network("981", "3d_fullres", "NoMambaTrainer_ci")
+    torch.save({"network_weights": seg_nomamba.state_dict(), "trainer_name": "NoMambaTrainer_ci"},
+               tmp_path / "seg.pth")
+    run([sys.executable, "-m", "nnunet_mamba.cli.main", "transfer", "-i", tmp_path / "seg.pth", "-o",
+         tmp_path / "to_cls.pth", "-d", "981", "-c", "3d_fullres", "-tr", "NoMambaClassifierTrainer_ci"], env)
+    fails(["transfer", "-i", tmp_path / "seg.pth", "-o", tmp_path / "wrong.pth", "-d", "981", "-c", "3d_fullres",
+           "-tr", "MambaClassifierTrainer_ci"], "the backbones differ")
+    out = run([cli("nnUNetv2_train"), "981", "3d_fullres", "0", "-tr", "NoMambaClassifierTrainer_ci", "-device", "cpu",
+               "-pretrained_weights", tmp_path / "to_cls.pth"], dict(env, nnUNet_n_proc_DA="0"))
+    assert "Loading pretrained weights" in out.stdout
+    assert (model.parent / "NoMambaClassifierTrainer_ci__nnUNetPlans__3d_fullres" / "fold_0" / "roc.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MEDMNIST.is_dir(), reason="../shared/data/medmnist not available")
+def test_breastmnist_2d_train_and_predict(tmp_path):
+    env, ds, model = trained_classifier(tmp_path, "breastmnist.npz", 982, "2d", "NoMambaClassifierTrainer_ci", n=12)
+    validation = check_fold_outputs(model, 12)
+    images = copy_val_images(ds, tmp_path / "images", 4)
+    check_predict_class(env, model, images, validation, tmp_path / "pred.csv")
