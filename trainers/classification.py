@@ -247,7 +247,9 @@ class MambaClassifierTrainer(MambaTrainerBase):
                    "epochs_trained": self.current_epoch, "patch_size": self.configuration_manager.patch_size,
                    "selection": {"metric": "val AUC (balanced accuracy where undefined)",
                                  "best_epoch": _best_epoch(self), "best_value": self._best_ema},
-                   **metrics}
+                   **metrics,
+                   "history": {k: self.logger.get_value(k, step=None)
+                               for k in ("train_losses", "val_losses", *_HISTORY)}}
         write_json(join(folder, "summary.json"), summary)
         title = f"{type(self).__name__} fold {self.fold} (val, {len(keys)} cases)"
         plot_roc(y, probs, self.class_names, join(self.output_folder, "roc.png"), title)
@@ -291,6 +293,15 @@ class MambaClassifierTrainer_ci(MambaClassifierTrainer):
     width_multiplier = 0.5
 
 
+class MambaClassifierTrainer_cpu(MambaClassifierTrainer):
+    """A short CPU run (10 epochs x 20 iterations) to see the pipeline learn on a small real dataset."""
+    schedule = dict(num_epochs=10, num_iterations_per_epoch=20)
+
+
+class NoMambaClassifierTrainer_cpu(NoMambaClassifierTrainer):
+    schedule = dict(num_epochs=10, num_iterations_per_epoch=20)
+
+
 class NoMambaClassifierTrainer_ci(NoMambaClassifierTrainer):
     schedule = _CI
     batch_size_override = 4
@@ -313,3 +324,14 @@ for _base in _BASES:
         _cls = _fixed_length(_base, _epochs)
         globals()[_cls.__name__] = _cls
 del _base, _epochs, _cls
+
+
+class MambaClassifierTrainer_30epochs_bs32(MambaClassifierTrainer):
+    """The GPU benchmark schedule (benchmarks/gpu_classification.sh): 30 x 100 iterations of batch 32."""
+    schedule = dict(num_epochs=30, num_iterations_per_epoch=100)
+    batch_size_override = 32
+
+
+class NoMambaClassifierTrainer_30epochs_bs32(NoMambaClassifierTrainer):
+    schedule = dict(num_epochs=30, num_iterations_per_epoch=100)
+    batch_size_override = 32
