@@ -293,24 +293,14 @@ class MambaClassifierTrainer_ci(MambaClassifierTrainer):
     width_multiplier = 0.5
 
 
-class MambaClassifierTrainer_cpu(MambaClassifierTrainer):
-    """A short CPU run (10 epochs x 20 iterations) to see the pipeline learn on a small real dataset."""
-    schedule = dict(num_epochs=10, num_iterations_per_epoch=20)
-
-
-class NoMambaClassifierTrainer_cpu(NoMambaClassifierTrainer):
-    schedule = dict(num_epochs=10, num_iterations_per_epoch=20)
-
-
 class NoMambaClassifierTrainer_ci(NoMambaClassifierTrainer):
     schedule = _CI
     batch_size_override = 4
     width_multiplier = 0.5
 
 
-SCHEDULE_LENGTHS = (10, 20, 50)
-_BASES = (MambaClassifierTrainer, NoMambaClassifierTrainer, UMambaBotClassifierTrainer, UMambaEncClassifierTrainer,
-          SegMambaClassifierTrainer)
+SCHEDULE_LENGTHS = (20, 50)
+_BASES = (MambaClassifierTrainer, NoMambaClassifierTrainer)
 
 
 def _fixed_length(base: type, epochs: int) -> type:
