@@ -129,9 +129,9 @@ class MambaClassifierTrainer(MambaTrainerBase):
         self._fit_patch_to_images(dataset_tr)
         self.val_dataset = dataset_val
         patch = self.configuration_manager.patch_size
-        rotation, dummy_2d, initial_patch, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        rotation, dummy_2d, initial_patch, mirror = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         transforms = self.get_training_transforms(
-            patch, rotation, None, mirror_axes, dummy_2d, use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+            patch, rotation, None, mirror, dummy_2d, use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
             is_cascaded=False, foreground_labels=self.label_manager.foreground_labels, regions=None, ignore_label=None)
         labels = classes_of(dataset_tr.identifiers, self.case_classes)
         self.print_to_log_file(f"training cases per class: {np.bincount(labels, minlength=len(self.class_names))}; "
@@ -290,6 +290,14 @@ class MambaClassifierTrainer_ci(MambaClassifierTrainer):
     """A few iterations for CI (batch 4, half width)."""
     schedule = _CI
     batch_size_override = 4
+    width_multiplier = 0.5
+
+
+class NoMambaClassifierTrainer_cpu(NoMambaClassifierTrainer):
+    """A CPU sanity run on a small real dataset (half width, 8 epochs x 25 iterations of batch 8); the Mamba
+    backbone is too slow on CPU for this (the reference scan), hence NoMamba."""
+    schedule = dict(num_epochs=8, num_iterations_per_epoch=25)
+    batch_size_override = 8
     width_multiplier = 0.5
 
 

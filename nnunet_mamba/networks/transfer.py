@@ -1,8 +1,9 @@
 """Moving a shared backbone between task networks (segmentation <-> classification).
 
 Every network here keeps its backbone as ``encoder``, so transfer copies the ``encoder.*`` tensors (and their
-``decoder.encoder.*`` aliases in segmentation networks) and keeps the target's own head (freshly initialised). The result holds every key of the target network, which is what
-nnU-Net's ``-pretrained_weights`` loader demands.
+``decoder.encoder.*`` aliases in segmentation networks) and keeps the target's own head (freshly initialised).
+The result holds every key of the target network, which is what nnU-Net's ``-pretrained_weights`` loader
+demands.
 """
 from __future__ import annotations
 
