@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_classification.sh prep [NPZ]       # convert NPZ (default $ADRENAL_NPZ or
 #                                                          #   shared/data/medmnist/adrenalmnist3d.npz), plan, preprocess
 #   bash benchmarks/gpu_classification.sh train [SUFFIX]   # start both trainers (background), default schedule
-#                                                          #   30epochs_bs32 (30 x 100 iterations of batch 32)
+#                                                          #   20epochs_bs32 (20 x 100 iterations of batch 32)
 #   bash benchmarks/gpu_classification.sh wait SECONDS     # wait for both, then pack summaries/PNGs/logs into $OUT
 # Afterwards, locally: python benchmarks/classification_report.py --results <unpacked results folder>
 set -u
@@ -30,7 +30,7 @@ prep)
   nnUNetv2_plan_and_preprocess -d $DS -c 3d_fullres -np 12 > $OUT/prep.log 2>&1 || tail -20 $OUT/prep.log
   ;;
 train)
-  S=${2:-30epochs_bs32}
+  S=${2:-20epochs_bs32}
   export nnUNet_compile=f nnUNet_n_proc_DA=6 NNUNET_MAMBA_SEED=0
   for tr in "${TRAINERS[@]}"; do
     setsid nohup nnUNetv2_train $DS 3d_fullres 0 -tr ${tr}_${S} > /tmp/cls/train_${tr}.log 2>&1 < /dev/null &

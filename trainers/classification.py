@@ -294,9 +294,9 @@ class MambaClassifierTrainer_ci(MambaClassifierTrainer):
 
 
 class NoMambaClassifierTrainer_cpu(NoMambaClassifierTrainer):
-    """A CPU sanity run on a small real dataset (half width, 8 epochs x 25 iterations of batch 8); the Mamba
+    """A CPU sanity run on a small real dataset (half width, 4 epochs x 25 iterations of batch 8); the Mamba
     backbone is too slow on CPU for this (the reference scan), hence NoMamba."""
-    schedule = dict(num_epochs=8, num_iterations_per_epoch=25)
+    schedule = dict(num_epochs=4, num_iterations_per_epoch=25)
     batch_size_override = 8
     width_multiplier = 0.5
 
@@ -324,12 +324,12 @@ for _base in _BASES:
 del _base, _epochs, _cls
 
 
-class MambaClassifierTrainer_30epochs_bs32(MambaClassifierTrainer):
-    """The GPU benchmark schedule (benchmarks/gpu_classification.sh): 30 x 100 iterations of batch 32."""
-    schedule = dict(num_epochs=30, num_iterations_per_epoch=100)
+class MambaClassifierTrainer_20epochs_bs32(MambaClassifierTrainer):
+    """The GPU benchmark schedule (benchmarks/gpu_classification.sh): 20 x 100 iterations of batch 32."""
+    schedule = dict(num_epochs=20, num_iterations_per_epoch=100)
     batch_size_override = 32
 
 
-class NoMambaClassifierTrainer_30epochs_bs32(NoMambaClassifierTrainer):
-    schedule = dict(num_epochs=30, num_iterations_per_epoch=100)
+class NoMambaClassifierTrainer_20epochs_bs32(NoMambaClassifierTrainer):
+    schedule = dict(num_epochs=20, num_iterations_per_epoch=100)
     batch_size_override = 32
