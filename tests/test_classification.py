@@ -211,6 +211,8 @@ def check_fold_outputs(model: Path, n_val: int) -> list[dict]:
     fold = model / "fold_0"
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert {"accuracy", "balanced_accuracy", "auc", "confusion_matrix", "class_counts", "selection"} <= set(summary)
+    assert len(summary["history"]["val_auc"]) == len(summary["history"]["train_losses"]) == 2
+    assert summary["selection"]["best_epoch"] in (0, 1)
     rows = read_csv(fold / "validation" / "predictions.csv")
     assert len(rows) == n_val == summary["num_cases"] == sum(summary["class_counts"])
     y = np.array([int(r["true_class"]) for r in rows])
@@ -307,3 +309,11 @@ def test_breastmnist_2d_train_and_predict(tmp_path):
     validation = check_fold_outputs(model, 12)
     images = copy_val_images(ds, tmp_path / "images", 4)
     check_predict_class(env, model, images, validation, tmp_path / "pred.csv")
+    # --val alone (a new process) restores the training patch from the checkpoint: the same predictions
+    summary = model / "fold_0" / "validation" / "summary.json"
+    before = json.loads(summary.read_text())
+    summary.unlink()
+    run([cli("nnUNetv2_train"), "982", "2d", "0", "-tr", "NoMambaClassifierTrainer_ci", "-device", "cpu", "--val"],
+        dict(env, nnUNet_n_proc_DA="0"))
+    after = json.loads(summary.read_text())
+    assert after["patch_size"] == before["patch_size"] and after["auc"] == pytest.approx(before["auc"], abs=1e-6)

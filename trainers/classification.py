@@ -248,7 +248,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
                    "selection": {"metric": "val AUC (balanced accuracy where undefined)",
                                  "best_epoch": _best_epoch(self), "best_value": self._best_ema},
                    **metrics,
-                   "history": {k: self.logger.get_value(k, step=None)
+                   "history": {k: [None if v is None else float(v) for v in self.logger.get_value(k, step=None)]
                                for k in ("train_losses", "val_losses", *_HISTORY)}}
         write_json(join(folder, "summary.json"), summary)
         title = f"{type(self).__name__} fold {self.fold} (val, {len(keys)} cases)"
