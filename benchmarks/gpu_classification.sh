@@ -46,7 +46,7 @@ wait)
   done
   for f in /tmp/cls/train_*.log; do echo "== $f"; grep -E "val_auc|Epoch time|Validation:" $f | tail -4; done
   cp /tmp/cls/train_*.log $nnUNet_results/$NAME/ 2>/dev/null
-  tar -czf $OUT/adrenalmnist3d_classification.tgz -C $nnUNet_results $NAME --exclude='*.pth'
+  tar -czf $OUT/adrenalmnist3d_classification.tgz --exclude='*.pth' -C $nnUNet_results $NAME
   ls -la $OUT
   ;;
 *)
