@@ -7,7 +7,8 @@ Layout (nnU-Net's, so planning and preprocessing are nnU-Net's own):
 * ``labelsTr/<case>.nii.gz``: a mask covering the whole image (label 1 "image"): nnU-Net's preprocessing needs a
   segmentation, and a whole-image mask keeps its cropping and foreground sampling neutral;
 * ``classes.csv``: ``case,class,split`` for every case (test cases too, when the npz has test labels);
-* ``dataset.json``: nnU-Net's keys plus ``"classification": {"classes": {"0": name, ...}, "file": "classes.csv"}``;
+* ``dataset.json``: nnU-Net's keys plus ``"classification": {"classes": {"0": name, ...}, "file": "classes.csv",
+  "cases": {case: class}}`` (the training cases' classes, so trainers find them in every copy of dataset.json);
 * ``splits_final.json``: fold 0 = the official train / val split (nnU-Net copies it to its preprocessed folder),
   so ``nnUNetv2_train ... 0`` trains on train and selects on val.
 """
@@ -111,7 +112,8 @@ def convert_medmnist(npz: str | Path, dataset_id: int, name: str, class_names: O
             (tmp / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
         ds = {"channel_names": {"0": "image"}, "labels": {"background": 0, "image": 1},
               "numTraining": len(train) + len(val), "file_ending": _NII, "name": name,
-              "classification": {"classes": {str(i): c for i, c in enumerate(class_names)}, "file": "classes.csv"},
+              "classification": {"classes": {str(i): c for i, c in enumerate(class_names)}, "file": "classes.csv",
+                                 "cases": {c: k for c, k, s in rows if s != "test"}},
               "converted_by": "nnunet-mamba convert medmnist", "source": npz.name}
         (tmp / "dataset.json").write_text(json.dumps(ds, indent=2))
     return final

@@ -1,0 +1,1 @@
+"""Image classification on nnU-Net datasets: per-case classes, metrics, plots, whole-image inference."""
