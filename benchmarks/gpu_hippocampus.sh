@@ -45,8 +45,9 @@ wait)
     sleep 15
   done
   for f in /tmp/nn/train_*.log; do echo "== $f"; grep -E "Epoch |Pseudo dice|Epoch time|Mean Validation" $f | tail -6; done
-  tar -czf $OUT/hippocampus_fold0.tgz -C $nnUNet_results Dataset004_Hippocampus \
-    --exclude='*.pth' --exclude='*.nii.gz' --exclude='*.npz' /tmp/nn/train_*.log 2>/dev/null
+  cp /tmp/nn/train_*.log $nnUNet_results/Dataset004_Hippocampus/ 2>/dev/null
+  tar -czf $OUT/hippocampus_fold0.tgz --exclude='*.pth' --exclude='*.nii.gz' --exclude='*.npz' \
+    -C $nnUNet_results Dataset004_Hippocampus
   ls -la $OUT
   ;;
 esac

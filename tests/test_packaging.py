@@ -49,13 +49,23 @@ def test_autoload_sets_the_external_trainer_path_without_user_configuration():
     assert off == "None"
 
 
+@pytest.fixture(scope="module")
+def stock_lookup() -> dict:
+    """name -> dotted class, each resolved exactly as ``nnUNetv2_train -tr name`` does (one fresh process)."""
+    code = ("import json, contextlib, io; "
+            "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
+            f"names = {trainers.__all__[1:]!r}; found = {{}}\n"
+            "for n in names:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()): c = f(n)\n"
+            "    found[n] = c.__module__ + '.' + c.__qualname__\n"
+            "print(json.dumps(found))")
+    return json.loads(run_py(code, drop=("nnUNet_extTrainer",)))
+
+
 @pytest.mark.parametrize("name", trainers.__all__[1:])
-def test_stock_nnunet_lookup_finds_every_trainer(name):
-    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
-            f"c = f({name!r}); print(c.__module__ + '.' + c.__qualname__)")
-    found = run_py(code, drop=("nnUNet_extTrainer",))
+def test_stock_nnunet_lookup_finds_every_trainer(stock_lookup, name):
     cls = getattr(trainers, name)
-    assert found == f"{cls.__module__}.{cls.__qualname__}"
+    assert stock_lookup[name] == f"{cls.__module__}.{cls.__qualname__}"
     assert cls.__module__.startswith("nnunet_mamba.trainers.")
     assert pickle.loads(pickle.dumps(cls)) is cls
 
