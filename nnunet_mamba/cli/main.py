@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, demo, doctor, plan, submit
+from . import convert, demo, doctor, plan, restore, submit
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-mamba", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (doctor, demo, convert, plan, submit):
+    for module in (doctor, demo, convert, plan, submit, restore):
         module.add_parser(sub)
     return parser
 
