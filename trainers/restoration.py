@@ -207,12 +207,12 @@ class MambaRestorationTrainer(MambaTrainerBase):
                    "restored": metrics.scores(clean, restored)}
             per_case.append(row)
             self.print_to_log_file(f"{k}: PSNR {row['degraded']['PSNR']:.2f} -> {row['restored']['PSNR']:.2f} dB, "
-                                   f"SSIM {row['degraded']['SSIM']:.4f} -> {row['restored']['SSIM']:.4f}")
-            if i < N_PANELS:
+                                   f"SSIM {row['degraded']['SSIM']} -> {row['restored']['SSIM']}")
+            if i < N_PANELS and _have("matplotlib"):
                 save_panel(os.path.join(out_dir, "png", f"{k}.png"),
                            {"degraded": degraded, "restored": restored, "clean": clean},
                            title=f"{k} ({type(self).__name__})")
-        mean = {which: {m: float(np.mean([r[which][m] for r in per_case])) for m in ("PSNR", "SSIM")}
+        mean = {which: {m: _mean([r[which][m] for r in per_case]) for m in ("PSNR", "SSIM")}
                 for which in ("degraded", "restored")}
         summary = {"trainer": type(self).__name__, "degradation": self.dataset_json.get("restoration"),
                    "metrics": "PSNR (dB, data range = clean max - min) and SSIM (3D, Gaussian window sigma 1.5) "
@@ -222,8 +222,18 @@ class MambaRestorationTrainer(MambaTrainerBase):
             json.dump(summary, f, indent=1)
         os.replace(tmp, os.path.join(out_dir, "summary.json"))
         self.print_to_log_file(f"Validation complete: mean PSNR {mean['degraded']['PSNR']:.2f} (degraded) -> "
-                               f"{mean['restored']['PSNR']:.2f} dB (restored), SSIM {mean['degraded']['SSIM']:.4f}"
-                               f" -> {mean['restored']['SSIM']:.4f}", also_print_to_console=True)
+                               f"{mean['restored']['PSNR']:.2f} dB (restored), SSIM {mean['degraded']['SSIM']}"
+                               f" -> {mean['restored']['SSIM']}", also_print_to_console=True)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def _mean(values):
+    """Mean, or None when a metric could not be computed (SSIM without scikit-image)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 class NoMambaRestorationTrainer(MambaRestorationTrainer):

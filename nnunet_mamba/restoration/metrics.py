@@ -10,7 +10,6 @@ network outputs of one case are scored on the same scale.
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 SSIM_SIGMA = 1.5
 
@@ -29,6 +28,7 @@ def psnr(clean: np.ndarray, image: np.ndarray) -> float:
 
 
 def ssim(clean: np.ndarray, image: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity  # imported here: PSNR works without scikit-image
     clean, image = _pair(clean, image)
     squeezed = [a.squeeze() for a in (clean, image)]
     return float(structural_similarity(squeezed[0], squeezed[1], data_range=data_range(clean), gaussian_weights=True,
@@ -36,7 +36,12 @@ def ssim(clean: np.ndarray, image: np.ndarray) -> float:
 
 
 def scores(clean: np.ndarray, image: np.ndarray) -> dict:
-    return {"PSNR": psnr(clean, image), "SSIM": ssim(clean, image)}
+    """PSNR and SSIM; SSIM is None where scikit-image is not installed (bare GPU machines)."""
+    try:
+        s = ssim(clean, image)
+    except ImportError:
+        s = None
+    return {"PSNR": psnr(clean, image), "SSIM": s}
 
 
 def _pair(clean, image):
