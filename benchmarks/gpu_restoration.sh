@@ -8,13 +8,18 @@
 #   bash benchmarks/gpu_restoration.sh prep     # .gpu_data/Dataset004_Hippocampus -> Dataset604 (degraded) -> plans
 #   bash benchmarks/gpu_restoration.sh train    # both trainers in the background
 #   bash benchmarks/gpu_restoration.sh wait S   # wait up to S s, restore the unseen inputs, pack results into $OUT
+# Pipeline check on CPU (same steps, tiny): RES_SOURCE=/work/shared/data/Task04_Hippocampus RES_MAX_CASES=40
+#   RES_DEVICE=cpu RES_TRAINERS="MambaRestorationTrainer_ci NoMambaRestorationTrainer_ci" RES_NP=2 OUT=... bash ...
 set -u
 export nnUNet_raw=/tmp/nr/raw nnUNet_preprocessed=/tmp/nr/pre nnUNet_results=/tmp/nr/res
 export PYTHONUNBUFFERED=1 nnUNet_compile=f
 OUT=${OUT:-/tmp/out}
 DS=Dataset604_HippocampusRician5
-TRAINERS=(MambaRestorationTrainer_5epochs NoMambaRestorationTrainer_5epochs)
+TRAINERS=(${RES_TRAINERS:-MambaRestorationTrainer_5epochs NoMambaRestorationTrainer_5epochs})
 UNSEEN=.gpu_data/restoration_unseen
+SOURCE=${RES_SOURCE:-.gpu_data/Dataset004_Hippocampus}
+DEVICE=${RES_DEVICE:-cuda}
+NP=${RES_NP:-12}
 case "$1" in
 setup)
   for d in .whl_sitk .whl_nn; do
@@ -24,15 +29,16 @@ setup)
   ;;
 prep)
   mkdir -p $nnUNet_raw $nnUNet_preprocessed $nnUNet_results $OUT
-  nnunet-mamba convert degrade .gpu_data/Dataset004_Hippocampus denoise --noise rician --level 0.05 --seed 0 \
-    -d 604 --name HippocampusRician5 -o $nnUNet_raw > $OUT/prep.log 2>&1 || tail -20 $OUT/prep.log
-  nnUNetv2_plan_and_preprocess -d 604 -c 3d_fullres -np 12 >> $OUT/prep.log 2>&1 || tail -20 $OUT/prep.log
+  nnunet-mamba convert degrade $SOURCE denoise --noise rician --level 0.05 --seed 0 \
+    -d 604 --name HippocampusRician5 -o $nnUNet_raw ${RES_MAX_CASES:+--max-cases $RES_MAX_CASES} \
+    > $OUT/prep.log 2>&1 || tail -20 $OUT/prep.log
+  nnUNetv2_plan_and_preprocess -d 604 -c 3d_fullres -np $NP -npfp $NP >> $OUT/prep.log 2>&1 || tail -20 $OUT/prep.log
   tail -3 $OUT/prep.log
   ;;
 train)
-  export nnUNet_n_proc_DA=6
+  export nnUNet_n_proc_DA=${RES_DA:-6}
   for tr in "${TRAINERS[@]}"; do
-    setsid nohup nnUNetv2_train 604 3d_fullres 0 -tr $tr > /tmp/nr/train_$tr.log 2>&1 < /dev/null &
+    setsid nohup nnUNetv2_train 604 3d_fullres 0 -tr $tr -device $DEVICE > /tmp/nr/train_$tr.log 2>&1 < /dev/null &
   done
   sleep 60; tail -n 3 /tmp/nr/train_*.log
   ;;
@@ -48,12 +54,12 @@ wait)
     m=$nnUNet_results/$DS/${tr}__nnUNetPlans__3d_fullres
     echo "== $tr"; grep -E "Epoch time|val PSNR|Validation complete" /tmp/nr/train_$tr.log | tail -4
     if [ -d "$UNSEEN" ] && [ -f $m/fold_0/checkpoint_final.pth ]; then
-      nnunet-mamba restore -i $UNSEEN -o /tmp/nr/pack/$tr/unseen -m $m -f 0 > /tmp/nr/restore_$tr.log 2>&1 \
+      nnunet-mamba restore -i $UNSEEN -o /tmp/nr/pack/$tr/unseen -m $m -f 0 -device $DEVICE --disable-mirroring > /tmp/nr/restore_$tr.log 2>&1 \
         || tail -5 /tmp/nr/restore_$tr.log
     fi
     cp -r $m/fold_0/validation /tmp/nr/pack/$tr/ 2>/dev/null
     cp $m/fold_0/progress.png $m/fold_0/training_log_*.txt /tmp/nr/pack/$tr/ 2>/dev/null
-    tar -czf $OUT/${tr}_val.tgz -C /tmp/nr/pack $tr --exclude=unseen   # each under 16 MB (the fetch limit)
+    tar -czf $OUT/${tr}_val.tgz --exclude=unseen -C /tmp/nr/pack $tr   # each under 16 MB (the fetch limit)
     [ -d /tmp/nr/pack/$tr/unseen ] && tar -czf $OUT/${tr}_unseen.tgz -C /tmp/nr/pack $tr/unseen
   done
   cp $nnUNet_raw/$DS/degradation.json $nnUNet_preprocessed/$DS/splits_final.json /tmp/nr/ 2>/dev/null

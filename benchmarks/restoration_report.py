@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from nnunet_mamba.restoration import metrics
 from nnunet_mamba.restoration.baselines import NLM_PARAMS, nlm_denoise
+
 from nnunet_mamba.restoration.degradations import Degradation, case_rng
 from nnunet_mamba.restoration.figures import save_panel
 
@@ -31,6 +32,7 @@ HIPPO = SHARED / "Task04_Hippocampus" / "imagesTr"
 DEGRADATION = Degradation("denoise", noise="rician", level=0.05)
 SEED = 0
 N_VAL_PANELS = 3
+NLM_H_FACTORS = (0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 
 
 def _array(path) -> np.ndarray:
@@ -87,13 +89,30 @@ def _stats(rows: list[dict], method: str) -> dict:
     return out
 
 
-def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str) -> list[dict]:
-    """cases: case -> (degraded, clean); trainers: label -> folder of restored <case>.nii.gz."""
+def tune_nlm(deg: Degradation, seed: int, exclude: set, n: int = 6) -> dict:
+    """h / sigma for NLM chosen on ``n`` training cases (never validation cases): the best mean PSNR."""
+    cases = [f for f in sorted(HIPPO.glob("*.nii.gz")) if f.name[:-len(".nii.gz")] not in exclude][:n]
+    scores = {}
+    for factor in NLM_H_FACTORS:
+        vals = []
+        for f in cases:
+            img = sitk.ReadImage(str(f))
+            clean = sitk.GetArrayFromImage(img).astype(np.float32)
+            degraded, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, f.name[:-7])[0])
+            vals.append(metrics.psnr(clean, nlm_denoise(degraded, drawn["sigma"], factor)[0]))
+        scores[factor] = float(np.mean(vals))
+    best = max(scores, key=scores.get)
+    print(f"NLM h/sigma on {len(cases)} training cases: {scores} -> {best}")
+    return {"h_over_sigma": best, "mean_psnr_by_h_over_sigma": scores, "tuning_cases": [f.name for f in cases]}
+
+
+def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, h_factor: float) -> list[dict]:
+    """cases: case -> (degraded, clean, true noise sigma); trainers: label -> folder of restored <case>.nii.gz."""
     rows = []
-    for case, (degraded, clean) in cases.items():
-        nlm, sigma = nlm_denoise(degraded)
+    for case, (degraded, clean, sigma) in cases.items():
+        nlm, _ = nlm_denoise(degraded, sigma, h_factor)
         row = {"case": case, "degraded": metrics.scores(clean, degraded), "NLM": metrics.scores(clean, nlm),
-               "nlm_sigma_estimate": sigma}
+               "noise_sigma": sigma}
         images = {"degraded": degraded, "NLM": nlm}
         for label, folder in trainers.items():
             restored = _array(folder / f"{case}.nii.gz")
@@ -108,7 +127,7 @@ def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str) -> l
     return rows
 
 
-def report(gpu: Path, out: Path) -> None:
+def report(gpu: Path, out: Path, unseen: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     root = _unpack(gpu)
     trainer_dirs = sorted(d for d in root.iterdir() if d.is_dir() and "Restoration" in d.name)
@@ -123,21 +142,26 @@ def report(gpu: Path, out: Path) -> None:
     for r in first["metric_per_case"]:
         img = sitk.ReadImage(str(HIPPO / f"{r['case']}.nii.gz"))
         clean = sitk.GetArrayFromImage(img).astype(np.float32)
-        degraded, _ = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, r["case"])[0])
-        val_cases[r["case"]] = (degraded, clean)
+        degraded, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, r["case"])[0])
+        val_cases[r["case"]] = (degraded, clean, drawn["sigma"])
         gpu_degraded_psnr[r["case"]] = r["degraded"]["PSNR"]
     labels = {_label(d.name): d for d in trainer_dirs}
+    nlm_tuning = tune_nlm(deg, seed, set(val_cases))
+    h = nlm_tuning["h_over_sigma"]
     val_rows = evaluate(val_cases, {k: d / "validation" for k, d in labels.items()},
-                        set(sorted(val_cases)[:N_VAL_PANELS]), out, "val")
+                        set(sorted(val_cases)[:N_VAL_PANELS]), out, "val", h)
     mismatch = max(abs(r["degraded"]["PSNR"] - gpu_degraded_psnr[r["case"]]) for r in val_rows)
     unseen_rows = []
-    unseen = Path(".gpu_data/restoration_unseen")
     if all((d / "unseen").is_dir() for d in trainer_dirs) and unseen.is_dir():
-        cases = {f.name[:-len("_0000.nii.gz")]: f for f in sorted(unseen.glob("*_0000.nii.gz"))}
-        pairs = {c: (_array(f), _array(unseen / "clean" / f"{c}.nii.gz")) for c, f in cases.items()}
-        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen")
+        restored = set.intersection(*({f.name[:-len(".nii.gz")] for f in (d / "unseen").glob("*.nii.gz")}
+                                      for d in trainer_dirs))
+        cases = {f.name[:-len("_0000.nii.gz")]: f for f in sorted(unseen.glob("*_0000.nii.gz"))
+                 if f.name[:-len("_0000.nii.gz")] in restored}
+        sigmas = {c: r["sigma"] for c, r in json.loads((unseen / "degradation.json").read_text())["cases"].items()}
+        pairs = {c: (_array(f), _array(unseen / "clean" / f"{c}.nii.gz"), sigmas[c]) for c, f in cases.items()}
+        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", h)
     methods = ["degraded", "NLM", *sorted(labels, key=lambda k: k != "NoMamba")]
-    result = {"degradation": {**deg.describe(), "seed": seed}, "nlm": NLM_PARAMS, "trainers": sorted(summaries),
+    result = {"degradation": {**deg.describe(), "seed": seed}, "nlm": {**NLM_PARAMS, **nlm_tuning}, "trainers": sorted(summaries),
               "validation_cases": len(val_rows), "degraded_psnr_max_abs_diff_vs_gpu": mismatch,
               "validation_mean": {m: _stats(val_rows, m) for m in methods}, "validation": val_rows,
               "unseen": unseen_rows, "gpu_summaries_mean": {k: s["mean"] for k, s in summaries.items()}}
@@ -153,7 +177,8 @@ def _plot(rows, methods, path):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, m in zip(axes, ("PSNR", "SSIM")):
-        ax.boxplot([[r[k][m] for r in rows] for k in methods], labels=methods)
+        ax.boxplot([[r[k][m] for r in rows] for k in methods])
+        ax.set_xticks(range(1, len(methods) + 1), methods)
         ax.set_title(f"{m} on {len(rows)} validation cases" + (" (dB)" if m == "PSNR" else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -165,10 +190,13 @@ def _markdown(res, methods, path):
     vm = res["validation_mean"]
     lines = [
         "# Restoration on real MRI (Hippocampus, Rician noise)", "",
-        f"Degradation: {d}, sigma = level x 99.5th percentile of the clean image. Model: 5 epochs x 250 iterations, "
-        "fold 0 of nnU-Net's 5-fold split, trained on one GPU (see gpu_restoration.sh); metrics against the clean "
+        f"Degradation: {d}, sigma = level x 99.5th percentile of the clean image. Models: "
+        f"{', '.join(res['trainers'])}, fold 0 of nnU-Net's 5-fold split (see gpu_restoration.sh); metrics against the clean "
         "image in the original geometry: PSNR with the clean image's range, SSIM 3D (scikit-image, Gaussian window).",
-        f"NLM: scikit-image denoise_nl_means {res['nlm']} with h = 0.8 x estimate_sigma.",
+        f"NLM: scikit-image denoise_nl_means (patch {res['nlm']['patch_size']}, distance "
+        f"{res['nlm']['patch_distance']}, fast mode) with sigma = each case's true noise sigma (oracle) and "
+        f"h = {res['nlm']['h_over_sigma']} x sigma, the best of {list(res['nlm']['mean_psnr_by_h_over_sigma'])} on "
+        f"{len(res['nlm']['tuning_cases'])} training (not validation) cases: both choices favour NLM.",
         f"Degraded pairs regenerated here from the seed; largest |PSNR difference| to the GPU's: "
         f"{res['degraded_psnr_max_abs_diff_vs_gpu']:.2e} dB.", "",
         f"## Fold-0 validation ({res['validation_cases']} cases), mean ± sd", "",
@@ -198,11 +226,12 @@ def main(argv=None):
     r = sub.add_parser("report")
     r.add_argument("--gpu", required=True)
     r.add_argument("--out", default="benchmarks/results/restoration")
+    r.add_argument("--unseen", default=".gpu_data/restoration_unseen", help="the folder `unseen` wrote")
     a = p.parse_args(argv)
     if a.cmd == "unseen":
         make_unseen(Path(a.out))
     else:
-        report(Path(a.gpu), Path(a.out))
+        report(Path(a.gpu), Path(a.out), Path(a.unseen))
 
 
 if __name__ == "__main__":
