@@ -4,6 +4,8 @@
 # 250 iterations each) trained side by side on one GPU, fold 0; then the unseen inputs (MS lesion FLAIR, DICOM
 # hippocampus crops, degraded the same way on CPU beforehand) are restored. Metrics and figures come afterwards on
 # CPU: benchmarks/restoration_report.py.
+# Before (here, on CPU): python benchmarks/restoration_report.py unseen   # -> .gpu_data/restoration_unseen (11 MB)
+# Carry .gpu_data (Dataset004_Hippocampus + restoration_unseen) and the wheels, then on the GPU machine:
 #   bash benchmarks/gpu_restoration.sh setup    # wheels from .whl_sitk/ and .whl_nn/ (pip --no-index)
 #   bash benchmarks/gpu_restoration.sh prep     # .gpu_data/Dataset004_Hippocampus -> Dataset604 (degraded) -> plans
 #   bash benchmarks/gpu_restoration.sh train    # both trainers in the background

@@ -127,7 +127,7 @@ def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, h_fa
     return rows
 
 
-def report(gpu: Path, out: Path, unseen: Path) -> None:
+def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
     root = _unpack(gpu)
     trainer_dirs = sorted(d for d in root.iterdir() if d.is_dir() and "Restoration" in d.name)
@@ -167,7 +167,7 @@ def report(gpu: Path, out: Path, unseen: Path) -> None:
               "unseen": unseen_rows, "gpu_summaries_mean": {k: s["mean"] for k, s in summaries.items()}}
     (out / "restoration.json").write_text(json.dumps(result, indent=1))
     _plot(val_rows, methods, out / "psnr_ssim_validation.png")
-    _markdown(result, methods, out / "report.md")
+    _markdown(result, methods, out / "report.md", note)
     print(f"wrote {out}")
 
 
@@ -185,11 +185,11 @@ def _plot(rows, methods, path):
     plt.close(fig)
 
 
-def _markdown(res, methods, path):
+def _markdown(res, methods, path, note=""):
     d = res["degradation"]
     vm = res["validation_mean"]
     lines = [
-        "# Restoration on real MRI (Hippocampus, Rician noise)", "",
+        "# Restoration on real MRI (Hippocampus, Rician noise)", "", *([f"**{note}**", ""] if note else []),
         f"Degradation: {d}, sigma = level x 99.5th percentile of the clean image. Models: "
         f"{', '.join(res['trainers'])}, fold 0 of nnU-Net's 5-fold split (see gpu_restoration.sh); metrics against the clean "
         "image in the original geometry: PSNR with the clean image's range, SSIM 3D (scikit-image, Gaussian window).",
@@ -227,11 +227,12 @@ def main(argv=None):
     r.add_argument("--gpu", required=True)
     r.add_argument("--out", default="benchmarks/results/restoration")
     r.add_argument("--unseen", default=".gpu_data/restoration_unseen", help="the folder `unseen` wrote")
+    r.add_argument("--note", default="", help="a line at the top of report.md (e.g. what kind of run this was)")
     a = p.parse_args(argv)
     if a.cmd == "unseen":
         make_unseen(Path(a.out))
     else:
-        report(Path(a.gpu), Path(a.out), Path(a.unseen))
+        report(Path(a.gpu), Path(a.out), Path(a.unseen), a.note)
 
 
 if __name__ == "__main__":
