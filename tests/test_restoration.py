@@ -107,6 +107,22 @@ def test_torch_ssim_equals_scikit_image(shape):
     assert float(RestorationLoss()(torch.tensor(a)[None, None], torch.tensor(a)[None, None])) == pytest.approx(0, abs=1e-6)
 
 
+def test_nlm_baseline_denoises_a_real_image():
+    from nnunet_mamba.restoration.baselines import nlm_denoise
+    img = real_image()
+    noisy, drawn = Degradation("denoise", noise="gaussian", level=0.1).apply(img, (1, 1, 1), np.random.default_rng(0))
+    out, sigma = nlm_denoise(noisy, drawn["sigma"], 0.6)
+    assert sigma == drawn["sigma"] and out.shape == img.shape
+    assert metrics.psnr(img, out) > metrics.psnr(img, noisy) + 1
+
+
+def test_restoration_trainer_refuses_a_segmentation_dataset():
+    from nnunet_mamba.trainers.restoration import restoration_info
+    seg = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1}, "file_ending": ".nii.gz"}
+    with pytest.raises(RuntimeError, match="not a restoration dataset"):
+        restoration_info(seg)
+
+
 # --- network and transfer ------------------------------------------------------------------------------------------
 def _arch(n_stages=3, conv=torch.nn.Conv3d):
     return resolve_arch_kwargs({

@@ -80,7 +80,8 @@ class MambaRestorationTrainer(MambaTrainerBase):
         restoration_info(dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
-        self.initial_lr = self.restoration_lr
+        if "initial_lr" not in self.schedule:
+            self.initial_lr = self.restoration_lr
         self._scales: dict[str, float] = {}
         self._scale_source = None
 
