@@ -1,4 +1,4 @@
-"""``nnunet-mamba convert msd|brats ...``: dataset converters into nnU-Net raw format."""
+"""``nnunet-mamba convert msd|brats|...|degrade ...``: dataset converters into nnU-Net raw format."""
 from __future__ import annotations
 
 
@@ -53,6 +53,26 @@ def add_parser(sub) -> None:
     mm.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
     mm.add_argument("--overwrite", action="store_true")
     mm.set_defaults(func=run_medmnist)
+    dg = conv.add_parser("degrade", help="(degraded, clean) restoration pairs from an nnU-Net raw dataset",
+                         description="Seeded synthetic degradation of every case (recorded in dataset.json and "
+                                     "degradation.json): denoise (--noise, --level = sigma as a fraction of the "
+                                     "clean image's 99.5th percentile), sr (--factor, through-plane), kspace "
+                                     "(--acceleration, --center-fraction, Cartesian lines, zero-filled magnitude).")
+    dg.add_argument("source", help="nnU-Net raw dataset folder (imagesTr/<case>_0000.ext) or MSD-style folder")
+    dg.add_argument("task", choices=["denoise", "sr", "kspace"])
+    dg.add_argument("-d", "--dataset-id", type=int, required=True)
+    dg.add_argument("--name", required=True)
+    dg.add_argument("--noise", choices=["gaussian", "rician"], default="rician")
+    dg.add_argument("--level", type=float, default=0.05, help="noise sigma / 99.5th percentile (default 0.05)")
+    dg.add_argument("--factor", type=int, default=2, help="slice-thickness factor for sr (2 or 4)")
+    dg.add_argument("--acceleration", type=float, default=4.0)
+    dg.add_argument("--center-fraction", type=float, default=0.08)
+    dg.add_argument("--channel", type=int, default=0, help="source channel to restore (default 0)")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--max-cases", type=int, default=None, help="keep the first N cases (train and test each)")
+    dg.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
+    dg.add_argument("--overwrite", action="store_true")
+    dg.set_defaults(func=run_degrade)
 
 
 def run_msd(args) -> int:
@@ -101,4 +121,15 @@ def run_medmnist(args) -> int:
     out = convert_medmnist(args.npz, args.dataset_id, args.name, args.classes, args.output_root, args.max_per_split,
                            args.overwrite, progress=lambda s: print(s, flush=True))
     print(f"wrote {out}")
+    return 0
+
+
+def run_degrade(args) -> int:
+    from nnunet_mamba.dataset_conversion.degrade import convert_degrade
+    from nnunet_mamba.restoration.degradations import Degradation
+    deg = Degradation(args.task, noise=args.noise, level=args.level, factor=args.factor,
+                      acceleration=args.acceleration, center_fraction=args.center_fraction)
+    out = convert_degrade(args.source, args.dataset_id, args.name, deg, args.seed, args.channel, args.output_root,
+                          args.max_cases, args.overwrite, progress=lambda s: print(s, flush=True))
+    print(f"wrote {out} ({deg.describe()}, seed {args.seed})")
     return 0

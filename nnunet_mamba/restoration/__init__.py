@@ -1,0 +1,1 @@
+"""Image restoration with the segmentation backbones: degradations, loss, metrics, inference, figures."""
