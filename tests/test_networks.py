@@ -98,3 +98,26 @@ def test_directions_per_mixer_stage():
                                                             directions=None, mixer_stages=(-1,)))] == [6]
     with pytest.raises(ValueError, match="one per mixer stage"):
         build_network("mamba_resenc", plans_kwargs(3), 1, 3, directions=[2, 6, 6])
+
+
+@pytest.mark.parametrize("amp,scan_dtype", [(None, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                            (torch.float16, torch.bfloat16)])
+def test_mixer_never_scans_in_fp16(monkeypatch, amp, scan_dtype):
+    """Under fp16 autocast (nnU-Net's CUDA default) the mixer computes in bf16: fp32's exponent range."""
+    import nnunet_mamba.layers.mixer as mixer_module
+    seen = []
+    real = mixer_module.multidir_selective_scan
+
+    def spy(u, delta, *args, **kwargs):
+        seen.append((u.dtype, delta.dtype))
+        return real(u, delta, *args, **kwargs)
+
+    monkeypatch.setattr(mixer_module, "multidir_selective_scan", spy)
+    m = MultiDirMamba(8, 3, directions=2, expand=1.0)
+    x = torch.randn(2, 8, 3, 4, 5)
+    with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        y = m(x)
+    assert seen == [(scan_dtype, scan_dtype)]
+    assert y.dtype == x.dtype and torch.isfinite(y).all()
+    y.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())

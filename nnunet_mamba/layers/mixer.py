@@ -65,6 +65,20 @@ def _tokens(spatial_size) -> int:
     return int(math.prod(int(s) for s in spatial_size))
 
 
+def wider_than_fp16(device: torch.device) -> Optional[torch.dtype]:
+    """Under float16 autocast: bfloat16 where the device has it, else float32; otherwise None.
+
+    The scan's states accumulate in fp32, but fp16 *tensors* around it (the scan output, the gate, the
+    projections) overflow at 65504: in a 5-epoch restoration run under nnU-Net's fp16 AMP the Mamba
+    restorer's loss went NaN in epoch 1 while the same network without mixers trained. bf16 has fp32's range.
+    """
+    if not torch.is_autocast_enabled(device.type) or torch.get_autocast_dtype(device.type) != torch.float16:
+        return None
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" else torch.float32
+
+
 class MultiDirMamba(nn.Module):
     """Residual multi-directional Mamba mixer: ``x + out_proj(scan(conv(in_proj(norm(x)))))``.
 
@@ -97,6 +111,15 @@ class MultiDirMamba(nn.Module):
         Bsz, C, *grid = x.shape
         if len(grid) != self.ndim:
             raise ValueError(f"MultiDirMamba built for {self.ndim}D maps got input of shape {tuple(x.shape)}")
+        wider = wider_than_fp16(x.device)
+        if wider is not None:  # fp16 autocast (nnU-Net's CUDA default): run the mixer with fp32's exponent range
+            with torch.autocast(x.device.type, dtype=wider, enabled=wider != torch.float32):
+                out = self._mix(x.to(wider) if wider == torch.float32 else x, Bsz, C, grid)
+            return x + out.to(x.dtype) if self.residual else out.to(x.dtype)
+        out = self._mix(x, Bsz, C, grid)
+        return x + out.to(x.dtype) if self.residual else out.to(x.dtype)
+
+    def _mix(self, x: torch.Tensor, Bsz: int, C: int, grid) -> torch.Tensor:
         tokens = x.flatten(2).transpose(1, 2)  # (B, L, C)
         xi, z = self.in_proj(self.norm(tokens)).chunk(2, dim=-1)
         xi = xi.transpose(1, 2).reshape(Bsz, self.d_inner, *grid)
@@ -104,8 +127,7 @@ class MultiDirMamba(nn.Module):
         delta, Bm, Cm = self.ssm(xi)
         y = multidir_selective_scan(xi, delta, self.ssm.A, Bm, Cm, self.ssm.D, z, self.ssm.dt_bias, grid=grid,
                                     directions=self.directions, delta_softplus=True, backend=self.backend)
-        out = self.out_proj(y).transpose(1, 2).reshape(Bsz, C, *grid)
-        return x + out.to(x.dtype) if self.residual else out.to(x.dtype)
+        return self.out_proj(y).transpose(1, 2).reshape(Bsz, C, *grid)
 
 
 class RasterMamba(nn.Module):
