@@ -59,6 +59,7 @@ wait)
       nnunet-mamba restore -i $UNSEEN -o /tmp/nr/pack/$tr/unseen -m $m -f 0 -device $DEVICE --disable-mirroring > /tmp/nr/restore_$tr.log 2>&1 \
         || tail -5 /tmp/nr/restore_$tr.log
     fi
+    mkdir -p /tmp/nr/pack/$tr
     cp -r $m/fold_0/validation /tmp/nr/pack/$tr/ 2>/dev/null
     cp $m/fold_0/progress.png $m/fold_0/training_log_*.txt /tmp/nr/pack/$tr/ 2>/dev/null
     tar -czf $OUT/${tr}_val.tgz --exclude=unseen -C /tmp/nr/pack $tr   # each under 16 MB (the fetch limit)

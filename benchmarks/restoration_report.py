@@ -131,6 +131,16 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
     root = _unpack(gpu)
     trainer_dirs = sorted(d for d in root.iterdir() if d.is_dir() and "Restoration" in d.name)
+    for d in trainer_dirs:  # packs of the first GPU run hold the validation folder's files at the top
+        if not (d / "validation").is_dir() and (d / "summary.json").is_file():
+            files = list(d.iterdir())
+            (d / "validation").mkdir()
+            for f in files:
+                f.rename(d / "validation" / f.name)
+    failed = [d.name for d in trainer_dirs if not (d / "validation" / "summary.json").is_file()]
+    trainer_dirs = [d for d in trainer_dirs if d.name not in failed]
+    if failed:
+        print(f"no validation summary (training failed?): {', '.join(failed)}")
     if not trainer_dirs:
         raise FileNotFoundError(f"{gpu}: no <trainer>_val.tgz with restoration results")
     summaries = {d.name: json.loads((d / "validation" / "summary.json").read_text()) for d in trainer_dirs}

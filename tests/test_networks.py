@@ -48,7 +48,7 @@ def test_default_network_has_real_multidirectional_mamba_mixers():
     net = build_network("mamba_resenc", plans_kwargs(3), 1, 3)
     ms = mixers(net)
     assert len(ms) == 2 and all(isinstance(m, MultiDirMamba) for m in ms)
-    assert [len(m.directions) for m in ms] == [2, 6]  # raster both ways at stage n-2, every order at the bottleneck
+    assert [len(m.directions) for m in ms] == [6, 6]  # every axis order, both ways
     assert not mixers(build_network("nomamba", plans_kwargs(3), 1, 3))
     bot = mixers(build_network("umamba_bot", plans_kwargs(3), 1, 3))
     assert len(bot) == 1 and isinstance(bot[0], RasterMamba)
@@ -93,9 +93,10 @@ def test_unknown_network_and_bad_plans_give_clear_errors():
 def test_directions_per_mixer_stage():
     net = build_network("mamba_resenc", plans_kwargs(3), 1, 3, directions=[2, 6])
     assert [len(m.directions) for m in mixers(net)] == [2, 6]  # stage n-2 cheap, bottleneck all orders
-    assert [len(m.directions) for m in mixers(build_network("mamba_resenc", plans_kwargs(2), 1, 3))] == [2, 4]
+    assert [len(m.directions) for m in mixers(build_network("mamba_resenc", plans_kwargs(2), 1, 3,
+                                                            directions=[2, None]))] == [2, 4]
     assert [len(m.directions) for m in mixers(build_network("mamba_resenc", plans_kwargs(3), 1, 3,
-                                                            directions=None, mixer_stages=(-1,)))] == [6]
+                                                            mixer_stages=(-1,)))] == [6]
     with pytest.raises(ValueError, match="one per mixer stage"):
         build_network("mamba_resenc", plans_kwargs(3), 1, 3, directions=[2, 6, 6])
 

@@ -5,7 +5,7 @@ input channels, output channels and the deep-supervision flag, for 2D or 3D.
 
 | name          | network                                                                    |
 |---------------|----------------------------------------------------------------------------|
-| mamba_resenc  | ResEnc U-Net + residual multi-directional Mamba mixers on the 2 lowest-resolution stages (our default; 2 directions at stage n-2, all 6 (3D) / 4 (2D) at the bottleneck) |
+| mamba_resenc  | ResEnc U-Net + residual multi-directional Mamba mixers on the 2 lowest-resolution stages (our default) |
 | nomamba       | the same network without mixers (the ablation)                             |
 | umamba_bot    | U-Mamba Bot: U-Mamba's raster Mamba layer on the bottleneck                |
 | umamba_enc    | U-Mamba Enc: U-Mamba's raster Mamba layer after every encoder stage         |
@@ -51,14 +51,11 @@ def build_network(name: str, arch_kwargs: dict, input_channels: int, num_classes
 def mamba_resenc(arch_kwargs, input_channels, num_classes, deep_supervision, mixer_stages=(-2, -1),
                  directions=None, d_state=16, expand=1.0, backend=None):
     """``directions``: scan directions per mixer, one int for all, or one per entry of ``mixer_stages``
-    (None: every axis order both ways, 6 in 3D / 4 in 2D). Default: every order at the bottleneck, raster
-    forward + reverse (2) above it, where the maps are 8x larger: 1.25x instead of 1.39x ResEnc M's step
-    time under torch.compile (benchmarks/NETWORK_NOTES.md)."""
+    (None: every axis order both ways, 6 in 3D / 4 in 2D, the default). ``[2, None]`` (raster both ways at
+    stage n-2) is ``MambaTrainerFast``: 1.25x instead of 1.39x ResEnc M's step time under torch.compile, 0.0024
+    lower mean Dice in one 5-epoch Hippocampus run (benchmarks/NETWORK_NOTES.md)."""
     n = arch_kwargs["n_stages"]
-    if directions is None:
-        per_stage = [None if s % n == n - 1 else 2 for s in mixer_stages]
-    else:
-        per_stage = directions if isinstance(directions, (list, tuple)) else [directions] * len(mixer_stages)
+    per_stage = directions if isinstance(directions, (list, tuple)) else [directions] * len(mixer_stages)
     if len(per_stage) != len(mixer_stages):
         raise ValueError(f"directions {directions!r}: need one per mixer stage {tuple(mixer_stages)}")
     k_of = {s % n: k for s, k in zip(mixer_stages, per_stage)}
