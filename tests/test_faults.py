@@ -129,3 +129,15 @@ def test_checkpoint_of_another_network_gives_one_clear_message(tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match=r"broken.pth: cannot be read as a checkpoint"):
         tr.load_checkpoint(str(tmp_path / "broken.pth"))
+
+
+def test_amp_dtype_selects_the_autocast_and_drops_the_grad_scaler_for_bf16():
+    from nnunet_mamba.trainers import MambaRestorationTrainer
+    tr = object.__new__(MambaTrainer)
+    tr.device, tr.amp_dtype = torch.device("cpu"), None
+    assert not isinstance(tr.autocast(), torch.autocast)  # CPU: no autocast, as nnU-Net
+    tr.device = torch.device("cuda")
+    assert tr.autocast().fast_dtype == torch.float16  # nnU-Net's CUDA default
+    tr.amp_dtype = torch.bfloat16
+    assert tr.autocast().fast_dtype == torch.bfloat16
+    assert MambaRestorationTrainer.amp_dtype == torch.bfloat16 and MambaTrainer.amp_dtype is None

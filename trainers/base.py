@@ -10,7 +10,9 @@ Subclasses set class attributes only, so that nnU-Net's predictor (which calls
 * ``test_time_mirroring``: False keeps mirroring as augmentation but not at validation/inference
   (stored in the checkpoint, so ``nnUNetv2_predict`` follows it): 8x faster inference in 3D;
 * ``max_consecutive_nonfinite_steps``: a step whose loss or gradient is NaN/Inf is skipped and
-  logged; this many in a row stop training with a clear error instead of training on NaNs.
+  logged; this many in a row stop training with a clear error instead of training on NaNs;
+* ``amp_dtype``: None keeps nnU-Net's CUDA AMP (float16 with a GradScaler); ``torch.bfloat16`` trains under
+  bf16 autocast without a scaler (fp32's exponent range), where the GPU supports it.
 
 Reproducible runs: with ``NNUNET_MAMBA_SEED=<int>`` the Python, NumPy and torch generators are seeded
 before the network is built; with ``nnUNet_n_proc_DA=0`` (augmentation in the main process) two CPU
@@ -39,6 +41,7 @@ class MambaTrainerBase(nnUNetTrainer):
     width_multiplier: float = 1.0
     test_time_mirroring: bool = True
     max_consecutive_nonfinite_steps: int = 5
+    amp_dtype: Optional[torch.dtype] = None
     _nonfinite_in_a_row: int = 0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -48,6 +51,16 @@ class MambaTrainerBase(nnUNetTrainer):
             if not hasattr(self, key):
                 raise AttributeError(f"{type(self).__name__}.schedule sets unknown trainer attribute {key!r}")
             setattr(self, key, value)
+        if self.amp_dtype == torch.bfloat16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            self.grad_scaler = None  # bf16 needs no loss scaling
+        elif self.amp_dtype is not None and self.amp_dtype != torch.float16:
+            self.amp_dtype = None  # e.g. bf16 requested on a GPU without it: nnU-Net's fp16 + GradScaler
+
+    def autocast(self):
+        """The training/validation autocast context: nnU-Net's on CUDA (dtype ``amp_dtype`` if set), none on CPU."""
+        if self.device.type != "cuda":
+            return dummy_context()
+        return autocast(self.device.type, enabled=True, dtype=self.amp_dtype or torch.float16)
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -106,7 +119,7 @@ class MambaTrainerBase(nnUNetTrainer):
         target = ([t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list)
                   else target.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with self.autocast():
             loss = self.loss(self.network(data), target)
         loss_ok = bool(torch.isfinite(loss.detach()))
         if self.grad_scaler is not None:

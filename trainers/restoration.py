@@ -21,8 +21,6 @@ from time import time
 
 import numpy as np
 import torch
-from torch import autocast
-from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_mamba.networks import from_configuration
 from nnunet_mamba.networks.restorer import build_restorer
@@ -74,6 +72,9 @@ class MambaRestorationTrainer(MambaTrainerBase):
     network_name = "mamba_resenc"
     ssim_weight: float = 1.0
     restoration_lr: float = 1e-3
+    # bf16 autocast, no GradScaler: under nnU-Net's fp16 AMP the Mamba restorer's loss went NaN in epoch 1 of two
+    # H100 runs (un-normalised residual activations overflow fp16's 65504); NoMamba trained. Not yet re-run.
+    amp_dtype = torch.bfloat16
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -137,7 +138,7 @@ class MambaRestorationTrainer(MambaTrainerBase):
     def validation_step(self, batch: dict) -> dict:
         x, y = self._pair(batch)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with self.autocast():
             pred = self.network(x)
         pred = pred.float()
         loss = self.loss(pred, y)

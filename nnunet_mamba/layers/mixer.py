@@ -69,8 +69,8 @@ def wider_than_fp16(device: torch.device) -> Optional[torch.dtype]:
     """Under float16 autocast: bfloat16 where the device has it, else float32; otherwise None.
 
     The scan's states accumulate in fp32, but fp16 *tensors* around it (the scan output, the gate, the
-    projections) overflow at 65504: in a 5-epoch restoration run under nnU-Net's fp16 AMP the Mamba
-    restorer's loss went NaN in epoch 1 while the same network without mixers trained. bf16 has fp32's range.
+    projections) overflow at 65504; bf16 has fp32's exponent range. (This alone did not stop the Mamba
+    restorer's NaNs under fp16 AMP, see ``MambaRestorationTrainer.amp_dtype``.)
     """
     if not torch.is_autocast_enabled(device.type) or torch.get_autocast_dtype(device.type) != torch.float16:
         return None

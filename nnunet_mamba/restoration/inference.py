@@ -59,7 +59,8 @@ def _sliding_window_fp32(predictor, x: torch.Tensor) -> torch.Tensor:
     weight = torch.zeros(data.shape[1:], dtype=torch.float32)
     gauss = compute_gaussian(tuple(patch), sigma_scale=1. / 8, value_scaling_factor=10, dtype=torch.float32,
                              device=torch.device("cpu"))
-    with torch.inference_mode(), (torch.autocast(device.type) if device.type == "cuda" else dummy_context()):
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    with torch.inference_mode(), (torch.autocast(device.type, dtype=amp) if device.type == "cuda" else dummy_context()):
         for sl in slicers:
             tile = data[sl][None].to(device)
             pred = predictor._internal_maybe_mirror_and_predict(tile)[0].float().cpu()
