@@ -30,6 +30,7 @@ from torch import autocast, nn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunet_mamba.checkpoints import read_checkpoint
 from nnunet_mamba.networks import build_network, from_configuration
 
 
@@ -63,12 +64,18 @@ class MambaTrainerBase(nnUNetTrainer):
         return autocast(self.device.type, enabled=True, dtype=self.amp_dtype or torch.float16)
 
     @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+    def arch_kwargs(cls, configuration_manager) -> dict:
+        """The plans' network kwargs, widths scaled by ``width_multiplier``."""
         arch_kwargs = from_configuration(configuration_manager)
         if cls.width_multiplier != 1.0:
             arch_kwargs["features_per_stage"] = [max(4, int(round(f * cls.width_multiplier)))
                                                  for f in arch_kwargs["features_per_stage"]]
+        return arch_kwargs
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        arch_kwargs = cls.arch_kwargs(configuration_manager)
         network = build_network(cls.network_name, arch_kwargs, num_input_channels, num_output_channels,
                                 enable_deep_supervision, **cls.network_options)
         if hasattr(network, "initialize"):
@@ -166,11 +173,7 @@ class MambaTrainerBase(nnUNetTrainer):
         if isinstance(filename_or_checkpoint, str):
             if not self.was_initialized:
                 self.initialize()
-            try:
-                ckpt = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
-            except Exception as e:  # truncated file, not a torch file, ...
-                raise RuntimeError(f"{filename_or_checkpoint}: cannot be read as a checkpoint ({type(e).__name__}: "
-                                   f"{str(e)[:200]})") from None
+            ckpt = read_checkpoint(filename_or_checkpoint)
             net = self.network.module if self.is_ddp else self.network
             net = getattr(net, "_orig_mod", net)
             problem = checkpoint_mismatch(ckpt, net, type(self).__name__)

@@ -38,7 +38,7 @@ from nnunet_mamba.classification.labels import balanced_sampling_probabilities, 
 from nnunet_mamba.classification.metrics import classification_metrics
 from nnunet_mamba.classification.outputs import write_json, write_predictions_csv
 from nnunet_mamba.classification.plots import plot_confusion, plot_progress, plot_roc
-from nnunet_mamba.networks import EncoderClassifier, build_encoder, from_configuration
+from nnunet_mamba.networks import EncoderClassifier, build_encoder
 from .base import MambaTrainerBase
 
 _HISTORY = ("val_accuracy", "val_balanced_accuracy", "val_auc")
@@ -74,11 +74,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         """``num_output_channels`` = number of classes (callers outside nnU-Net's trainer pass it)."""
-        arch_kwargs = from_configuration(configuration_manager)
-        if cls.width_multiplier != 1.0:
-            arch_kwargs["features_per_stage"] = [max(4, int(round(f * cls.width_multiplier)))
-                                                 for f in arch_kwargs["features_per_stage"]]
-        encoder = build_encoder(cls.network_name, arch_kwargs, num_input_channels, **cls.network_options)
+        encoder = build_encoder(cls.network_name, cls.arch_kwargs(configuration_manager), num_input_channels, **cls.network_options)
         return EncoderClassifier(encoder, num_output_channels, cls.pooled_stages, cls.dropout)
 
     def _build_for_dataset(self, plans_manager, configuration_manager, num_input_channels: int,

@@ -22,7 +22,6 @@ from time import time
 import numpy as np
 import torch
 
-from nnunet_mamba.networks import from_configuration
 from nnunet_mamba.networks.restorer import build_restorer
 from nnunet_mamba.restoration import metrics
 from nnunet_mamba.restoration.figures import save_panel
@@ -91,11 +90,7 @@ class MambaRestorationTrainer(MambaTrainerBase):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         """Always 1 channel in (degraded) and 1 out (restored), whatever nnU-Net counts from dataset.json."""
-        arch_kwargs = from_configuration(configuration_manager)
-        if cls.width_multiplier != 1.0:
-            arch_kwargs["features_per_stage"] = [max(4, int(round(f * cls.width_multiplier)))
-                                                 for f in arch_kwargs["features_per_stage"]]
-        return build_restorer(cls.network_name, arch_kwargs, **cls.network_options)
+        return build_restorer(cls.network_name, cls.arch_kwargs(configuration_manager), **cls.network_options)
 
     def _build_loss(self):
         return RestorationLoss(self.ssim_weight)

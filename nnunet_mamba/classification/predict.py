@@ -13,6 +13,7 @@ import torch
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from ..checkpoints import model_folds, read_checkpoint
 from .inference import network_input, predict_logits, softmax
 from .labels import class_names as read_class_names
 
@@ -51,20 +52,11 @@ class ClassifierModel:
         dataset_json = json.loads((folder / "dataset.json").read_text())
         names = read_class_names(dataset_json)
         pm = PlansManager(str(folder / "plans.json"))
-        if folds is None:
-            folds = sorted(p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint).is_file())
-            if not folds:
-                raise FileNotFoundError(f"{folder}: no fold_*/{checkpoint}")
         dev = torch.device(device)
         model = cls(pm, "", dataset_json, names, device=dev)
-        for f in folds:
+        for f in model_folds(folder, checkpoint, folds):
             path = folder / f"fold_{f}" / checkpoint
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such checkpoint")
-            try:
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as e:
-                raise RuntimeError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
+            ckpt = read_checkpoint(path)
             trainer = classifier_trainer_class(ckpt.get("trainer_name", "?"))
             config = ckpt["init_args"]["configuration"]
             if model.configuration_name and config != model.configuration_name:

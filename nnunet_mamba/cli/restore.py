@@ -53,10 +53,10 @@ def find_inputs(folder: Path, ending: str) -> dict[str, Path]:
 
 
 def load_model(model: Path, folds, checkpoint: str, device):
-    import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     import nnunet_mamba.trainers as trainers
+    from nnunet_mamba.checkpoints import model_folds, read_checkpoint
     from nnunet_mamba.trainers.restoration import MambaRestorationTrainer, restoration_info
 
     for name in ("plans.json", "dataset.json"):
@@ -66,19 +66,10 @@ def load_model(model: Path, folds, checkpoint: str, device):
     dataset_json = load_json(str(model / "dataset.json"))
     restoration_info(dataset_json, str(model / "dataset.json"))
     plans_manager = PlansManager(str(model / "plans.json"))
-    if folds is None:
-        folds = sorted(p.name[5:] for p in model.glob("fold_*") if (p / checkpoint).is_file())
-        if not folds:
-            raise FileNotFoundError(f"{model}: no fold_X/{checkpoint}")
     weights, trainer_cls, configuration, mirror_axes = [], None, None, None
-    for fold in folds:
+    for fold in model_folds(model, checkpoint, folds):
         path = model / f"fold_{fold}" / checkpoint
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise RuntimeError(f"{path}: cannot be read as a checkpoint ({type(e).__name__})") from None
+        ckpt = read_checkpoint(path)
         cls = getattr(trainers, ckpt.get("trainer_name", ""), None)
         if cls is None or not issubclass(cls, MambaRestorationTrainer):
             raise ValueError(f"{path}: written by {ckpt.get('trainer_name')!r}, not a restoration trainer")

@@ -56,17 +56,11 @@ def target_network(dataset: str, configuration: str, trainer: str, plans: str = 
 
 def run(args) -> int:
     import torch
+    from nnunet_mamba.checkpoints import read_checkpoint
     from nnunet_mamba.networks.transfer import transfer_encoder
 
     src = Path(args.source)
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: no such file")
-    try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise RuntimeError(f"{src}: cannot be read as a checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
-        raise ValueError(f"{src}: not an nnU-Net checkpoint (no 'network_weights')")
+    ckpt = read_checkpoint(src)
     net = target_network(args.dataset, args.configuration, args.trainer, args.plans)
     try:
         weights, n = transfer_encoder(ckpt["network_weights"], net)
