@@ -15,12 +15,10 @@ OUT=${OUT:-/tmp/out}
 DS=970
 NAME=Dataset${DS}_AdrenalMNIST3D
 TRAINERS=(MambaClassifierTrainer NoMambaClassifierTrainer)
+source "$(dirname "$0")/gpu_lib.sh"
 case "$1" in
 setup)
-  for d in .whl_sitk .whl_nn; do
-    [ -d "$d" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$d"/*.whl
-  done
-  python3 -c "import nnunetv2, SimpleITK, nnunet_mamba.trainers as t; print('nnunetv2 ok', len(t.__all__), 'trainers')"
+  install_wheels
   ;;
 prep)
   NPZ=${2:-${ADRENAL_NPZ:-shared/data/medmnist/adrenalmnist3d.npz}}
@@ -38,12 +36,7 @@ train)
   sleep 60; tail -n 4 /tmp/cls/train_*.log
   ;;
 wait)
-  end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ]; do
-    n=$(ls $nnUNet_results/$NAME/*/fold_0/validation/summary.json 2>/dev/null | wc -l)
-    [ "$n" -ge ${#TRAINERS[@]} ] && break
-    sleep 10
-  done
+  wait_for_summaries "$nnUNet_results/$NAME/*/fold_0/validation/summary.json" ${#TRAINERS[@]} $2
   for f in /tmp/cls/train_*.log; do echo "== $f"; grep -E "val_auc|Epoch time|Validation:" $f | tail -4; done
   cp /tmp/cls/train_*.log $nnUNet_results/$NAME/ 2>/dev/null
   tar -czf $OUT/adrenalmnist3d_classification.tgz --exclude='*.pth' -C $nnUNet_results $NAME

@@ -11,12 +11,10 @@ export nnUNet_raw=/tmp/nn/raw nnUNet_preprocessed=/tmp/nn/pre nnUNet_results=/tm
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 TRAINERS=(nnUNetTrainer MambaTrainer NoMambaTrainer)
+source "$(dirname "$0")/gpu_lib.sh"
 case "$1" in
 setup)
-  for d in .whl_sitk .whl_nn; do
-    [ -d "$d" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$d"/*.whl
-  done
-  python3 -c "import nnunetv2, SimpleITK, nnunet_mamba.trainers as t; print('nnunetv2 ok', len(t.__all__), 'trainers')"
+  install_wheels
   ;;
 prep)
   mkdir -p $nnUNet_raw $nnUNet_preprocessed $nnUNet_results
@@ -38,12 +36,7 @@ train)
   sleep 60; tail -n 3 /tmp/nn/train_*.log
   ;;
 wait)
-  end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ]; do
-    n=$(ls $nnUNet_results/Dataset004_Hippocampus/*/fold_0/validation/summary.json 2>/dev/null | wc -l)
-    [ "$n" -ge ${#TRAINERS[@]} ] && break
-    sleep 15
-  done
+  wait_for_summaries "$nnUNet_results/Dataset004_Hippocampus/*/fold_0/validation/summary.json" ${#TRAINERS[@]} $2
   for f in /tmp/nn/train_*.log; do echo "== $f"; grep -E "Epoch |Pseudo dice|Epoch time|Mean Validation" $f | tail -6; done
   cp /tmp/nn/train_*.log $nnUNet_results/Dataset004_Hippocampus/ 2>/dev/null
   tar -czf $OUT/hippocampus_fold0.tgz --exclude='*.pth' --exclude='*.nii.gz' --exclude='*.npz' \

@@ -22,12 +22,10 @@ UNSEEN=.gpu_data/restoration_unseen
 SOURCE=${RES_SOURCE:-.gpu_data/Dataset004_Hippocampus}
 DEVICE=${RES_DEVICE:-cuda}
 NP=${RES_NP:-12}
+source "$(dirname "$0")/gpu_lib.sh"
 case "$1" in
 setup)
-  for d in .whl_sitk .whl_nn; do
-    [ -d "$d" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$d"/*.whl
-  done
-  python3 -c "import nnunetv2, SimpleITK, nnunet_mamba.trainers as t; print('nnunetv2 ok', len(t.__all__), 'trainers')"
+  install_wheels
   ;;
 prep)
   mkdir -p $nnUNet_raw $nnUNet_preprocessed $nnUNet_results $OUT
@@ -45,12 +43,7 @@ train)
   sleep 60; tail -n 3 /tmp/nr/train_*.log
   ;;
 wait)
-  end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ]; do
-    n=$(ls $nnUNet_results/$DS/*/fold_0/validation/summary.json 2>/dev/null | wc -l)
-    [ "$n" -ge ${#TRAINERS[@]} ] && break
-    sleep 10
-  done
+  wait_for_summaries "$nnUNet_results/$DS/*/fold_0/validation/summary.json" ${#TRAINERS[@]} $2
   mkdir -p /tmp/nr/pack
   for tr in "${TRAINERS[@]}"; do
     m=$nnUNet_results/$DS/${tr}__nnUNetPlans__3d_fullres
