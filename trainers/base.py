@@ -189,6 +189,26 @@ class MambaTrainerBase(nnUNetTrainer):
             os.replace(tmp, filename)
 
 
+def add_fixed_length_variants(namespace: dict, bases, lengths) -> None:
+    """Add ``<Base>_<N>epochs`` subclasses, named like nnU-Net's own (``nnUNetTrainer_20epochs``), to a module's
+    namespace: the base's schedule with ``num_epochs = N``."""
+    for base in bases:
+        for epochs in lengths:
+            name = f"{base.__name__}_{epochs}epochs"
+            namespace[name] = type(name, (base,), {
+                "schedule": {**base.schedule, "num_epochs": epochs}, "__module__": namespace["__name__"],
+                "__qualname__": name, "__doc__": f"{base.__name__} trained for {epochs} epochs."})
+
+
+class CpuTestSized:
+    """Mixin for the ``*_ci`` trainers of the CPU tests: a few iterations of batch 2 at half width, a checkpoint
+    every epoch, no test-time mirroring. Put it first: ``class X_ci(CpuTestSized, X)``."""
+    schedule = dict(num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1, save_every=1)
+    batch_size_override = 2
+    width_multiplier = 0.5
+    test_time_mirroring = False
+
+
 def weights_mismatch(weights: dict, network: nn.Module) -> tuple[list, list, list]:
     """(missing, unexpected, other-shape) state-dict keys of ``weights`` against ``network`` ('module.' ignored)."""
     theirs = {k[7:] if k.startswith("module.") else k: v for k, v in weights.items()}

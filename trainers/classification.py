@@ -39,7 +39,7 @@ from nnunet_mamba.classification.metrics import classification_metrics
 from nnunet_mamba.classification.outputs import write_json, write_predictions_csv
 from nnunet_mamba.classification.plots import plot_confusion, plot_progress, plot_roc
 from nnunet_mamba.networks import EncoderClassifier, build_encoder
-from .base import MambaTrainerBase
+from .base import MambaTrainerBase, add_fixed_length_variants
 
 _HISTORY = ("val_accuracy", "val_balanced_accuracy", "val_auc")
 
@@ -307,17 +307,7 @@ SCHEDULE_LENGTHS = (20, 50)
 _BASES = (MambaClassifierTrainer, NoMambaClassifierTrainer)
 
 
-def _fixed_length(base: type, epochs: int) -> type:
-    name = f"{base.__name__}_{epochs}epochs"
-    return type(name, (base,), {"schedule": {**base.schedule, "num_epochs": epochs}, "__module__": __name__,
-                                "__qualname__": name, "__doc__": f"{base.__name__} trained for {epochs} epochs."})
-
-
-for _base in _BASES:
-    for _epochs in SCHEDULE_LENGTHS:
-        _cls = _fixed_length(_base, _epochs)
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls
+add_fixed_length_variants(globals(), _BASES, SCHEDULE_LENGTHS)
 
 
 class MambaClassifierTrainer_20epochs_bs32(MambaClassifierTrainer):

@@ -28,7 +28,7 @@ from nnunet_mamba.restoration.figures import save_panel
 from nnunet_mamba.restoration.inference import (case_scale, make_predictor, restore_preprocessed,
                                                 to_original_geometry, write_image)
 from nnunet_mamba.restoration.losses import RestorationLoss, ssim as torch_ssim
-from .base import MambaTrainerBase
+from .base import CpuTestSized, MambaTrainerBase, add_fixed_length_variants
 
 N_PANELS = 12
 
@@ -252,35 +252,12 @@ class NoMambaRestorationTrainer(MambaRestorationTrainer):
     network_name = "nomamba"
 
 
-_CI = dict(num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1, save_every=1)
-
-
-class MambaRestorationTrainer_ci(MambaRestorationTrainer):
+class MambaRestorationTrainer_ci(CpuTestSized, MambaRestorationTrainer):
     """A few CPU iterations for tests (batch 2, half width, no test-time mirroring)."""
-    schedule = _CI
-    batch_size_override = 2
-    width_multiplier = 0.5
-    test_time_mirroring = False
 
 
-class NoMambaRestorationTrainer_ci(NoMambaRestorationTrainer):
-    schedule = _CI
-    batch_size_override = 2
-    width_multiplier = 0.5
-    test_time_mirroring = False
+class NoMambaRestorationTrainer_ci(CpuTestSized, NoMambaRestorationTrainer):
+    pass
 
 
-SCHEDULE_LENGTHS = (5, 10, 20, 50, 100, 250)
-
-
-def _fixed_length(base: type, epochs: int) -> type:
-    name = f"{base.__name__}_{epochs}epochs"
-    return type(name, (base,), {"schedule": {"num_epochs": epochs}, "__module__": __name__, "__qualname__": name,
-                                "__doc__": f"{base.__name__} trained for {epochs} epochs."})
-
-
-for _base in (MambaRestorationTrainer, NoMambaRestorationTrainer):
-    for _epochs in SCHEDULE_LENGTHS:
-        _cls = _fixed_length(_base, _epochs)
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls
+add_fixed_length_variants(globals(), (MambaRestorationTrainer, NoMambaRestorationTrainer), (5, 10, 20, 50, 100, 250))

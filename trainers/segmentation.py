@@ -1,7 +1,7 @@
 """Segmentation trainers: one small subclass per network, plus short-schedule variants."""
 from __future__ import annotations
 
-from .base import MambaTrainerBase
+from .base import CpuTestSized, MambaTrainerBase, add_fixed_length_variants
 
 
 class MambaTrainer(MambaTrainerBase):
@@ -39,7 +39,6 @@ class SegMambaTrainer(MambaTrainerBase):
 
 # --- short schedules -------------------------------------------------------------------------
 _DEMO = dict(num_epochs=13, num_iterations_per_epoch=30, num_val_iterations_per_epoch=3, save_every=1)
-_CI = dict(num_epochs=3, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1, save_every=1)
 
 
 class MambaTrainer_demo(MambaTrainer):
@@ -51,19 +50,12 @@ class MambaTrainer_demo(MambaTrainer):
     test_time_mirroring = False
 
 
-class MambaTrainer_ci(MambaTrainer):
+class MambaTrainer_ci(CpuTestSized, MambaTrainer):
     """A few iterations for CI (batch 2, half width, checkpoint every epoch)."""
-    schedule = _CI
-    batch_size_override = 2
-    width_multiplier = 0.5
-    test_time_mirroring = False
 
 
-class NoMambaTrainer_ci(NoMambaTrainer):
-    schedule = _CI
-    batch_size_override = 2
-    width_multiplier = 0.5
-    test_time_mirroring = False
+class NoMambaTrainer_ci(CpuTestSized, NoMambaTrainer):
+    pass
 
 
 # Fixed-length variants, named like nnU-Net's own (nnUNetTrainer_20epochs, ...), so that a comparison
@@ -72,14 +64,4 @@ SCHEDULE_LENGTHS = (2, 5, 10, 20, 50, 100, 250)
 _BASES = (MambaTrainer, MambaTrainerFast, NoMambaTrainer, UMambaBotTrainer, UMambaEncTrainer, SegMambaTrainer)
 
 
-def _fixed_length(base: type, epochs: int) -> type:
-    name = f"{base.__name__}_{epochs}epochs"
-    return type(name, (base,), {"schedule": {"num_epochs": epochs}, "__module__": __name__, "__qualname__": name,
-                                "__doc__": f"{base.__name__} trained for {epochs} epochs."})
-
-
-for _base in _BASES:
-    for _epochs in SCHEDULE_LENGTHS:
-        _cls = _fixed_length(_base, _epochs)
-        globals()[_cls.__name__] = _cls
-del _base, _epochs, _cls
+add_fixed_length_variants(globals(), _BASES, SCHEDULE_LENGTHS)
