@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 
+from .model_args import add_model_arguments
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("check-input", help="check prediction inputs (and the model's checkpoints) before predicting",
                        description=__doc__)
     p.add_argument("-i", "--input", required=True, help="folder of images named <case>_<XXXX><file_ending>")
-    p.add_argument("-m", "--model", required=True, help="trained model folder (trainer__plans__configuration)")
-    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to check (default: all found)")
-    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    add_model_arguments(p)
     p.set_defaults(func=run)
 
 

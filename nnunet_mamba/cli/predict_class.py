@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .model_args import add_model_arguments
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict-class", help="classify images with a trained MambaClassifierTrainer model",
@@ -11,10 +13,7 @@ def add_parser(sub) -> None:
                                    "case: case, p_<class>..., predicted_class (name), predicted_index.")
     p.add_argument("-i", "--input", required=True, help="folder of images <case>_<XXXX><file_ending>")
     p.add_argument("-o", "--output", required=True, help="CSV file to write")
-    p.add_argument("-m", "--model", required=True,
-                   help="model folder <Trainer>__<Plans>__<configuration> (holds plans.json, dataset.json, fold_X/)")
-    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: every fold found)")
-    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    add_model_arguments(p)
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
     p.set_defaults(func=run)
 

@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+from .model_args import add_model_arguments
+
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -19,10 +21,7 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("-i", "--input", required=True, help="folder of degraded images")
     p.add_argument("-o", "--output", required=True, help="output folder (created)")
-    p.add_argument("-m", "--model", required=True,
-                   help="trained model folder (<trainer>__<plans>__<configuration>, with fold_X/)")
-    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to use (default: every fold_X present)")
-    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    add_model_arguments(p)
     p.add_argument("-device", "--device", choices=["cpu", "cuda"], default=None,
                    help="default: cuda when available")
     p.add_argument("--disable-mirroring", action="store_true", help="no test-time mirroring even if trained with it")
