@@ -169,7 +169,9 @@ class MambaTrainerBase(nnUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's loading, after a check that names the file and the trainer that wrote it when the
-        weights do not fit this trainer's network (another trainer, plans or nnunet-mamba version)."""
+        weights do not fit this trainer's network (another trainer, plans or nnunet-mamba version).
+        Then :meth:`checkpoint_loaded` gets the checkpoint's contents (read once here)."""
+        ckpt = filename_or_checkpoint
         if isinstance(filename_or_checkpoint, str):
             if not self.was_initialized:
                 self.initialize()
@@ -180,6 +182,10 @@ class MambaTrainerBase(nnUNetTrainer):
             if problem:
                 raise RuntimeError(f"{filename_or_checkpoint}: {problem}")
         super().load_checkpoint(filename_or_checkpoint)
+        self.checkpoint_loaded(ckpt)
+
+    def checkpoint_loaded(self, checkpoint: dict) -> None:
+        """Called after nnU-Net restored ``checkpoint``: subclasses restore their own keys here."""
 
     def save_checkpoint(self, filename: str) -> None:
         """Write to a temporary file, then rename: a crash never leaves a truncated checkpoint."""

@@ -218,10 +218,8 @@ class MambaClassifierTrainer(MambaTrainerBase):
         torch.save(checkpoint, f"{filename}.partial")
         os.replace(f"{filename}.partial", filename)
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        ckpt = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
-        patch = (ckpt.get("classification") or {}).get("patch_size")
+    def checkpoint_loaded(self, checkpoint: dict) -> None:
+        patch = (checkpoint.get("classification") or {}).get("patch_size")
         if patch:
             self._set_patch(patch)
 
