@@ -47,11 +47,12 @@ block instead and sum them with torch (deterministic, more memory traffic).
 
 State is accumulated in fp32 for every input dtype.
 
-Long sequences (L > 1024): the *forward* instead uses the sequential state-in-registers kernels of
+Long sequences (L > 1024) instead use the sequential state-in-registers kernels of
 :mod:`.triton_seq` (one launch per direction, sum over directions in fp32 in launch order:
-deterministic; ``NNUNET_MAMBA_SCAN_SEQ=0`` switches back). Their backward is opt-in
-(``NNUNET_MAMBA_SCAN_SEQ_BWD=1``: correct, but measured slower on H100); it follows the same dB/dC
-rules (fp32 atomics across channel blocks unless ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``).
+deterministic), forward and backward; ``NNUNET_MAMBA_SCAN_SEQ=0`` / ``NNUNET_MAMBA_SCAN_SEQ_BWD=0``
+switch back to the chunked scan. Their backward sums dB/dC over a warp's 32 channels with a
+butterfly of warp shuffles (inline PTX) and combines warps with fp32 atomics, under the same rules
+(``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``: per-block partials and one ``tl.sum`` per state instead).
 """
 from __future__ import annotations
 
@@ -502,10 +503,10 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # channel in registers, no cross-warp scan).
     if L <= 1024:
         return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
-    # Sequential path (triton_seq): used for the forward (measured faster on H100). Its backward is
-    # correct but measured ~3.5x slower than the chunked-scan backward (SCAN_NOTES.md), so it is
-    # opt-in: NNUNET_MAMBA_SCAN_SEQ_BWD=1. NNUNET_MAMBA_SCAN_SEQ=0 disables the sequential forward.
-    if os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "0" if bwd else "1") == "1":
+    # Sequential path (triton_seq), forward and backward: measured 2-8 % faster than the chunked
+    # scan on H100 once dB/dC use the shuffle butterfly (SCAN_NOTES.md, session 4).
+    # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
+    if os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1":
         return _seq_config(L, D, Bsz)
     bd = 64 if D % 64 == 0 or D > 128 else 32
     return {"BLOCK_T": 16, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": bd // 32, "sum_warps": 4, "vec1": True}
@@ -755,6 +756,18 @@ def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, d
     return st
 
 
+def _use_shuffles(cfg: dict, N: int) -> bool:
+    """dB/dC of the sequential backward by a butterfly of warp shuffles (inline PTX): needs one
+    channel per lane of a one-warp program and N a power of two <= 32; not in the interpreter (no
+    PTX there), and not with ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` (its per-block slabs are verified
+    on GPU with the tl.sum path only). ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back
+    to one tl.sum per state."""
+    want = cfg.get("shfl", os.environ.get("NNUNET_MAMBA_SCAN_SHFL", "1") == "1")
+    return bool(want) and os.environ.get("TRITON_INTERPRET", "0") != "1" and cfg["BLOCK_D"] == 32 \
+        and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N) \
+        and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") != "1"
+
+
 def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg):
     Bsz, L, D = u.shape
     K = len(directions)
@@ -821,6 +834,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     dz = torch.empty((Bsz, L, D), device=dev, dtype=z.dtype) if z is not None else None
     du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if K > 1 else du
     y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (K > 1 and z is not None) else du_acc
+    shfl = _use_shuffles(cfg, N)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
@@ -833,7 +847,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
-            I64=i64, num_warps=cfg["num_warps"])
+            I64=i64, SHFL=shfl, num_warps=cfg["num_warps"])
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None

@@ -97,6 +97,79 @@ def _step(src, ind, j, s_expr, N, what):
         src.per_n(ind, f"C{j}_#n = tl.load(Cm + bo{j} + #n, mask=tm{j}, other=0.0).to(tl.float32)", N)
 
 
+def _shfl(expr: str, mask: int) -> str:
+    """Source of a warp butterfly shuffle (``shfl.sync.bfly``) of an fp32 (BD,) tensor."""
+    return (f"tl.inline_asm_elementwise('shfl.sync.bfly.b32 $0, $1, {mask}, 0x1f, 0xffffffff;', '=r,r', "
+            f"[{expr}], dtype=tl.float32, is_pure=True, pack=1)")
+
+
+def _lane_setup(src, ind, N):
+    """Lane id (PTX ``%laneid``), its bits, and where the channel sums of :func:`_bfly` land."""
+    p = N.bit_length() - 1
+    src(ind, "lane = tl.inline_asm_elementwise('mov.u32 $0, %laneid;', '=r,r', [d], dtype=tl.int32, "
+             "is_pure=True, pack=1)")
+    for m in (16, 8, 4, 2, 1):
+        src(ind, f"lb{m} = (lane & {m}) != 0")
+    src(ind, f"lane_n = lane >> {5 - p}")  # the state whose channel sum this lane holds
+    src(ind, f"lane_w = (lane & {(1 << (5 - p)) - 1}) == 0")  # one writer per state
+
+
+def _bfly(src, ind, vals, out):
+    """Sum each of the N = len(vals) per-lane values over the warp's 32 lanes (channels) with a
+    butterfly reduce-scatter: 16+8+..+1 shuffles for N = 16, instead of 5 per value. Afterwards
+    lane l holds the sum of value ``l >> (5 - log2 N)`` (see :func:`_lane_setup`)."""
+    vals = list(vals)
+    m = 16
+    while len(vals) > 1:
+        h = len(vals) // 2
+        nxt = []
+        for i in range(h):
+            lo, hi = vals[i], vals[i + h]
+            src(ind, f"{out}_s{i} = tl.where(lb{m}, {lo}, {hi})")
+            src(ind, f"{out}_k{m}_{i} = tl.where(lb{m}, {hi}, {lo}) + {_shfl(f'{out}_s{i}', m)}")
+            nxt.append(f"{out}_k{m}_{i}")
+        vals = nxt
+        m //= 2
+    x = vals[0]
+    while m >= 1:
+        src(ind, f"{out}_a{m} = {x} + {_shfl(x, m)}")
+        x = f"{out}_a{m}"
+        m //= 2
+    src(ind, f"{out} = {x}")
+
+
+def _bfly_ok(N: int) -> bool:
+    return N & (N - 1) == 0 and N <= 32
+
+
+def _channel_sums(src, ind, vals, scal, vec):
+    """Sums over the warp's channels of the per-state values: butterfly into ``vec`` (SHFL) or one
+    ``tl.sum`` per state into ``scal{n}``."""
+    if _bfly_ok(len(vals)):
+        src(ind, "if SHFL:")
+        _bfly(src, ind + 1, vals, vec)
+        src(ind, "else:")
+        ind += 1
+    for n, v in enumerate(vals):
+        src(ind, f"{scal}{n} = tl.sum({v}, 0)")
+
+
+def _store_bc(src, ind, ptr, i, scal, vec, N):
+    """Emit the dB/dC write of step i: per-state scalars ``scal#n`` (tl.sum path) or one lane vector
+    ``vec`` (SHFL path), as fp32 atomics, fp32 partial-slab stores or final-dtype stores."""
+    for mode, op in (("ATOMIC_BC", "tl.atomic_add({p}, {v}, mask={m})"),
+                     ("PARTIAL_BC", "tl.store({p}, {v}, mask={m})"),
+                     (None, "tl.store({p}, ({v}).to(" + ptr + ".dtype.element_ty), mask={m})")):
+        src(ind, f"if {mode}:" if mode == "ATOMIC_BC" else (f"elif {mode}:" if mode else "else:"))
+        k = ind + 1
+        if _bfly_ok(N):
+            src(k, "if SHFL:")
+            src(k + 1, op.format(p=f"{ptr} + bo{i} + lane_n", v=vec, m=f"tm{i} & lane_w"))
+            src(k, "else:")
+            k += 1
+        src.per_n(k, op.format(p=f"{ptr} + bo{i} + #n", v=f"{scal}#n", m=f"tm{i}"), N)
+
+
 def _prologue(src, N, carry_parts):
     src(1, "c = tl.program_id(0)")  # chunks on grid axis 0 (axes 1, 2 stop at 65535)
     src(1, "pid_d = tl.program_id(1)")
@@ -186,7 +259,8 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(0, "            N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
-    src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr):")
+    src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
+    src(0, "            SHFL: tl.constexpr):")
     src(1, "P = 2")
     _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
@@ -195,6 +269,9 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(2, "dC += slab")
     src(1, "if HAS_D:")
     src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
+    if _bfly_ok(N):
+        src(1, "if SHFL:")
+        _lane_setup(src, 2, N)
     src(1, f"MS = T // {S}")
     _index(src, 1, "sc0", "(b * nC + c) * MS")
     # walk 1: states at sub-chunk starts -> scratch
@@ -228,13 +305,8 @@ def _gen(N: int, S: int, SF: int) -> str:
         src(4, f"tl.store(dz_out + off{i}, dzv{i}.to(dz_out.dtype.element_ty), mask=m{i})")
         src(3, "else:")
         src(4, f"tl.store(y_acc + off{i}, y{i}, mask=m{i})")
-        src.per_n(2, f"dc{i}_#n = tl.sum(dy{i} * h#n, 0)", N)
-        src(2, "if ATOMIC_BC:")
-        src.per_n(3, f"tl.atomic_add(dC + bo{i} + #n, dc{i}_#n, mask=tm{i})", N)
-        src(2, "elif PARTIAL_BC:")
-        src.per_n(3, f"tl.store(dC + bo{i} + #n, dc{i}_#n, mask=tm{i})", N)
-        src(2, "else:")
-        src.per_n(3, f"tl.store(dC + bo{i} + #n, dc{i}_#n.to(dC.dtype.element_ty), mask=tm{i})", N)
+        _channel_sums(src, 2, [f"dy{i} * h{n}" for n in range(N)], f"dc{i}_", f"rc{i}")
+        _store_bc(src, 2, "dC", i, f"dc{i}_", f"rc{i}", N)
     for i in reversed(range(S)):  # adjoint, backwards through the sub-chunk
         _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
@@ -247,13 +319,9 @@ def _gen(N: int, S: int, SF: int) -> str:
             src(2, f"xa{i} += x * A2_{n}")
             src(2, f"dA{n} += x * dt{i}")
             src(2, f"sgB{i} += g * B{i}_{n}")
-            src(2, f"db{i}_{n} = tl.sum(g * dtu{i}, 0)")
-        src(2, "if ATOMIC_BC:")
-        src.per_n(3, f"tl.atomic_add(dB + bo{i} + #n, db{i}_#n, mask=tm{i})", N)
-        src(2, "elif PARTIAL_BC:")
-        src.per_n(3, f"tl.store(dB + bo{i} + #n, db{i}_#n, mask=tm{i})", N)
-        src(2, "else:")
-        src.per_n(3, f"tl.store(dB + bo{i} + #n, db{i}_#n.to(dB.dtype.element_ty), mask=tm{i})", N)
+            src(2, f"pb{i}_{n} = g * dtu{i}")
+        _channel_sums(src, 2, [f"pb{i}_{n}" for n in range(N)], f"db{i}_", f"rb{i}")
+        _store_bc(src, 2, "dB", i, f"db{i}_", f"rb{i}", N)
         src(2, f"ddt{i} = xa{i} * {LN2!r} + sgB{i} * u{i}")
         src(2, "if SOFTPLUS:")
         src(3, f"ddt{i} = ddt{i} * tl.sigmoid(raw{i})")
