@@ -16,7 +16,7 @@ import pytest
 import torch
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
-from nnunet_mamba.classification.inference import network_input, whole_image_patch
+from nnunet_mamba.classification.inference import mirror_flips, network_input, predict_logits, whole_image_patch
 from nnunet_mamba.classification.labels import balanced_sampling_probabilities, case_classes, class_names
 from nnunet_mamba.classification.metrics import auc, classification_metrics
 from nnunet_mamba.classification.predict import find_cases
@@ -102,6 +102,42 @@ def test_whole_image_patch_and_network_input():
     assert network_input(np.ones((2, 1, 28, 28)), [32, 32], (4, 4)).shape == (2, 32, 32)
     with pytest.raises(ValueError, match="single-slice"):
         network_input(np.ones((1, 3, 28, 28)), [32, 32], (4, 4))
+
+
+class _Corner(torch.nn.Module):
+    """'Logits' = (the first voxel, 0): mirrored inputs move other corners there."""
+    def forward(self, x):
+        v = x[:, 0, 0, 0, 0]
+        return torch.stack([v, torch.zeros_like(v)], 1)
+
+
+def test_test_time_mirroring_averages_every_flip():
+    assert mirror_flips(None) == [()]
+    assert mirror_flips([0, 2]) == [(), (2,), (4,), (2, 4)]
+    assert len(mirror_flips((0, 1, 2))) == 8
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4)  # corners 0, 3, 8, 11, 12, 15, 20, 23
+    plain = predict_logits(_Corner(), [x], torch.device("cpu"))
+    assert plain[0, 0] == 0
+    assert predict_logits(_Corner(), [x], torch.device("cpu"), mirror_axes=[2])[0, 0] == pytest.approx(1.5)
+    every = predict_logits(_Corner(), [x], torch.device("cpu"), mirror_axes=(0, 1, 2))
+    assert every[0, 0] == pytest.approx(np.mean([0, 3, 8, 11, 12, 15, 20, 23]))
+
+
+def test_scale_augmentation_can_be_turned_off():
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunet_mamba.trainers.classification import (MambaClassifierTrainer, MambaClassifierTrainer_shape_bs32,
+                                                      NoMambaClassifierTrainer_shape_bs32, without_scaling)
+    transforms = nnUNetTrainer.get_training_transforms([20, 28, 28], (-0.5, 0.5), None, (0, 1, 2), False)
+    spatial = [t for t in transforms.transforms if isinstance(t, SpatialTransform)]
+    assert len(spatial) == 1 and spatial[0].p_scaling > 0  # nnU-Net zooms by default
+    assert without_scaling(transforms) is transforms and spatial[0].p_scaling == 0
+    with pytest.raises(RuntimeError, match="SpatialTransform"):
+        without_scaling(torch.nn.Identity())
+    assert MambaClassifierTrainer.scale_augmentation  # default: nnU-Net's augmentation
+    for cls in (MambaClassifierTrainer_shape_bs32, NoMambaClassifierTrainer_shape_bs32):  # the same for both
+        assert not cls.scale_augmentation and cls.test_time_mirroring and cls.validate_best_checkpoint
+        assert cls.schedule == dict(num_epochs=20, num_iterations_per_epoch=100) and cls.batch_size_override == 32
 
 
 # --- networks and transfer ---------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ trained by nnU-Net on its own plans and preprocessed data.
   logged, ``checkpoint_best.pth`` is the epoch with the best val AUC, ``progress.png`` plots them;
 * the final validation writes ``validation/predictions.csv``, ``validation/summary.json`` and ``roc.png`` +
   ``confusion.png`` in the fold folder.
+
+Options (class attributes, the same for every backbone): ``scale_augmentation`` (False: nnU-Net's augmentation
+without its random zoom, for shape masks whose size is a feature), ``test_time_mirroring`` (mean logits over the
+training mirrors, every validation), ``validate_best_checkpoint`` (the final validation uses
+``checkpoint_best.pth``, the epoch chosen on val AUC, and also records the final epoch's metrics).
 """
 from __future__ import annotations
 
@@ -32,14 +37,16 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
+from nnunet_mamba.checkpoints import read_checkpoint
 from nnunet_mamba.classification.inference import network_input, predict_logits, softmax, whole_image_patch
 from nnunet_mamba.classification.labels import balanced_sampling_probabilities, case_classes, class_names, classes_of
 from nnunet_mamba.classification.metrics import classification_metrics
 from nnunet_mamba.classification.outputs import write_json, write_predictions_csv
 from nnunet_mamba.classification.plots import plot_confusion, plot_progress, plot_roc
 from nnunet_mamba.networks import EncoderClassifier, build_encoder
-from .base import MambaTrainerBase, add_fixed_length_variants
+from .base import CpuTestSized, MambaTrainerBase, add_fixed_length_variants
 
 _HISTORY = ("val_accuracy", "val_balanced_accuracy", "val_auc")
 
@@ -51,6 +58,8 @@ class MambaClassifierTrainer(MambaTrainerBase):
     dropout: float = 0.2
     schedule = dict(num_epochs=100, num_iterations_per_epoch=100)
     test_time_mirroring = False
+    scale_augmentation: bool = True
+    validate_best_checkpoint: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -98,6 +107,11 @@ class MambaClassifierTrainer(MambaTrainerBase):
         return getattr(net, "_orig_mod", net)
 
     # --- data ------------------------------------------------------------------------------------------
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training transforms; without random scaling when ``scale_augmentation`` is False."""
+        transforms = super().get_training_transforms(*args, **kwargs)
+        return transforms if self.scale_augmentation else without_scaling(transforms)
+
     def _fit_patch_to_images(self, dataset) -> None:
         """Whole-image patch from the training cases' preprocessed shapes (and the batch size to match)."""
         shapes = [dataset.load_case(k)[0].shape[1:] for k in dataset.identifiers]
@@ -150,11 +164,16 @@ class MambaClassifierTrainer(MambaTrainerBase):
         target = torch.from_numpy(classes_of(list(batch["keys"]), self.case_classes))
         return super().train_step({"data": batch["data"], "target": target})
 
+    def _classify_mirror_axes(self) -> Optional[list[int]]:
+        axes = getattr(self, "inference_allowed_mirroring_axes", None) if self.test_time_mirroring else None
+        return None if axes is None else [int(a) for a in axes]
+
     def _classify(self, dataset, keys) -> tuple[np.ndarray, np.ndarray]:
         """(true classes, probabilities) of whole cases."""
         inputs = [network_input(dataset.load_case(k)[0], self.configuration_manager.patch_size,
                                 self._net.total_stride) for k in keys]
-        logits = predict_logits(self.network, inputs, self.device, batch_size=max(self.batch_size, 1))
+        logits = predict_logits(self.network, inputs, self.device, batch_size=max(self.batch_size, 1),
+                                mirror_axes=self._classify_mirror_axes())
         return classes_of(keys, self.case_classes), logits
 
     def on_validation_epoch_end(self, val_outputs: list):
@@ -232,6 +251,16 @@ class MambaClassifierTrainer(MambaTrainerBase):
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
         keys = list(dataset.identifiers)
         y, logits = self._classify(dataset, keys)
+        weights = {"checkpoint": "final epoch", "epoch": self.current_epoch - 1}
+        final_epoch = None
+        best = join(self.output_folder, "checkpoint_best.pth")
+        if self.validate_best_checkpoint and os.path.isfile(best):
+            final_epoch = _brief(classification_metrics(y, softmax(logits), self.class_names))
+            checkpoint = read_checkpoint(best)
+            self._net.load_state_dict(checkpoint["network_weights"])
+            weights = {"checkpoint": "checkpoint_best.pth (selected on val AUC)",
+                       "epoch": int(checkpoint["current_epoch"]) - 1}
+            y, logits = self._classify(dataset, keys)
         probs = softmax(logits)
         metrics = classification_metrics(y, probs, self.class_names)
         folder = join(self.output_folder, "validation")
@@ -241,6 +270,9 @@ class MambaClassifierTrainer(MambaTrainerBase):
                    "epochs_trained": self.current_epoch, "patch_size": self.configuration_manager.patch_size,
                    "selection": {"metric": "val AUC (balanced accuracy where undefined)",
                                  "best_epoch": _best_epoch(self), "best_value": self._best_ema},
+                   "weights": weights, "final_epoch": final_epoch,
+                   "test_time_mirroring": self._classify_mirror_axes(),
+                   "scale_augmentation": self.scale_augmentation,
                    **metrics,
                    "history": {k: [None if v is None else float(v) for v in self.logger.get_value(k, step=None)]
                                for k in ("train_losses", "val_losses", *_HISTORY)}}
@@ -251,6 +283,19 @@ class MambaClassifierTrainer(MambaTrainerBase):
         auc = metrics["auc"]
         self.print_to_log_file(f"Validation: accuracy {metrics['accuracy']:.4f}, balanced accuracy "
                                f"{metrics['balanced_accuracy']:.4f}, AUC {'n/a' if auc is None else f'{auc:.4f}'}")
+
+
+def without_scaling(transforms):
+    """nnU-Net's composed training transforms with the random zoom of its one SpatialTransform turned off."""
+    spatial = [t for t in getattr(transforms, "transforms", []) if isinstance(t, SpatialTransform)]
+    if len(spatial) != 1:
+        raise RuntimeError(f"expected one SpatialTransform in nnU-Net's training transforms, found {len(spatial)}")
+    spatial[0].p_scaling = 0.0
+    return transforms
+
+
+def _brief(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("auc", "accuracy", "balanced_accuracy", "confusion_matrix")}
 
 
 def _best_epoch(trainer) -> Optional[int]:
@@ -317,3 +362,30 @@ class MambaClassifierTrainer_20epochs_bs32(MambaClassifierTrainer):
 class NoMambaClassifierTrainer_20epochs_bs32(NoMambaClassifierTrainer):
     schedule = dict(num_epochs=20, num_iterations_per_epoch=100)
     batch_size_override = 32
+
+
+class _ShapeMaskBenchmark:
+    """The AdrenalMNIST3D benchmark settings (benchmarks/gpu_classification.sh), the same for both backbones:
+    20 x 100 iterations of batch 32; no random zoom (the gland's size is a feature of these shape masks: the voxel
+    count alone separates the training classes with AUC 0.68); logits averaged over the 8 test-time mirrors; the
+    final validation uses the checkpoint chosen on val AUC. Put it first: ``class X(_ShapeMaskBenchmark, X)``."""
+    schedule = dict(num_epochs=20, num_iterations_per_epoch=100)
+    batch_size_override = 32
+    scale_augmentation = False
+    test_time_mirroring = True
+    validate_best_checkpoint = True
+
+
+class MambaClassifierTrainer_shape_bs32(_ShapeMaskBenchmark, MambaClassifierTrainer):
+    pass
+
+
+class NoMambaClassifierTrainer_shape_bs32(_ShapeMaskBenchmark, NoMambaClassifierTrainer):
+    pass
+
+
+class NoMambaClassifierTrainer_shape_ci(CpuTestSized, _ShapeMaskBenchmark, NoMambaClassifierTrainer):
+    """The benchmark settings at CI size (CpuTestSized turns mirroring off; turned on again here)."""
+    schedule = _CI
+    batch_size_override = 4
+    test_time_mirroring = True

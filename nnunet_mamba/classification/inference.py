@@ -2,10 +2,13 @@
 
 Training sees every case padded (centred, zeros) to one patch; inference pads each case the same way, or, for a
 case larger than the patch, to the next multiple of the encoder's total stride (global pooling takes any size).
+With mirror axes, the logits are averaged over every combination of flips along them (as nnU-Net's predictor
+averages its test-time mirrors).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import itertools
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,10 +29,25 @@ def network_input(data: np.ndarray, patch_size: Sequence[int], total_stride: Seq
     return np.pad(data, pad)
 
 
+def mirror_flips(mirror_axes: Optional[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Tensor dims (batch, channel first) to flip for each test-time mirror; ``()`` is the unflipped input."""
+    dims = [int(a) + 2 for a in (mirror_axes or ())]
+    return [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+
+
+def _mirrored_logits(network: nn.Module, x: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
+    total = 0
+    for dims in flips:
+        total = total + network(torch.flip(x, dims) if dims else x).float()
+    return total / len(flips)
+
+
 @torch.no_grad()
 def predict_logits(network: nn.Module, inputs: Iterable[np.ndarray], device: torch.device,
-                   batch_size: int = 16) -> np.ndarray:
-    """Logits (N, classes) of network inputs (from :func:`network_input`); equal shapes share a batch."""
+                   batch_size: int = 16, mirror_axes: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Logits (N, classes) of network inputs (from :func:`network_input`); equal shapes share a batch.
+    ``mirror_axes`` (spatial axes, nnU-Net's ``inference_allowed_mirroring_axes``): mean logits over all flips."""
+    flips = mirror_flips(mirror_axes)
     inputs = list(inputs)
     out: list = [None] * len(inputs)
     by_shape: dict[tuple, list[int]] = {}
@@ -43,7 +61,7 @@ def predict_logits(network: nn.Module, inputs: Iterable[np.ndarray], device: tor
                 chunk = idx[start:start + batch_size]
                 x = torch.from_numpy(np.stack([inputs[i] for i in chunk])).to(device)
                 with torch.autocast(device.type, enabled=device.type == "cuda"):
-                    logits = network(x).float().cpu().numpy()
+                    logits = _mirrored_logits(network, x, flips).cpu().numpy()
                 for i, row in zip(chunk, logits):
                     out[i] = row
     finally:

@@ -38,7 +38,7 @@ class ClassifierModel:
     configuration_name: str
     dataset_json: dict
     class_names: list
-    networks: list = field(default_factory=list)  # (network, patch size) per fold
+    networks: list = field(default_factory=list)  # (network, patch size, test-time mirror axes) per fold
     device: torch.device = torch.device("cpu")
 
     @classmethod
@@ -68,7 +68,8 @@ class ClassifierModel:
             net = trainer.build_network_architecture(pm, cm, n_in, len(names), False)
             net.load_state_dict(ckpt["network_weights"])
             patch = (ckpt.get("classification") or {}).get("patch_size") or cm.patch_size
-            model.networks.append((net.to(dev).eval(), list(patch)))
+            mirror = ckpt.get("inference_allowed_mirroring_axes")
+            model.networks.append((net.to(dev).eval(), list(patch), mirror))
         return model
 
     @property
@@ -90,11 +91,11 @@ class ClassifierModel:
         return data
 
     def probabilities(self, preprocessed: Sequence[np.ndarray]) -> np.ndarray:
-        """Mean softmax over folds, (N, classes)."""
+        """Mean softmax over folds, (N, classes); each fold mirrors as its trainer validated."""
         total = 0
-        for net, patch in self.networks:
+        for net, patch, mirror in self.networks:
             inputs = [network_input(d, patch, net.total_stride) for d in preprocessed]
-            total = total + softmax(predict_logits(net, inputs, self.device))
+            total = total + softmax(predict_logits(net, inputs, self.device, mirror_axes=mirror))
         return total / len(self.networks)
 
     def predict_cases(self, cases: dict[str, list[str]], batch: int = 32,
