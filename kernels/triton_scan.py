@@ -202,12 +202,13 @@ def _summary_kernel_src(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts,
 # Pass 2: carries across chunks (in place: summaries -> inclusive states after each chunk)
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _carry_kernel(st, dts, A, D, N, K, nC, P, rev_mask, BLOCK_R: tl.constexpr, BLOCK_ND: tl.constexpr, I64: tl.constexpr):
+def _carry_kernel(st, dts, A, D, N, K, nC, P, rev_mask, K_SEL, BLOCK_R: tl.constexpr, BLOCK_ND: tl.constexpr,
+                  I64: tl.constexpr):
     pid = tl.program_id(0)
-    j = tl.program_id(1)  # chain = part * K + k
+    j = tl.program_id(1)  # chain = part * K + k; or part alone for the one direction K_SEL >= 0
     b = tl.program_id(2)
-    part = j // K
-    k = j % K
+    part = tl.where(K_SEL >= 0, j, j // K)
+    k = tl.where(K_SEL >= 0, K_SEL, j % K)
     rev = ((rev_mask >> k) & 1) ^ part
     ND = N * D
     idx = pid * BLOCK_ND + tl.arange(0, BLOCK_ND)
@@ -613,7 +614,7 @@ def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directi
     BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
     BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
     _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P * K, Bsz)](
-        st, dts, A, D, N, K, nC, P, rev_mask, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+        st, dts, A, D, N, K, nC, P, rev_mask, -1, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
     return st
 
 
@@ -727,32 +728,48 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
 # ----------------------------------------------------------------------------------------------
 # Sequential path (kernels generated in triton_seq): one launch per direction
 # ----------------------------------------------------------------------------------------------
+def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus, cfg,
+                        nC, P, i64, scr=None, cdt=None):
+    Bsz, L, D = u.shape
+    K, N = st.shape[2], st.shape[4]
+    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+    dummy = u
+    ks["summary"][(nC, triton.cdiv(D, BD), Bsz)](
+        u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
+        z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
+        scr if scr is not None else dummy, cdt if cdt is not None else dummy,
+        L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
+        SCR=scr is not None, num_warps=cfg["num_warps"])
+
+
+def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
+    """Chunk carries from the summaries, in place: every direction, or only ``k_sel``."""
+    Bsz, P, K, nC, N, D = st.shape
+    rev_mask = 0
+    for k, dirn in enumerate(directions):
+        if dirn.reverse:
+            rev_mask |= 1 << k
+    i64 = _needs_i64(Bsz, nC, K, D, N, nC, P)
+    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
+    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
+    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P if k_sel >= 0 else P * K, Bsz)](
+        st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+
+
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
     P = 2 if bwd else 1
-    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     i64 = _needs_i64(Bsz, L, K, D, N, nC, P)
     st = torch.empty((Bsz, P, K, nC, N, D), device=u.device, dtype=torch.float32)
     dts = torch.empty((Bsz, K, nC, D), device=u.device, dtype=torch.float32)
-    dummy = u
     for k, dirn in enumerate(directions):
-        n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
-        ks["summary"][(nC, triton.cdiv(D, BD), Bsz)](
-            u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
-            z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
-            L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), BWD=bwd, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-            num_warps=cfg["num_warps"])
-    rev_mask = 0
-    for k, dirn in enumerate(directions):
-        if dirn.reverse:
-            rev_mask |= 1 << k
-    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
-    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P * K, Bsz)](
-        st, dts, A, D, N, K, nC, P, rev_mask, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+        _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
+                            cfg, nC, P, i64)
+    _seq_carry_launch(st, dts, A, directions, cfg)
     return st
 
 
@@ -809,10 +826,19 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     nDB = triton.cdiv(D, BD)
     dev = u.device
     has_carry = nC > 1
-    st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
-                        True, ks) if has_carry else u
-    # states at the sub-chunk starts (written and read back by the same program)
+    # Summary walks write the zero-start states at the sub-chunk starts (with the running dt sum), so
+    # the backward kernel needs no walk 1; then summary, carry and backward run per direction and share
+    # one scratch. NNUNET_MAMBA_SCAN_SCR=0: summaries of all directions first, walk 1 in the backward.
+    fused_scratch = has_carry and cfg.get("scr", os.environ.get("NNUNET_MAMBA_SCAN_SCR", "1") == "1")
+    # states at the sub-chunk starts (written and read back per direction)
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
+    cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch else None
+    if fused_scratch:
+        st = torch.empty((Bsz, 2, K, nC, N, D), device=dev, dtype=torch.float32)
+        dts = torch.empty((Bsz, K, nC, D), device=dev, dtype=torch.float32)
+    else:
+        st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
+                            True, ks) if has_carry else u
     partial = nDB > 1 and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
     atomic = nDB > 1 and not partial
     if atomic:
@@ -839,15 +865,20 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
+        if fused_scratch:
+            _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
+                                delta_softplus, cfg, nC, 2, _needs_i64(Bsz, L, K, D, N, nC, 2) or i64, scr, cdt)
+            _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k)
         ks["bwd"][(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
+            cdt if cdt is not None else dummy,
             du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
             dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
             L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
-            I64=i64, SHFL=shfl, num_warps=cfg["num_warps"])
+            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, WALK1=not fused_scratch, num_warps=cfg["num_warps"])
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None

@@ -192,16 +192,24 @@ def _prologue(src, N, carry_parts):
 
 
 def _gen(N: int, S: int, SF: int) -> str:
+    if SF != S:
+        raise ValueError("the summary's unroll SF must equal the sub-chunk S (it writes the sub-chunk states)")
     src = _Src()
     # ---------------------------------------------------------------- summary
-    src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, L, D, K, nC, P, n_b, n_c, s_a, s_b,")
-    src(0, "                s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
+    src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, scr, cdt, L, D, K, nC, P, n_b, n_c,")
+    src(0, "                s_a, s_b, s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
     src(0, "                SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr, T,")
-    src(0, "                BD: tl.constexpr, I64: tl.constexpr):")
+    src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr):")
     _prologue(src, N, [])
     src.per_n(1, "h#n = tl.zeros([BD], dtype=tl.float32)", N)
     src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
+    src(1, "if SCR:")
+    _index(src, 2, "sc0", f"(b * nC + c) * (T // {S})")
     src(1, f"for q0 in range(0, T, {SF}):")
+    # zero-start state and running dt sum at each sub-chunk start, for the backward's walk 2
+    src(2, "if SCR:")
+    src.per_n(3, f"tl.store(scr + ((sc0 + q0 // {S}) * N + #n) * D + d, h#n, mask=dmask)", N)
+    src(3, f"tl.store(cdt + (sc0 + q0 // {S}) * D + d, sdt, mask=dmask)")
     for j in range(SF):
         _step(src, 2, j, f"q0 + {j}", N, ("u", "dt", "B"))
     for j in range(SF):
@@ -254,13 +262,13 @@ def _gen(N: int, S: int, SF: int) -> str:
         src(3, f"tl.store(acc + off{j}, y{j}, mask=m{j})")
     src(0, "")
     # ---------------------------------------------------------------- backward
-    src(0, "def seq_bwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st, scr, du_acc, y_acc, du_out, dz_out,")
+    src(0, "def seq_bwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st, scr, cdt, du_acc, y_acc, du_out, dz_out,")
     src(0, "            ddelta, dB, dC, dA_p, dD_p, dbias_p, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k,")
     src(0, "            N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
-    src(0, "            SHFL: tl.constexpr):")
+    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, WALK1: tl.constexpr):")
     src(1, "P = 2")
     _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
@@ -274,12 +282,13 @@ def _gen(N: int, S: int, SF: int) -> str:
         _lane_setup(src, 2, N)
     src(1, f"MS = T // {S}")
     _index(src, 1, "sc0", "(b * nC + c) * MS")
-    # walk 1: states at sub-chunk starts -> scratch
-    src(1, "for j in range(MS):")
-    src.per_n(2, "tl.store(scr + ((sc0 + j) * N + #n) * D + d, h#n, mask=dmask)", N)
+    # walk 1: states at sub-chunk starts -> scratch (skipped when seq_summary wrote them: SCR_READY)
+    src(1, "if WALK1:")
+    src(2, "for j in range(MS):")
+    src.per_n(3, "tl.store(scr + ((sc0 + j) * N + #n) * D + d, h#n, mask=dmask)", N)
     for i in range(S):
-        _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "B"))
-        src.per_n(2, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + (dt{i} * u{i}) * B{i}_#n", N)
+        _step(src, 3, i, f"j * {S} + {i}", N, ("u", "dt", "B"))
+        src.per_n(3, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + (dt{i} * u{i}) * B{i}_#n", N)
     # walk 2
     src.per_n(1, "dA#n = tl.zeros([BD], dtype=tl.float32)", N)
     src(1, "dDacc = tl.zeros([BD], dtype=tl.float32)")
@@ -287,6 +296,11 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(1, "for jj in range(MS):")
     src(2, "j = MS - 1 - jj")
     src.per_n(2, "h#n = tl.load(scr + ((sc0 + j) * N + #n) * D + d, mask=dmask, other=0.0)", N)
+    # scratch from seq_summary holds the zero-start state: add the decayed carry-in
+    src(2, "if SCR_READY:")
+    src(3, "if HAS_CARRY:")
+    src(4, "cdj = tl.load(cdt + (sc0 + j) * D + d, mask=dmask, other=0.0)")
+    src.per_n(4, "h#n += tl.exp2(A2_#n * cdj) * tl.load(st + (cb0 * N + #n) * D + d, mask=dmask & cv0, other=0.0)", N)
     for i in range(S):  # forward recompute: keep h_{t-1}; dC
         _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
