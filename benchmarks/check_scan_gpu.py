@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="skip the 64^3 shapes")
     ap.add_argument("--json", default=None)
     ap.add_argument("--big", action="store_true", help="add a 128^3 full-resolution case (131072 chunks of 16)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="only the cases of this dtype")
+    ap.add_argument("--min-len", type=int, default=0, help="only grids with more than this many steps")
     a = ap.parse_args()
     cases = []
     big = [(2, 640, (8, 8, 8), 3), (2, 512, (16, 16, 16), 3), (2, 256, (32, 32, 32), 3),
@@ -124,6 +126,9 @@ def main():
     cases += extra
     if a.big:  # more chunks than a CUDA grid's y/z axes allow (65535): chunks must sit on axis 0
         cases.append(dict(Bsz=1, D=24, grid=(128, 128, 128), K=2, dtype=torch.bfloat16))
+    if a.dtype:
+        cases = [c for c in cases if c["dtype"] == {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]]
+    cases = [c for c in cases if math.prod(c["grid"]) > a.min_len]
     rows = []
     all_ok = True
     for c in cases:

@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
 # Scan-kernel checks and timings on a bare GPU machine (needs only torch + triton there, plus our wheel).
-#   bash benchmarks/gpu_scan.sh setup          # our wheel from .whl_nn/ (no deps)
+#   bash benchmarks/gpu_scan.sh setup          # our wheel from .whl_own/ (else .whl_nn/), no deps
 #   bash benchmarks/gpu_scan.sh check [ARGS]   # check_scan_gpu.py vs float64, with the env the caller sets
+#   bash benchmarks/gpu_scan.sh checkpar ARGS  # the fp32 and the bf16 cases in two processes at once (the
+#                                              #   kernels compile in parallel), logs in $OUT/check_{fp32,bf16}.*
 #   bash benchmarks/gpu_scan.sh bwd NAME ARGS  # scan_bwd_modes.py (bf16, mode 0) -> $OUT/NAME.{json,md}
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p $OUT
 case "$1" in
 setup)
-  python3 -m pip install -q --no-index --no-deps --no-compile --force-reinstall .whl_nn/nnunet_mamba-*.whl
+  w=$(ls .whl_own/nnunet_mamba-*.whl 2>/dev/null || ls .whl_nn/nnunet_mamba-*.whl)
+  python3 -m pip install -q --no-index --no-deps --no-compile --force-reinstall $w
   python3 -c "import nnunet_mamba.kernels.triton_scan as t; print('kernels ok')"
   ;;
 check)
   shift; python3 benchmarks/check_scan_gpu.py "$@" 2>&1 | grep -v Warning
+  ;;
+checkpar)
+  shift
+  for dt in fp32 bf16; do
+    python3 benchmarks/check_scan_gpu.py --dtype $dt --json $OUT/check_$dt.json "$@" > $OUT/check_$dt.log 2>&1 &
+  done
+  wait
+  grep -hE "^(PASS|FAIL)" $OUT/check_*.log | cut -c1-230; grep -hE "ALL PASS|SOME FAILED" $OUT/check_*.log
   ;;
 bwd)
   name=$2; shift 2
   python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -v Warning
   ;;
 *)
-  echo "usage: $0 setup|check [ARGS]|bwd NAME [ARGS]"; exit 2
+  echo "usage: $0 setup|check [ARGS]|checkpar [ARGS]|bwd NAME [ARGS]"; exit 2
   ;;
 esac
