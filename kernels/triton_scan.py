@@ -741,7 +741,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
         L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-        SCR=scr is not None, num_warps=cfg["num_warps"])
+        SCR=scr is not None, VEC_BC=_vector_bc(cfg, Bm, Cm), num_warps=cfg["num_warps"])
 
 
 def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
@@ -771,6 +771,25 @@ def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, d
                             cfg, nC, P, i64)
     _seq_carry_launch(st, dts, A, directions, cfg)
     return st
+
+
+def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False) -> int:
+    """How the sequential kernels load a step's B and C: 0 scalar loads; 1 / 2 16-byte vector loads
+    (inline PTX) of bf16 / fp32 values. Vectors need N*itemsize % 16 == 0, 16-byte aligned tensors and
+    a real GPU (no PTX in the interpreter). ``NNUNET_MAMBA_SCAN_VEC_BC=0`` (or config ``vec_bc``)
+    forces scalar loads. The backward kernel keeps scalar loads unless ``NNUNET_MAMBA_SCAN_VEC_BC_BWD=1``:
+    with vectors it spills registers (offline compile for sm_90a: 472 bytes), so it is opt-in until
+    timed."""
+    if bwd_kernel:
+        want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "0") == "1")
+    else:
+        want = cfg.get("vec_bc", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC", "1") == "1")
+    if not want or os.environ.get("TRITON_INTERPRET", "0") == "1" or Bm.dtype != Cm.dtype:
+        return 0
+    kind = {torch.bfloat16: 1, torch.float32: 2}.get(Bm.dtype, 0)
+    N = Bm.shape[-1]
+    aligned = all(x.data_ptr() % 16 == 0 for x in (Bm, Cm)) and (N * Bm.element_size()) % 16 == 0
+    return kind if aligned else 0
 
 
 def _use_shuffles(cfg: dict, N: int) -> bool:
@@ -808,7 +827,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
-            num_warps=cfg["num_warps"])
+            VEC_BC=_vector_bc(cfg, Bm, Cm), num_warps=cfg["num_warps"])
     return out
 
 
@@ -878,7 +897,8 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
-            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, WALK1=not fused_scratch, num_warps=cfg["num_warps"])
+            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, WALK1=not fused_scratch, VEC_BC=_vector_bc(cfg, Bm, Cm, True),
+            num_warps=cfg["num_warps"])
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None

@@ -91,10 +91,43 @@ def _step(src, ind, j, s_expr, N, what):
         src(ind + 1, f"sz{j} = tl.sigmoid(zz{j})")
         src(ind + 1, f"do{j} = dy{j}")
         src(ind + 1, f"dy{j} = dy{j} * zz{j} * sz{j}")
-    if "B" in what:
-        src.per_n(ind, f"B{j}_#n = tl.load(Bm + bo{j} + #n, mask=tm{j}, other=0.0).to(tl.float32)", N)
-    if "C" in what:
-        src.per_n(ind, f"C{j}_#n = tl.load(Cm + bo{j} + #n, mask=tm{j}, other=0.0).to(tl.float32)", N)
+    for name, ptr in (("B", "Bm"), ("C", "Cm")):
+        if name in what:
+            _load_states(src, ind, f"{name}{j}_", f"{ptr} + bo{j}", f"tm{j}", N)
+
+
+_V4 = ("tl.inline_asm_elementwise('ld.global.nc.v4.b32 {{$0, $1, $2, $3}}, [$4];', '=r,=r,=r,=r,l', [{p}], "
+       "dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)")
+
+
+def _load_states(src, ind, out, ptr, mask, N):
+    """Emit the loads of one step's N values of B or C as fp32 scalars ``{out}{n}``.
+
+    VEC_BC = 0: N scalar loads (masked). 1 (bf16) / 2 (fp32): 16-byte vector loads through inline PTX,
+    8 resp. 4 values each, bf16 unpacked by shifts; the caller guarantees 16-byte alignment. Steps past
+    the end load row 0 (their index is clamped) instead of zeros: harmless, their dt and dy are 0."""
+    src(ind, "if VEC_BC == 1:")
+    if N % 8 == 0:
+        for v in range(N // 8):
+            src(ind + 1, f"{out}w{4 * v}, {out}w{4 * v + 1}, {out}w{4 * v + 2}, {out}w{4 * v + 3} = "
+                         + _V4.format(p=f"{ptr} + {8 * v}"))
+        for n in range(N):
+            w = f"{out}w{n // 2}"
+            bits = f"({w} << 16)" if n % 2 == 0 else f"({w} & -65536)"
+            src(ind + 1, f"{out}{n} = {bits}.to(tl.float32, bitcast=True)")
+    else:
+        src(ind + 1, "tl.static_assert(False, 'VEC_BC=1 needs N % 8 == 0')")
+    src(ind, "elif VEC_BC == 2:")
+    if N % 4 == 0:
+        for v in range(N // 4):
+            src(ind + 1, f"{out}w{4 * v}, {out}w{4 * v + 1}, {out}w{4 * v + 2}, {out}w{4 * v + 3} = "
+                         + _V4.format(p=f"{ptr} + {4 * v}"))
+        for n in range(N):
+            src(ind + 1, f"{out}{n} = {out}w{n}.to(tl.float32, bitcast=True)")
+    else:
+        src(ind + 1, "tl.static_assert(False, 'VEC_BC=2 needs N % 4 == 0')")
+    src(ind, "else:")
+    src.per_n(ind + 1, f"{out}#n = tl.load({ptr} + #n, mask={mask}, other=0.0).to(tl.float32)", N)
 
 
 def _shfl(expr: str, mask: int) -> str:
@@ -199,7 +232,7 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, scr, cdt, L, D, K, nC, P, n_b, n_c,")
     src(0, "                s_a, s_b, s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
     src(0, "                SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr, T,")
-    src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr):")
+    src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr, VEC_BC: tl.constexpr):")
     _prologue(src, N, [])
     src.per_n(1, "h#n = tl.zeros([BD], dtype=tl.float32)", N)
     src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
@@ -235,7 +268,7 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(0, "            s_c, k, N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, T, BD: tl.constexpr,")
-    src(0, "            I64: tl.constexpr):")
+    src(0, "            I64: tl.constexpr, VEC_BC: tl.constexpr):")
     src(1, "P = 1")
     _prologue(src, N, [(0, "h", +1)])
     src(1, "if HAS_D:")
@@ -268,7 +301,7 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
-    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, WALK1: tl.constexpr):")
+    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, WALK1: tl.constexpr, VEC_BC: tl.constexpr):")
     src(1, "P = 2")
     _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
