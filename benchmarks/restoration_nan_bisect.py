@@ -67,6 +67,7 @@ def trainer_and_batches(args, device):
     name = maybe_convert_to_dataset_name(args.dataset)
     folder = os.path.join(nnUNet_preprocessed, name)
     plans = load_json(os.path.join(folder, "nnUNetPlans.json"))
+    plans["continue_training"] = False  # nnU-Net 2.8 run_training sets this before building a trainer
     trainer = cls(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), device)
     trainer.initialize()
     if args.batch:
