@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mamba.restoration import metrics
-from nnunet_mamba.restoration.baselines import NLM_PARAMS, nlm_denoise
+from nnunet_mamba.restoration.baselines import NLM_PARAMS, nlm_denoise, sr_cubic
 
 from nnunet_mamba.restoration.degradations import Degradation, case_rng
 from nnunet_mamba.restoration.figures import save_panel
@@ -106,14 +106,37 @@ def tune_nlm(deg: Degradation, seed: int, exclude: set, n: int = 6) -> dict:
     return {"h_over_sigma": best, "mean_psnr_by_h_over_sigma": scores, "tuning_cases": [f.name for f in cases]}
 
 
-def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, h_factor: float) -> list[dict]:
-    """cases: case -> (degraded, clean, true noise sigma); trainers: label -> folder of restored <case>.nii.gz."""
+BASELINE_NAME = {"denoise": "NLM", "sr": "cubic", "kspace": None}  # k-space: the degraded input is zero-filled
+
+
+def degradation_from(info: dict) -> Degradation:
+    fields = ("task", "noise", "level", "factor", "acceleration", "center_fraction")
+    return Degradation(**{k: info[k] for k in fields if k in info})
+
+
+def baseline(deg: Degradation, degraded, clean, drawn, h_factor):
+    """The classical method of the task: NLM (oracle sigma) for denoising, cubic-spline interpolation of the thick
+    slices for through-plane SR; None for k-space (the degraded input is the zero-filled reconstruction)."""
+    if deg.task == "denoise":
+        return nlm_denoise(degraded, drawn["sigma"], h_factor)[0]
+    if deg.task == "sr":
+        return sr_cubic(clean, deg.factor, drawn["slice_axis"])
+    return None
+
+
+def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, deg: Degradation,
+             h_factor: float) -> list[dict]:
+    """cases: case -> (degraded, clean, what the degradation drew); trainers: label -> folder of restored
+    <case>.nii.gz."""
     rows = []
-    for case, (degraded, clean, sigma) in cases.items():
-        nlm, _ = nlm_denoise(degraded, sigma, h_factor)
-        row = {"case": case, "degraded": metrics.scores(clean, degraded), "NLM": metrics.scores(clean, nlm),
-               "noise_sigma": sigma}
-        images = {"degraded": degraded, "NLM": nlm}
+    for case, (degraded, clean, drawn) in cases.items():
+        row = {"case": case, "degraded": metrics.scores(clean, degraded), **({"noise_sigma": drawn["sigma"]}
+                                                                             if "sigma" in drawn else {})}
+        images = {"degraded": degraded}
+        base = baseline(deg, degraded, clean, drawn, h_factor)
+        if base is not None:
+            row[BASELINE_NAME[deg.task]] = metrics.scores(clean, base)
+            images[BASELINE_NAME[deg.task]] = base
         for label, folder in trainers.items():
             restored = _array(folder / f"{case}.nii.gz")
             row[label] = metrics.scores(clean, restored)
@@ -146,32 +169,34 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
     summaries = {d.name: json.loads((d / "validation" / "summary.json").read_text()) for d in trainer_dirs}
     first = next(iter(summaries.values()))
     info = first["degradation"]
-    deg = Degradation(info["task"], noise=info.get("noise", "rician"), level=info.get("level", 0.05))
+    deg = degradation_from(info)
     seed = int(info["seed"])
     val_cases, gpu_degraded_psnr = {}, {}
     for r in first["metric_per_case"]:
         img = sitk.ReadImage(str(HIPPO / f"{r['case']}.nii.gz"))
         clean = sitk.GetArrayFromImage(img).astype(np.float32)
         degraded, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, r["case"])[0])
-        val_cases[r["case"]] = (degraded, clean, drawn["sigma"])
+        val_cases[r["case"]] = (degraded, clean, drawn)
         gpu_degraded_psnr[r["case"]] = r["degraded"]["PSNR"]
     labels = {_label(d.name): d for d in trainer_dirs}
-    nlm_tuning = tune_nlm(deg, seed, set(val_cases))
-    h = nlm_tuning["h_over_sigma"]
+    nlm_tuning = tune_nlm(deg, seed, set(val_cases)) if deg.task == "denoise" else None
+    h = nlm_tuning["h_over_sigma"] if nlm_tuning else None
     val_rows = evaluate(val_cases, {k: d / "validation" for k, d in labels.items()},
-                        set(sorted(val_cases)[:N_VAL_PANELS]), out, "val", h)
+                        set(sorted(val_cases)[:N_VAL_PANELS]), out, "val", deg, h)
     mismatch = max(abs(r["degraded"]["PSNR"] - gpu_degraded_psnr[r["case"]]) for r in val_rows)
     unseen_rows = []
-    if all((d / "unseen").is_dir() for d in trainer_dirs) and unseen.is_dir():
+    if deg.task == "denoise" and all((d / "unseen").is_dir() for d in trainer_dirs) and unseen.is_dir():
         restored = set.intersection(*({f.name[:-len(".nii.gz")] for f in (d / "unseen").glob("*.nii.gz")}
                                       for d in trainer_dirs))
         cases = {f.name[:-len("_0000.nii.gz")]: f for f in sorted(unseen.glob("*_0000.nii.gz"))
                  if f.name[:-len("_0000.nii.gz")] in restored}
-        sigmas = {c: r["sigma"] for c, r in json.loads((unseen / "degradation.json").read_text())["cases"].items()}
-        pairs = {c: (_array(f), _array(unseen / "clean" / f"{c}.nii.gz"), sigmas[c]) for c, f in cases.items()}
-        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", h)
-    methods = ["degraded", "NLM", *sorted(labels, key=lambda k: k != "NoMamba")]
-    result = {"degradation": {**deg.describe(), "seed": seed}, "nlm": {**NLM_PARAMS, **nlm_tuning}, "trainers": sorted(summaries),
+        drawn = json.loads((unseen / "degradation.json").read_text())["cases"]
+        pairs = {c: (_array(f), _array(unseen / "clean" / f"{c}.nii.gz"), drawn[c]) for c, f in cases.items()}
+        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", deg, h)
+    base = BASELINE_NAME[deg.task]
+    methods = ["degraded", *([base] if base else []), *sorted(labels, key=lambda k: k != "NoMamba")]
+    result = {"degradation": {**deg.describe(), "seed": seed}, "baseline": base,
+              "nlm": {**NLM_PARAMS, **nlm_tuning} if nlm_tuning else None, "trainers": sorted(summaries),
               "validation_cases": len(val_rows), "degraded_psnr_max_abs_diff_vs_gpu": mismatch,
               "validation_mean": {m: _stats(val_rows, m) for m in methods}, "validation": val_rows,
               "unseen": unseen_rows, "gpu_summaries_mean": {k: s["mean"] for k, s in summaries.items()}}
@@ -195,18 +220,34 @@ def _plot(rows, methods, path):
     plt.close(fig)
 
 
+TITLE = {"denoise": "Rician noise", "sr": "through-plane super-resolution", "kspace": "undersampled k-space"}
+
+
+def _baseline_text(res) -> str:
+    d = res["degradation"]
+    if d["task"] == "denoise":
+        return (f"NLM: scikit-image denoise_nl_means (patch {res['nlm']['patch_size']}, distance "
+                f"{res['nlm']['patch_distance']}, fast mode) with sigma = each case's true noise sigma (oracle) and "
+                f"h = {res['nlm']['h_over_sigma']} x sigma, the best of {list(res['nlm']['mean_psnr_by_h_over_sigma'])} "
+                f"on {len(res['nlm']['tuning_cases'])} training (not validation) cases: both choices favour NLM.")
+    if d["task"] == "sr":
+        return ("Degraded = thick slices (block means of factor slices) linearly interpolated back to the original "
+                "slice positions; cubic = the same thick slices interpolated with a cubic spline (scipy).")
+    return ("Degraded = zero-filled reconstruction (magnitude of the inverse FFT of the masked k-space): the classical "
+            "baseline of undersampled acquisitions.")
+
+
 def _markdown(res, methods, path, note=""):
     d = res["degradation"]
     vm = res["validation_mean"]
+    base = res["baseline"]
     lines = [
-        "# Restoration on real MRI (Hippocampus, Rician noise)", "", *([f"**{note}**", ""] if note else []),
-        f"Degradation: {d}, sigma = level x 99.5th percentile of the clean image. Models: "
+        f"# Restoration on real MRI (Hippocampus, {TITLE[d['task']]})", "", *([f"**{note}**", ""] if note else []),
+        f"Degradation: {d}" + (", sigma = level x 99.5th percentile of the clean image" if d["task"] == "denoise"
+                               else "") + f". Models: "
         f"{', '.join(res['trainers'])}, fold 0 of nnU-Net's 5-fold split (see gpu_restoration.sh); metrics against the clean "
         "image in the original geometry: PSNR with the clean image's range, SSIM 3D (scikit-image, Gaussian window).",
-        f"NLM: scikit-image denoise_nl_means (patch {res['nlm']['patch_size']}, distance "
-        f"{res['nlm']['patch_distance']}, fast mode) with sigma = each case's true noise sigma (oracle) and "
-        f"h = {res['nlm']['h_over_sigma']} x sigma, the best of {list(res['nlm']['mean_psnr_by_h_over_sigma'])} on "
-        f"{len(res['nlm']['tuning_cases'])} training (not validation) cases: both choices favour NLM.",
+        _baseline_text(res),
         f"Degraded pairs regenerated here from the seed; largest |PSNR difference| to the GPU's: "
         f"{res['degraded_psnr_max_abs_diff_vs_gpu']:.2e} dB.", "",
         f"## Fold-0 validation ({res['validation_cases']} cases), mean ± sd", "",
@@ -214,9 +255,11 @@ def _markdown(res, methods, path, note=""):
     for m in methods:
         lines.append(f"| {m} | {vm[m]['PSNR']['mean']:.2f} ± {vm[m]['PSNR']['sd']:.2f} | "
                      f"{vm[m]['SSIM']['mean']:.4f} ± {vm[m]['SSIM']['sd']:.4f} |")
-    for m in methods[2:]:
-        gain = vm[m]["PSNR"]["mean"] - vm["NLM"]["PSNR"]["mean"]
-        lines.append(f"\n{m} - NLM: {gain:+.2f} dB PSNR (target ≥ +2 dB: {'met' if gain >= 2 else 'NOT met'}).")
+    ref = base or "degraded"
+    for m in methods[methods.index(ref) + 1:]:
+        gain = vm[m]["PSNR"]["mean"] - vm[ref]["PSNR"]["mean"]
+        target = f" (target ≥ +2 dB: {'met' if gain >= 2 else 'NOT met'})" if d["task"] == "denoise" else ""
+        lines.append(f"\n{m} - {ref}: {gain:+.2f} dB PSNR{target}.")
     if res["unseen"]:
         lines += ["", "## Unseen inputs (not in training; same synthetic degradation)", "",
                   "| case | " + " | ".join(f"{m} PSNR / SSIM" for m in methods) + " |",

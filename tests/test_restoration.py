@@ -67,6 +67,19 @@ def test_super_resolution_block_means_and_linear_ramp():
     assert info["slice_axis"] == 2  # largest spacing (x) is the through-plane axis
 
 
+def test_sr_cubic_baseline_reproduces_a_cubic_and_beats_linear_on_a_curve():
+    from nnunet_mamba.restoration.baselines import sr_cubic
+    z = np.arange(24, dtype=float)
+    # block means of a quadratic are the quadratic at the block centre plus a constant: a cubic spline through
+    # them is exact in the interior, linear interpolation is not
+    quad = np.broadcast_to((0.05 * z ** 2)[:, None, None], (24, 2, 2))
+    cubic, linear = sr_cubic(quad, 2, 0), through_plane_sr(quad, 2, 0)
+    offset = 0.05 * 0.25  # mean of q(c - 1/2), q(c + 1/2) minus q(c)
+    assert cubic.shape == quad.shape
+    assert np.allclose(cubic[3:-3], quad[3:-3] + offset, atol=1e-4)
+    assert np.abs(linear - quad).mean() > np.abs(cubic - quad).mean()
+
+
 def test_kspace_mask_acceleration_and_centre():
     rng = np.random.default_rng(1)
     mask = cartesian_mask(100, 4, 0.08, rng)

@@ -260,4 +260,4 @@ class NoMambaRestorationTrainer_ci(CpuTestSized, NoMambaRestorationTrainer):
     pass
 
 
-add_fixed_length_variants(globals(), (MambaRestorationTrainer, NoMambaRestorationTrainer), (5, 10, 20, 50, 100, 250))
+add_fixed_length_variants(globals(), (MambaRestorationTrainer, NoMambaRestorationTrainer), (3, 5, 10, 20, 50, 100, 250))

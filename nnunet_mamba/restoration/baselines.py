@@ -24,3 +24,19 @@ def nlm_denoise(image: np.ndarray, sigma: Optional[float] = None,
                            patch_size=NLM_PARAMS["patch_size"], patch_distance=NLM_PARAMS["patch_distance"],
                            fast_mode=NLM_PARAMS["fast_mode"], channel_axis=None)
     return out.astype(np.float32), sigma
+
+
+def sr_cubic(clean: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Through-plane SR baseline: the thick slices of the acquisition (block means of ``factor`` slices, as
+    :func:`~nnunet_mamba.restoration.degradations.through_plane_sr` makes them) interpolated with a cubic spline
+    from the block centres to every slice (the degraded input is the linear interpolation of the same slices)."""
+    from scipy.interpolate import CubicSpline
+    from .degradations import thick_slices
+    n = clean.shape[axis]
+    thick = thick_slices(np.asarray(clean, np.float64), factor, axis)
+    centres = np.array([(s + min(s + factor, n) - 1) / 2 for s in range(0, n, factor)])
+    if len(centres) < 3:
+        from .degradations import through_plane_sr
+        return through_plane_sr(clean, factor, axis)
+    positions = np.clip(np.arange(n), centres[0], centres[-1])  # clamped at the ends, as the degradation
+    return CubicSpline(centres, thick, axis=axis)(positions).astype(np.float32)
