@@ -586,15 +586,22 @@ def _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z):
     return u, delta, A, Bm, Cm, Dskip, delta_bias, z
 
 
+def _summary_buffers(u, K, N, nC, P):
+    """Chunk summaries / carries (B, P, K, nC, N, D) and per-chunk dt sums (B, K, nC, D), fp32, and
+    whether their index math needs int64."""
+    Bsz, L, D = u.shape
+    st = torch.empty((Bsz, P, K, nC, N, D), device=u.device, dtype=torch.float32)
+    dts = torch.empty((Bsz, K, nC, D), device=u.device, dtype=torch.float32)
+    return st, dts, _needs_i64(Bsz, L, K, D, N, nC, P)
+
+
 def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, groups, delta_softplus,
                          cfg, nC, bwd):
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
     P = 2 if bwd else 1
-    i64 = _needs_i64(Bsz, L, K, D, N, nC, P)
-    st = torch.empty((Bsz, P, K, nC, N, D), device=u.device, dtype=torch.float32)
-    dts = torch.empty((Bsz, K, nC, D), device=u.device, dtype=torch.float32)
+    st, dts, i64 = _summary_buffers(u, K, N, nC, P)
     dummy = u
     nDB = triton.cdiv(D, cfg["BLOCK_D"])
     for geo, kf, kr in groups:
@@ -759,13 +766,8 @@ def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
 
 
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
-    Bsz, L, D = u.shape
-    K = len(directions)
-    N = A.shape[-1]
     P = 2 if bwd else 1
-    i64 = _needs_i64(Bsz, L, K, D, N, nC, P)
-    st = torch.empty((Bsz, P, K, nC, N, D), device=u.device, dtype=torch.float32)
-    dts = torch.empty((Bsz, K, nC, D), device=u.device, dtype=torch.float32)
+    st, dts, i64 = _summary_buffers(u, len(directions), A.shape[-1], nC, P)
     for k, dirn in enumerate(directions):
         _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
                             cfg, nC, P, i64)
@@ -853,8 +855,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
     cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch else None
     if fused_scratch:
-        st = torch.empty((Bsz, 2, K, nC, N, D), device=dev, dtype=torch.float32)
-        dts = torch.empty((Bsz, K, nC, D), device=dev, dtype=torch.float32)
+        st, dts, _ = _summary_buffers(u, K, N, nC, 2)
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
                             True, ks) if has_carry else u

@@ -106,26 +106,20 @@ def _load_states(src, ind, out, ptr, mask, N):
     VEC_BC = 0: N scalar loads (masked). 1 (bf16) / 2 (fp32): 16-byte vector loads through inline PTX,
     8 resp. 4 values each, bf16 unpacked by shifts; the caller guarantees 16-byte alignment. Steps past
     the end load row 0 (their index is clamped) instead of zeros: harmless, their dt and dy are 0."""
-    src(ind, "if VEC_BC == 1:")
-    if N % 8 == 0:
-        for v in range(N // 8):
+    for kind, per_vec in ((1, 8), (2, 4)):  # bf16: 8 values per 16 bytes, fp32: 4
+        src(ind, f"{'if' if kind == 1 else 'elif'} VEC_BC == {kind}:")
+        if N % per_vec:
+            src(ind + 1, f"tl.static_assert(False, 'VEC_BC={kind} needs N % {per_vec} == 0')")
+            continue
+        for v in range(N // per_vec):
             src(ind + 1, f"{out}w{4 * v}, {out}w{4 * v + 1}, {out}w{4 * v + 2}, {out}w{4 * v + 3} = "
-                         + _V4.format(p=f"{ptr} + {8 * v}"))
+                         + _V4.format(p=f"{ptr} + {per_vec * v}"))
         for n in range(N):
-            w = f"{out}w{n // 2}"
-            bits = f"({w} << 16)" if n % 2 == 0 else f"({w} & -65536)"
+            if kind == 1:  # two bf16 per word, the lower address in the low half
+                bits = f"({out}w{n // 2} << 16)" if n % 2 == 0 else f"({out}w{n // 2} & -65536)"
+            else:
+                bits = f"{out}w{n}"
             src(ind + 1, f"{out}{n} = {bits}.to(tl.float32, bitcast=True)")
-    else:
-        src(ind + 1, "tl.static_assert(False, 'VEC_BC=1 needs N % 8 == 0')")
-    src(ind, "elif VEC_BC == 2:")
-    if N % 4 == 0:
-        for v in range(N // 4):
-            src(ind + 1, f"{out}w{4 * v}, {out}w{4 * v + 1}, {out}w{4 * v + 2}, {out}w{4 * v + 3} = "
-                         + _V4.format(p=f"{ptr} + {4 * v}"))
-        for n in range(N):
-            src(ind + 1, f"{out}{n} = {out}w{n}.to(tl.float32, bitcast=True)")
-    else:
-        src(ind + 1, "tl.static_assert(False, 'VEC_BC=2 needs N % 4 == 0')")
     src(ind, "else:")
     src.per_n(ind + 1, f"{out}#n = tl.load({ptr} + #n, mask={mask}, other=0.0).to(tl.float32)", N)
 
