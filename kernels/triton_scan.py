@@ -526,6 +526,13 @@ def _bc_mode(cfg: dict) -> int:
     return int(mode)
 
 
+def _sub_chunk(cfg: dict) -> int:
+    """Steps per sub-chunk of the sequential kernels (S: the backward keeps S steps of states in
+    registers and writes one state per S steps to its scratch; also the walks' unroll). Default 4;
+    config ``S`` or ``NNUNET_MAMBA_SCAN_SUBCHUNK`` (2 or 8 for comparisons; a chunk must be a multiple)."""
+    return int(cfg.get("S", os.environ.get("NNUNET_MAMBA_SCAN_SUBCHUNK", "4")))
+
+
 def _seq_config(L: int, D: int, Bsz: int) -> dict:
     """Sequential state-in-registers path (triton_seq): 32 channels per one-warp program; the
     longest chunk (16..256 steps) that still gives >= ~4k programs per direction."""
@@ -810,7 +817,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
-    ks = triton_seq.kernels(N)
+    ks = triton_seq.kernels(N, *[_sub_chunk(cfg)] * 2)
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     nC = triton.cdiv(L, T)
     has_carry = nC > 1
@@ -838,7 +845,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
-    ks = triton_seq.kernels(N)
+    ks = triton_seq.kernels(N, *[_sub_chunk(cfg)] * 2)
     S = ks["S"]
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     if T % S:
