@@ -64,6 +64,7 @@ import triton
 import triton.language as tl
 
 from .directions import ScanDirection, scan_geometry
+from .dispatch import triton_interpreting
 from . import triton_seq
 from .triton_seq import _positions, _softplus  # device helpers shared by both kernel families
 
@@ -743,7 +744,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
 # Sequential path (kernels generated in triton_seq): one launch per direction
 # ----------------------------------------------------------------------------------------------
 def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus, cfg,
-                        nC, P, i64, scr=None, cdt=None):
+                        nC, P, i64, vec_bc, scr=None, cdt=None):
     Bsz, L, D = u.shape
     K, N = st.shape[2], st.shape[4]
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
@@ -755,7 +756,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
         L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-        SCR=scr is not None, VEC_BC=_vector_bc(cfg, Bm, Cm), num_warps=cfg["num_warps"])
+        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"])
 
 
 def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
@@ -775,9 +776,10 @@ def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
     P = 2 if bwd else 1
     st, dts, i64 = _summary_buffers(u, len(directions), A.shape[-1], nC, P)
+    vec_bc = _vector_bc(cfg, Bm, Cm)
     for k, dirn in enumerate(directions):
         _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
-                            cfg, nC, P, i64)
+                            cfg, nC, P, i64, vec_bc)
     _seq_carry_launch(st, dts, A, directions, cfg)
     return st
 
@@ -793,7 +795,7 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False) -> int:
         want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "0") == "1")
     else:
         want = cfg.get("vec_bc", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC", "1") == "1")
-    if not want or os.environ.get("TRITON_INTERPRET", "0") == "1" or Bm.dtype != Cm.dtype:
+    if not want or triton_interpreting() or Bm.dtype != Cm.dtype:
         return 0
     kind = {torch.bfloat16: 1, torch.float32: 2}.get(Bm.dtype, 0)
     N = Bm.shape[-1]
@@ -808,7 +810,7 @@ def _use_shuffles(cfg: dict, N: int) -> bool:
     on GPU with the tl.sum path only). ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back
     to one tl.sum per state."""
     want = cfg.get("shfl", os.environ.get("NNUNET_MAMBA_SCAN_SHFL", "1") == "1")
-    return bool(want) and os.environ.get("TRITON_INTERPRET", "0") != "1" and cfg["BLOCK_D"] == 32 \
+    return bool(want) and not triton_interpreting() and cfg["BLOCK_D"] == 32 \
         and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N) \
         and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") != "1"
 
@@ -826,6 +828,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     i64 = _needs_i64(Bsz, L, K, D, N, nC)
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
+    vec_bc = _vector_bc(cfg, Bm, Cm)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
@@ -836,7 +839,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
-            VEC_BC=_vector_bc(cfg, Bm, Cm), num_warps=cfg["num_warps"])
+            VEC_BC=vec_bc, num_warps=cfg["num_warps"])
     return out
 
 
@@ -862,7 +865,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
     cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch else None
     if fused_scratch:
-        st, dts, _ = _summary_buffers(u, K, N, nC, 2)
+        st, dts, st_i64 = _summary_buffers(u, K, N, nC, 2)
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
                             True, ks) if has_carry else u
@@ -888,13 +891,14 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if K > 1 else du
     y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (K > 1 and z is not None) else du_acc
     shfl = _use_shuffles(cfg, N)
+    vec_bc, vec_bwd = _vector_bc(cfg, Bm, Cm), _vector_bc(cfg, Bm, Cm, bwd_kernel=True)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
         if fused_scratch:
             _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
-                                delta_softplus, cfg, nC, 2, _needs_i64(Bsz, L, K, D, N, nC, 2) or i64, scr, cdt)
+                                delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, scr, cdt)
             _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k)
         ks["bwd"][(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
@@ -905,7 +909,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
-            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, WALK1=not fused_scratch, VEC_BC=_vector_bc(cfg, Bm, Cm, True),
+            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd,
             num_warps=cfg["num_warps"])
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None

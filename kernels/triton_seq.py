@@ -295,7 +295,7 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
-    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, WALK1: tl.constexpr, VEC_BC: tl.constexpr):")
+    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, VEC_BC: tl.constexpr):")
     src(1, "P = 2")
     _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
@@ -310,7 +310,7 @@ def _gen(N: int, S: int, SF: int) -> str:
     src(1, f"MS = T // {S}")
     _index(src, 1, "sc0", "(b * nC + c) * MS")
     # walk 1: states at sub-chunk starts -> scratch (skipped when seq_summary wrote them: SCR_READY)
-    src(1, "if WALK1:")
+    src(1, "if not SCR_READY:")
     src(2, "for j in range(MS):")
     src.per_n(3, "tl.store(scr + ((sc0 + j) * N + #n) * D + d, h#n, mask=dmask)", N)
     for i in range(S):
