@@ -165,7 +165,8 @@ class MambaClassifierTrainer(MambaTrainerBase):
         return super().train_step({"data": batch["data"], "target": target})
 
     def _classify_mirror_axes(self) -> Optional[list[int]]:
-        axes = getattr(self, "inference_allowed_mirroring_axes", None) if self.test_time_mirroring else None
+        """The test-time mirrors: MambaTrainerBase already sets them to None unless ``test_time_mirroring``."""
+        axes = self.inference_allowed_mirroring_axes
         return None if axes is None else [int(a) for a in axes]
 
     def _classify(self, dataset, keys) -> tuple[np.ndarray, np.ndarray]:

@@ -31,12 +31,11 @@ def sr_cubic(clean: np.ndarray, factor: int, axis: int) -> np.ndarray:
     :func:`~nnunet_mamba.restoration.degradations.through_plane_sr` makes them) interpolated with a cubic spline
     from the block centres to every slice (the degraded input is the linear interpolation of the same slices)."""
     from scipy.interpolate import CubicSpline
-    from .degradations import thick_slices
+    from .degradations import thick_slices, through_plane_sr
     n = clean.shape[axis]
     thick = thick_slices(np.asarray(clean, np.float64), factor, axis)
     centres = np.array([(s + min(s + factor, n) - 1) / 2 for s in range(0, n, factor)])
     if len(centres) < 3:
-        from .degradations import through_plane_sr
         return through_plane_sr(clean, factor, axis)
     positions = np.clip(np.arange(n), centres[0], centres[-1])  # clamped at the ends, as the degradation
     return CubicSpline(centres, thick, axis=axis)(positions).astype(np.float32)
