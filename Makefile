@@ -9,11 +9,17 @@ STAMP        = $(VENV)/.deps-installed
 
 .PHONY: install demo test test-fast bench-cpu clean
 
+# Network hiccups must not fail an install: pip retries each connection and resumes broken
+# downloads (a 53 MB SimpleITK wheel once stopped at 46 MB), and each step is tried up to 5 times.
+PIP_NET      = --retries 10 --timeout 60
+RETRY        = for attempt in 1 2 3 4 5; do
+UNTIL_OK     = && break; [ $$attempt = 5 ] && exit 1; echo "pip failed (attempt $$attempt), retrying"; sleep 30; done
+
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q hatchling ".[test]"
+	$(RETRY) $(PIP) install -q $(PIP_NET) --upgrade pip $(UNTIL_OK)
+	$(RETRY) $(PIP) install -q $(PIP_NET) --resume-retries 20 $(TORCH_SPEC) $(UNTIL_OK)
+	$(RETRY) $(PIP) install -q $(PIP_NET) --resume-retries 20 hatchling ".[test]" $(UNTIL_OK)
 	touch $(STAMP)
 
 # (re)install the package itself, non-editable: tests always run against the installed wheel contents
