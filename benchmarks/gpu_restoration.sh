@@ -2,11 +2,13 @@
 # Restoration on real MRI, GPU part. Tasks (RES_TASKS, default "denoise sr2 kspace4"), each a degraded copy of
 # Hippocampus (MSD Task04, seed 0), trained side by side on one GPU (fold 0):
 #   denoise  Dataset604: Rician noise, sigma = 0.05 x 99.5th percentile    RES_TRAINERS (default *_10epochs)
+#   denoise10 Dataset607: the same at 0.10                                 RES_TRAINERS
 #   sr2      Dataset605: through-plane SR x2 (block means of 2 slices)     RES_TRAINERS_EXTRA (default *_3epochs)
 #   kspace4  Dataset606: 4x Cartesian k-space, 8 % centre lines, zero-filled   RES_TRAINERS_EXTRA
-# then (denoise only) the unseen inputs (MS lesion FLAIR, DICOM hippocampus crops, degraded the same way on CPU
+# then (denoise tasks only) the unseen inputs (MS lesion FLAIR, DICOM hippocampus crops, degraded the same way on CPU
 # beforehand) are restored. Metrics and figures come afterwards on CPU: benchmarks/restoration_report.py.
 # Before (here, on CPU): python benchmarks/restoration_report.py unseen   # -> .gpu_data/restoration_unseen (11 MB)
+#   (denoise10: ... unseen --level 0.10 --out .gpu_data/restoration_unseen10)
 # Carry .gpu_data (Dataset004_Hippocampus + restoration_unseen) and the wheels, then on the GPU machine:
 #   bash benchmarks/gpu_restoration.sh setup    # wheels from .whl_sitk/ and .whl_nn/ (pip --no-index)
 #   bash benchmarks/gpu_restoration.sh prep     # .gpu_data/Dataset004_Hippocampus -> Dataset60x (degraded) -> plans
@@ -24,15 +26,20 @@ TASKS=(${RES_TASKS:-denoise sr2 kspace4})
 TRAINERS=(${RES_TRAINERS:-MambaRestorationTrainer_10epochs NoMambaRestorationTrainer_10epochs})
 TRAINERS_EXTRA=(${RES_TRAINERS_EXTRA:-MambaRestorationTrainer_3epochs NoMambaRestorationTrainer_3epochs})
 UNSEEN=${RES_UNSEEN:-.gpu_data/restoration_unseen}
+UNSEEN10=${RES_UNSEEN10:-.gpu_data/restoration_unseen10}
 SOURCE=${RES_SOURCE:-.gpu_data/Dataset004_Hippocampus}
 DEVICE=${RES_DEVICE:-cuda}
 NP=${RES_NP:-12}
 source "$(dirname "$0")/gpu_lib.sh"
-task_id()   { case $1 in denoise) echo 604;; sr2) echo 605;; kspace4) echo 606;; *) echo "unknown task $1" >&2; exit 2;; esac; }
-task_name() { case $1 in denoise) echo HippocampusRician5;; sr2) echo HippocampusSR2;; kspace4) echo HippocampusKspace4;; esac; }
+task_id()   { case $1 in denoise) echo 604;; sr2) echo 605;; kspace4) echo 606;; denoise10) echo 607;;
+                         *) echo "unknown task $1" >&2; exit 2;; esac; }
+task_name() { case $1 in denoise) echo HippocampusRician5;; sr2) echo HippocampusSR2;; kspace4) echo HippocampusKspace4;;
+                         denoise10) echo HippocampusRician10;; esac; }
 task_args() { case $1 in denoise) echo "denoise --noise rician --level 0.05";; sr2) echo "sr --factor 2";;
-                         kspace4) echo "kspace --acceleration 4 --center-fraction 0.08";; esac; }
-task_trainers() { if [ "$1" = denoise ]; then echo "${TRAINERS[@]}"; else echo "${TRAINERS_EXTRA[@]}"; fi; }
+                         kspace4) echo "kspace --acceleration 4 --center-fraction 0.08";;
+                         denoise10) echo "denoise --noise rician --level 0.10";; esac; }
+task_trainers() { case "$1" in denoise*) echo "${TRAINERS[@]}";; *) echo "${TRAINERS_EXTRA[@]}";; esac; }
+task_unseen() { case "$1" in denoise) echo "$UNSEEN";; denoise10) echo "$UNSEEN10";; esac; }
 case "$1" in
 setup)
   install_wheels
@@ -59,15 +66,16 @@ train)
   ;;
 wait)
   n=0; for t in "${TASKS[@]}"; do n=$((n + $(task_trainers $t | wc -w))); done
-  wait_for_summaries "$nnUNet_results/Dataset60[456]_*/*/fold_0/validation/summary.json" $n $2
+  wait_for_summaries "$nnUNet_results/Dataset60[4-7]_*/*/fold_0/validation/summary.json" $n $2
   for t in "${TASKS[@]}"; do
     DS=Dataset$(task_id $t)_$(task_name $t); pack=/tmp/nr/pack/$t; mkdir -p $pack $OUT/$t
     for tr in $(task_trainers $t); do
       m=$nnUNet_results/$DS/${tr}__nnUNetPlans__3d_fullres
       echo "== $t $tr"; grep -E "Epoch time|val PSNR|Validation complete" /tmp/nr/train_${t}_$tr.log | tail -3
-      if [ $t = denoise ] && [ -d "$UNSEEN" ] && [ -f $m/fold_0/checkpoint_final.pth ]; then
-        nnunet-mamba restore -i $UNSEEN -o $pack/$tr/unseen -m $m -f 0 -device $DEVICE --disable-mirroring \
-          > /tmp/nr/restore_$tr.log 2>&1 || tail -5 /tmp/nr/restore_$tr.log
+      unseen=$(task_unseen $t)
+      if [ -n "$unseen" ] && [ -d "$unseen" ] && [ -f $m/fold_0/checkpoint_final.pth ]; then
+        nnunet-mamba restore -i $unseen -o $pack/$tr/unseen -m $m -f 0 -device $DEVICE --disable-mirroring \
+          > /tmp/nr/restore_${t}_$tr.log 2>&1 || tail -5 /tmp/nr/restore_${t}_$tr.log
       fi
       mkdir -p $pack/$tr
       cp -r $m/fold_0/validation $pack/$tr/ 2>/dev/null

@@ -5,6 +5,10 @@
 #   bash benchmarks/gpu_scan.sh checkpar ARGS  # the fp32 and the bf16 cases in two processes at once (the
 #                                              #   kernels compile in parallel), logs in $OUT/check_{fp32,bf16}.*
 #   bash benchmarks/gpu_scan.sh bwd NAME ARGS  # scan_bwd_modes.py (bf16, mode 0) -> $OUT/NAME.{json,md}
+#   bash benchmarks/gpu_scan.sh variants "NAME:VAR=1,VAR=2 NAME2:..." ARGS
+#       the same timing once per variant (NAME with its environment). The generated kernels first compile in
+#       parallel (one warm-up process per variant fills Triton's cache; its timings are discarded), then the
+#       variants are timed one after another on the idle GPU -> $OUT/NAME.{json,md}
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p $OUT
@@ -29,7 +33,20 @@ bwd)
   name=$2; shift 2
   python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -v Warning
   ;;
+variants)
+  specs=($2); shift 2
+  for spec in "${specs[@]}"; do
+    name=${spec%%:*}; envs=${spec#*:}; [ "$envs" = "$spec" ] && envs=""
+    env ${envs//,/ } python3 benchmarks/scan_bwd_modes.py --out /tmp/warm_$name --modes 0 "$@" > /tmp/warm_$name.log 2>&1 &
+  done
+  wait
+  for spec in "${specs[@]}"; do
+    name=${spec%%:*}; envs=${spec#*:}; [ "$envs" = "$spec" ] && envs=""
+    echo "== $name ($envs)"
+    env ${envs//,/ } python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -E "^(B=|failed)"
+  done
+  ;;
 *)
-  echo "usage: $0 setup|check [ARGS]|checkpar [ARGS]|bwd NAME [ARGS]"; exit 2
+  echo "usage: $0 setup|check [ARGS]|checkpar ARGS|bwd NAME [ARGS]|variants SPECS [ARGS]"; exit 2
   ;;
 esac

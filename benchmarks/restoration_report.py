@@ -3,6 +3,9 @@
   python benchmarks/restoration_report.py unseen --out .gpu_data/restoration_unseen
       before the GPU run: the unseen inputs (FLAIR of the 3 MS-lesion cases, the 3 DICOM hippocampus crops) degraded
       exactly as the training data (Rician, 5 %, seed 0): <case>_0000.nii.gz + clean/<case>.nii.gz (~6 MB)
+  python benchmarks/restoration_report.py ceiling --result benchmarks/results/restoration_10epochs_bf16
+      adds the estimated denoising ceiling (what the clean images' own noise leaves reachable) to an earlier
+      report: ceiling.json and a section of report.md (newer reports have it already)
   python benchmarks/restoration_report.py report --gpu DIR [--out benchmarks/results/restoration]
       after it: DIR holds the files the GPU run returned (<trainer>_val.tgz, <trainer>_unseen.tgz, logs.tgz). The
       degraded/clean validation pairs are regenerated from the clean MSD files with the recorded seed (and checked
@@ -132,6 +135,10 @@ def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, deg:
     for case, (degraded, clean, drawn) in cases.items():
         row = {"case": case, "degraded": metrics.scores(clean, degraded), **({"noise_sigma": drawn["sigma"]}
                                                                              if "sigma" in drawn else {})}
+        if deg.task == "denoise":  # what the clean image's own noise leaves reachable (an estimate)
+            row["clean_noise_sigma_est"] = metrics.noise_sigma(clean)
+            row["ceiling_psnr_est"] = metrics.denoising_ceiling_psnr(clean, drawn["sigma"],
+                                                                     row["clean_noise_sigma_est"])
         images = {"degraded": degraded}
         base = baseline(deg, degraded, clean, drawn, h_factor)
         if base is not None:
@@ -185,6 +192,11 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
                         set(sorted(val_cases)[:N_VAL_PANELS]), out, "val", deg, h)
     mismatch = max(abs(r["degraded"]["PSNR"] - gpu_degraded_psnr[r["case"]]) for r in val_rows)
     unseen_rows = []
+    if unseen.is_dir() and deg.task == "denoise":
+        level = json.loads((unseen / "degradation.json").read_text()).get("level")
+        if level != deg.level:
+            raise ValueError(f"{unseen}: unseen inputs degraded at level {level}, the models at {deg.level}: "
+                             "pass --unseen with the matching folder")
     if deg.task == "denoise" and all((d / "unseen").is_dir() for d in trainer_dirs) and unseen.is_dir():
         restored = set.intersection(*({f.name[:-len(".nii.gz")] for f in (d / "unseen").glob("*.nii.gz")}
                                       for d in trainer_dirs))
@@ -204,6 +216,54 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
     _plot(val_rows, methods, out / "psnr_ssim_validation.png")
     _markdown(result, methods, out / "report.md", note)
     print(f"wrote {out}")
+
+
+def _ceiling_lines(rows: list[dict], ref: str, ref_psnr: float, methods_psnr: dict) -> list[str]:
+    ceil = float(np.mean([r["ceiling_psnr_est"] for r in rows]))
+    ratio = float(np.mean([r["clean_noise_sigma_est"] / r["noise_sigma"] for r in rows]))
+    lines = ["", f"**Estimated ceiling: {ceil:.2f} dB.** The clean reference images are noisy themselves: their "
+             f"estimated noise sigma (metrics.noise_sigma, second differences, over-estimates by ~5 %) is on average "
+             f"{ratio:.2f} x the added sigma. That part of the reference can only be predicted from the degraded image "
+             "by Wiener shrinkage, so even a perfect denoiser scores about "
+             "`10 log10(range^2 / (c^2 a^2 / (c^2 + a^2)))` (metrics.denoising_ceiling_psnr; Gaussian model). "
+             f"Room above {ref}: {ceil - ref_psnr:+.2f} dB."]
+    for m, v in methods_psnr.items():
+        above = sum(r[m]["PSNR"] > r["ceiling_psnr_est"] for r in rows)
+        lines.append(f"- {m}: {v - ceil:+.2f} dB from the ceiling; above the estimate on {above} of {len(rows)} cases "
+                     "(the estimate is approximate: correlated noise, Rician bias).")
+    return lines
+
+
+def add_ceiling(result_dir: Path) -> None:
+    """The ceiling estimate for an earlier denoising report (its restoration.json), appended to its report.md."""
+    res = json.loads((result_dir / "restoration.json").read_text())
+    deg = degradation_from(res["degradation"])
+    if deg.task != "denoise":
+        raise ValueError(f"{result_dir}: a {deg.task} result; the ceiling is for denoising")
+    seed = int(res["degradation"]["seed"])
+    for r in res["validation"]:
+        img = sitk.ReadImage(str(HIPPO / f"{r['case']}.nii.gz"))
+        clean = sitk.GetArrayFromImage(img).astype(np.float32)
+        _, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, r["case"])[0])
+        if abs(drawn["sigma"] - r["noise_sigma"]) > 1e-6 * r["noise_sigma"]:
+            raise ValueError(f"{r['case']}: regenerated sigma {drawn['sigma']} != recorded {r['noise_sigma']}")
+        r["clean_noise_sigma_est"] = metrics.noise_sigma(clean)
+        r["ceiling_psnr_est"] = metrics.denoising_ceiling_psnr(clean, drawn["sigma"], r["clean_noise_sigma_est"])
+    vm = res["validation_mean"]
+    trained = [m for m in vm if m not in ("degraded", res["baseline"])]
+    lines = _ceiling_lines(res["validation"], res["baseline"], vm[res["baseline"]]["PSNR"]["mean"],
+                           {m: vm[m]["PSNR"]["mean"] for m in trained})
+    (result_dir / "ceiling.json").write_text(json.dumps(
+        {"method": "metrics.denoising_ceiling_psnr with metrics.noise_sigma of each clean validation image",
+         "mean_ceiling_psnr_est": float(np.mean([r["ceiling_psnr_est"] for r in res["validation"]])),
+         "per_case": [{k: r[k] for k in ("case", "noise_sigma", "clean_noise_sigma_est", "ceiling_psnr_est")}
+                      for r in res["validation"]]}, indent=1))
+    report_md = result_dir / "report.md"
+    text = report_md.read_text()
+    heading = "## Ceiling (added afterwards"
+    text = text.split(heading)[0].rstrip("\n")
+    report_md.write_text(f"{text}\n\n{heading} on CPU from the same cases; ceiling.json)\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def _plot(rows, methods, path):
@@ -260,6 +320,9 @@ def _markdown(res, methods, path, note=""):
         gain = vm[m]["PSNR"]["mean"] - vm[ref]["PSNR"]["mean"]
         target = f" (target ≥ +2 dB: {'met' if gain >= 2 else 'NOT met'})" if d["task"] == "denoise" else ""
         lines.append(f"\n{m} - {ref}: {gain:+.2f} dB PSNR{target}.")
+    if d["task"] == "denoise":
+        lines += _ceiling_lines(res["validation"], ref, vm[ref]["PSNR"]["mean"],
+                                {m: vm[m]["PSNR"]["mean"] for m in methods[methods.index(ref) + 1:]})
     if res["unseen"]:
         lines += ["", "## Unseen inputs (not in training; same synthetic degradation)", "",
                   "| case | " + " | ".join(f"{m} PSNR / SSIM" for m in methods) + " |",
@@ -276,14 +339,19 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("unseen")
     u.add_argument("--out", default=".gpu_data/restoration_unseen")
+    u.add_argument("--level", type=float, default=DEGRADATION.level, help="Rician noise level (as convert degrade)")
     r = sub.add_parser("report")
     r.add_argument("--gpu", required=True)
     r.add_argument("--out", default="benchmarks/results/restoration")
     r.add_argument("--unseen", default=".gpu_data/restoration_unseen", help="the folder `unseen` wrote")
     r.add_argument("--note", default="", help="a line at the top of report.md (e.g. what kind of run this was)")
+    c = sub.add_parser("ceiling")
+    c.add_argument("--result", required=True, type=Path, help="a denoising report folder (restoration.json)")
     a = p.parse_args(argv)
     if a.cmd == "unseen":
-        make_unseen(Path(a.out))
+        make_unseen(Path(a.out), Degradation("denoise", noise="rician", level=a.level))
+    elif a.cmd == "ceiling":
+        add_ceiling(a.result)
     else:
         report(Path(a.gpu), Path(a.out), Path(a.unseen), a.note)
 

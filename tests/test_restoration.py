@@ -108,6 +108,33 @@ def test_psnr_known_answers_and_identity_restorer():
     assert metrics.ssim(img, identity) == pytest.approx(metrics.ssim(img, noisy), abs=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(31, 40, 27), (61, 53)])
+def test_noise_sigma_recovers_white_noise_on_a_smooth_image(shape):
+    rng = np.random.default_rng(1)
+    smooth = gaussian_filter(rng.random(shape), 4.0) * 10
+    for sigma in (0.02, 0.1):
+        assert metrics.noise_sigma(smooth + sigma * rng.standard_normal(shape)) == pytest.approx(sigma, rel=0.08)
+    assert metrics.noise_sigma(smooth) < 0.01  # structure alone is not noise
+    with pytest.raises(ValueError, match="length >= 3"):
+        metrics.noise_sigma(np.zeros((2, 2)))
+
+
+def test_denoising_ceiling_is_the_wiener_floor():
+    clean = np.linspace(0, 1, 1000).reshape(10, 10, 10)  # range 1
+    # c = a = 0.1: floor = c^2 a^2 / (c^2 + a^2) = 0.005 -> 10 log10(1 / 0.005)
+    assert metrics.denoising_ceiling_psnr(clean, 0.1, clean_sigma=0.1) == pytest.approx(10 * np.log10(200))
+    assert metrics.denoising_ceiling_psnr(clean, 0.1, clean_sigma=0.0) == float("inf")  # noiseless reference
+    # a perfect Wiener estimate on synthetic data reaches the bound
+    rng = np.random.default_rng(2)
+    signal = np.zeros((40, 40, 40))
+    clean = signal + 0.05 * rng.standard_normal(signal.shape)
+    degraded = clean + 0.1 * rng.standard_normal(signal.shape)
+    wiener = signal + 0.05 ** 2 / (0.05 ** 2 + 0.1 ** 2) * (degraded - signal)
+    bound = metrics.denoising_ceiling_psnr(clean, 0.1, clean_sigma=0.05)
+    assert metrics.psnr(clean, wiener) == pytest.approx(bound, abs=0.05)
+    assert metrics.psnr(clean, degraded) < bound - 5
+
+
 @pytest.mark.parametrize("shape", [(18, 21, 24), (30, 33)])
 def test_torch_ssim_equals_scikit_image(shape):
     rng = np.random.default_rng(0)
