@@ -35,7 +35,7 @@ HIPPO = SHARED / "Task04_Hippocampus" / "imagesTr"
 DEGRADATION = Degradation("denoise", noise="rician", level=0.05)
 SEED = 0
 N_VAL_PANELS = 3
-NLM_H_FACTORS = (0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+NLM_H_FACTORS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 
 
 def _array(path) -> np.ndarray:
