@@ -35,15 +35,17 @@ bwd)
   ;;
 variants)
   specs=($2); shift 2
+  # split_spec NAME:VAR=1,VAR=2 -> sets $name and $envs ("VAR=1 VAR=2", empty without a colon)
+  split_spec() { name=${1%%:*}; envs=${1#*:}; [ "$envs" = "$1" ] && envs=""; envs=${envs//,/ }; }
   for spec in "${specs[@]}"; do
-    name=${spec%%:*}; envs=${spec#*:}; [ "$envs" = "$spec" ] && envs=""
-    env ${envs//,/ } python3 benchmarks/scan_bwd_modes.py --out /tmp/warm_$name --modes 0 "$@" > /tmp/warm_$name.log 2>&1 &
+    split_spec "$spec"
+    env $envs python3 benchmarks/scan_bwd_modes.py --out /tmp/warm_$name --modes 0 "$@" > /tmp/warm_$name.log 2>&1 &
   done
   wait
   for spec in "${specs[@]}"; do
-    name=${spec%%:*}; envs=${spec#*:}; [ "$envs" = "$spec" ] && envs=""
+    split_spec "$spec"
     echo "== $name ($envs)"
-    env ${envs//,/ } python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -E "^(B=|failed)"
+    env $envs python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -E "^(B=|failed)"
   done
   ;;
 *)

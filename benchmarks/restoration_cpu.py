@@ -14,7 +14,6 @@ with test-time mirroring), so the results have the GPU runs' layout; packed as `
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tarfile
 import time

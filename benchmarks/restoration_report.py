@@ -127,6 +127,12 @@ def baseline(deg: Degradation, degraded, clean, drawn, h_factor):
     return None
 
 
+def _ceiling_fields(clean: np.ndarray, added_sigma: float) -> dict:
+    """What the clean image's own noise leaves reachable (an estimate): its noise sigma and the PSNR bound."""
+    c = metrics.noise_sigma(clean)
+    return {"clean_noise_sigma_est": c, "ceiling_psnr_est": metrics.denoising_ceiling_psnr(clean, added_sigma, c)}
+
+
 def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, deg: Degradation,
              h_factor: float) -> list[dict]:
     """cases: case -> (degraded, clean, what the degradation drew); trainers: label -> folder of restored
@@ -135,10 +141,8 @@ def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, deg:
     for case, (degraded, clean, drawn) in cases.items():
         row = {"case": case, "degraded": metrics.scores(clean, degraded), **({"noise_sigma": drawn["sigma"]}
                                                                              if "sigma" in drawn else {})}
-        if deg.task == "denoise":  # what the clean image's own noise leaves reachable (an estimate)
-            row["clean_noise_sigma_est"] = metrics.noise_sigma(clean)
-            row["ceiling_psnr_est"] = metrics.denoising_ceiling_psnr(clean, drawn["sigma"],
-                                                                     row["clean_noise_sigma_est"])
+        if deg.task == "denoise":
+            row.update(_ceiling_fields(clean, drawn["sigma"]))
         images = {"degraded": degraded}
         base = baseline(deg, degraded, clean, drawn, h_factor)
         if base is not None:
@@ -247,8 +251,7 @@ def add_ceiling(result_dir: Path) -> None:
         _, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, r["case"])[0])
         if abs(drawn["sigma"] - r["noise_sigma"]) > 1e-6 * r["noise_sigma"]:
             raise ValueError(f"{r['case']}: regenerated sigma {drawn['sigma']} != recorded {r['noise_sigma']}")
-        r["clean_noise_sigma_est"] = metrics.noise_sigma(clean)
-        r["ceiling_psnr_est"] = metrics.denoising_ceiling_psnr(clean, drawn["sigma"], r["clean_noise_sigma_est"])
+        r.update(_ceiling_fields(clean, drawn["sigma"]))
     vm = res["validation_mean"]
     trained = [m for m in vm if m not in ("degraded", res["baseline"])]
     lines = _ceiling_lines(res["validation"], res["baseline"], vm[res["baseline"]]["PSNR"]["mean"],

@@ -42,9 +42,10 @@ CASES = {
                                     cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     "seq_2d_K2_deterministic_bf16": dict(B=1, D=4, N=2, grid=(3, 7), K=2, dtype="bfloat16", deterministic=True,
                                           cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
-    # the backward's own walk 1 (NNUNET_MAMBA_SCAN_SCR=0) instead of sub-chunk states from the summary walk
+    # sub-chunks of 2 steps (NNUNET_MAMBA_SCAN_SUBCHUNK=2) instead of 4
     "seq_2d_K3_subchunk2": dict(B=1, D=4, N=2, grid=(3, 7), K=3, dtype="float32",
                                 cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, S=2)),
+    # the backward's own walk 1 (NNUNET_MAMBA_SCAN_SCR=0) instead of sub-chunk states from the summary walk
     "seq_3d_K2_walk1": dict(B=1, D=4, N=2, grid=(3, 3, 3), K=2, dtype="float32",
                             cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, scr=False)),
 }
