@@ -23,9 +23,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mamba.restoration import metrics
-from nnunet_mamba.restoration.baselines import NLM_PARAMS, nlm_denoise, sr_cubic
-
-from nnunet_mamba.restoration.degradations import Degradation, case_rng
+from nnunet_mamba.restoration.baselines import (
+    NLM_PARAMS,
+    cs_tv_reconstruct,
+    nlm_denoise,
+    sr_cubic,
+)
+from nnunet_mamba.restoration.degradations import (
+    Degradation,
+    case_rng,
+    measured_kspace,
+    robust_max,
+)
 from nnunet_mamba.restoration.figures import save_panel
 
 SHARED = Path("/work/shared/data")
@@ -36,6 +45,7 @@ DEGRADATION = Degradation("denoise", noise="rician", level=0.05)
 SEED = 0
 N_VAL_PANELS = 3
 NLM_H_FACTORS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+TV_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05)  # CS-TV weight / robust maximum of the zero-filled image
 
 
 def _array(path) -> np.ndarray:
@@ -92,24 +102,32 @@ def _stats(rows: list[dict], method: str) -> dict:
     return out
 
 
-def tune_nlm(deg: Degradation, seed: int, exclude: set, n: int = 6) -> dict:
-    """h / sigma for NLM chosen on ``n`` training cases (never validation cases): the best mean PSNR."""
+# the tuned parameter of each task's classical baseline: (result key, grid)
+TUNED = {"denoise": ("h_over_sigma", NLM_H_FACTORS), "kspace": ("weight_over_robust_max", TV_WEIGHTS)}
+
+
+def tune_baseline(deg: Degradation, seed: int, exclude: set, n: int = 6) -> dict | None:
+    """The classical baseline's parameter (NLM's h / sigma, CS-TV's weight) chosen on ``n`` training cases (never
+    validation cases): the best mean PSNR. None for a baseline without one (cubic interpolation)."""
+    if deg.task not in TUNED:
+        return None
+    key, grid = TUNED[deg.task]
     cases = [f for f in sorted(HIPPO.glob("*.nii.gz")) if f.name[:-len(".nii.gz")] not in exclude][:n]
-    scores = {}
-    for factor in NLM_H_FACTORS:
-        vals = []
-        for f in cases:
-            img = sitk.ReadImage(str(f))
-            clean = sitk.GetArrayFromImage(img).astype(np.float32)
-            degraded, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, f.name[:-7])[0])
-            vals.append(metrics.psnr(clean, nlm_denoise(degraded, drawn["sigma"], factor)[0]))
-        scores[factor] = float(np.mean(vals))
+    pairs = []
+    for f in cases:
+        img = sitk.ReadImage(str(f))
+        clean = sitk.GetArrayFromImage(img).astype(np.float32)
+        degraded, drawn = deg.apply(clean, img.GetSpacing()[::-1], case_rng(seed, f.name[:-7])[0])
+        pairs.append((degraded, clean, drawn))
+    scores = {v: float(np.mean([metrics.psnr(clean, baseline(deg, degraded, clean, drawn, v))
+                                for degraded, clean, drawn in pairs])) for v in grid}
     best = max(scores, key=scores.get)
-    print(f"NLM h/sigma on {len(cases)} training cases: {scores} -> {best}")
-    return {"h_over_sigma": best, "mean_psnr_by_h_over_sigma": scores, "tuning_cases": [f.name for f in cases]}
+    print(f"{BASELINE_NAME[deg.task]} {key} on {len(cases)} training cases: {scores} -> {best}")
+    return {key: best, f"mean_psnr_by_{key}": scores, "tuning_cases": [f.name for f in cases]}
 
 
-BASELINE_NAME = {"denoise": "NLM", "sr": "cubic", "kspace": None}  # k-space: the degraded input is zero-filled
+BASELINE_NAME = {"denoise": "NLM", "sr": "cubic", "kspace": "CS-TV"}
+CS_TV_ITERATIONS = 40
 
 
 def degradation_from(info: dict) -> Degradation:
@@ -117,14 +135,18 @@ def degradation_from(info: dict) -> Degradation:
     return Degradation(**{k: info[k] for k in fields if k in info})
 
 
-def baseline(deg: Degradation, degraded, clean, drawn, h_factor):
-    """The classical method of the task: NLM (oracle sigma) for denoising, cubic-spline interpolation of the thick
-    slices for through-plane SR; None for k-space (the degraded input is the zero-filled reconstruction)."""
+def baseline(deg: Degradation, degraded, clean, drawn, param):
+    """The classical method of the task: NLM (oracle sigma, h = param x sigma) for denoising, cubic-spline
+    interpolation of the thick slices for through-plane SR, CS-TV from the acquired k-space (TV weight = param x the
+    zero-filled image's robust maximum) for undersampled k-space."""
     if deg.task == "denoise":
-        return nlm_denoise(degraded, drawn["sigma"], h_factor)[0]
+        return nlm_denoise(degraded, drawn["sigma"], param)[0]
     if deg.task == "sr":
         return sr_cubic(clean, deg.factor, drawn["slice_axis"])
-    return None
+    mask = np.zeros(clean.shape[drawn["phase_encode_axis"]], bool)
+    mask[drawn["lines_kept"]] = True
+    measured = measured_kspace(clean, mask, drawn["slice_axis"])
+    return cs_tv_reconstruct(measured, mask, drawn["slice_axis"], param * robust_max(degraded), CS_TV_ITERATIONS)
 
 
 def _ceiling_fields(clean: np.ndarray, added_sigma: float) -> dict:
@@ -134,7 +156,7 @@ def _ceiling_fields(clean: np.ndarray, added_sigma: float) -> dict:
 
 
 def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, deg: Degradation,
-             h_factor: float) -> list[dict]:
+             param: float | None) -> list[dict]:
     """cases: case -> (degraded, clean, what the degradation drew); trainers: label -> folder of restored
     <case>.nii.gz."""
     rows = []
@@ -144,7 +166,7 @@ def evaluate(cases: dict, trainers: dict, panels: set, out: Path, tag: str, deg:
         if deg.task == "denoise":
             row.update(_ceiling_fields(clean, drawn["sigma"]))
         images = {"degraded": degraded}
-        base = baseline(deg, degraded, clean, drawn, h_factor)
+        base = baseline(deg, degraded, clean, drawn, param)
         if base is not None:
             row[BASELINE_NAME[deg.task]] = metrics.scores(clean, base)
             images[BASELINE_NAME[deg.task]] = base
@@ -190,10 +212,10 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
         val_cases[r["case"]] = (degraded, clean, drawn)
         gpu_degraded_psnr[r["case"]] = r["degraded"]["PSNR"]
     labels = {_label(d.name): d for d in trainer_dirs}
-    nlm_tuning = tune_nlm(deg, seed, set(val_cases)) if deg.task == "denoise" else None
-    h = nlm_tuning["h_over_sigma"] if nlm_tuning else None
+    tuning = tune_baseline(deg, seed, set(val_cases))
+    param = tuning[TUNED[deg.task][0]] if tuning else None
     val_rows = evaluate(val_cases, {k: d / "validation" for k, d in labels.items()},
-                        set(sorted(val_cases)[:N_VAL_PANELS]), out, "val", deg, h)
+                        set(sorted(val_cases)[:N_VAL_PANELS]), out, "val", deg, param)
     mismatch = max(abs(r["degraded"]["PSNR"] - gpu_degraded_psnr[r["case"]]) for r in val_rows)
     unseen_rows = []
     if unseen.is_dir() and deg.task == "denoise":
@@ -208,11 +230,13 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
                  if f.name[:-len("_0000.nii.gz")] in restored}
         drawn = json.loads((unseen / "degradation.json").read_text())["cases"]
         pairs = {c: (_array(f), _array(unseen / "clean" / f"{c}.nii.gz"), drawn[c]) for c, f in cases.items()}
-        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", deg, h)
+        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", deg, param)
     base = BASELINE_NAME[deg.task]
     methods = ["degraded", *([base] if base else []), *sorted(labels, key=lambda k: k != "NoMamba")]
     result = {"degradation": {**deg.describe(), "seed": seed}, "baseline": base,
-              "nlm": {**NLM_PARAMS, **nlm_tuning} if nlm_tuning else None, "trainers": sorted(summaries),
+              "nlm": {**NLM_PARAMS, **tuning} if deg.task == "denoise" else None,
+              "cs_tv": {"iterations": CS_TV_ITERATIONS, **tuning} if deg.task == "kspace" else None,
+              "trainers": sorted(summaries),
               "validation_cases": len(val_rows), "degraded_psnr_max_abs_diff_vs_gpu": mismatch,
               "validation_mean": {m: _stats(val_rows, m) for m in methods}, "validation": val_rows,
               "unseen": unseen_rows, "gpu_summaries_mean": {k: s["mean"] for k, s in summaries.items()}}
@@ -296,8 +320,14 @@ def _baseline_text(res) -> str:
     if d["task"] == "sr":
         return ("Degraded = thick slices (block means of factor slices) linearly interpolated back to the original "
                 "slice positions; cubic = the same thick slices interpolated with a cubic spline (scipy).")
-    return ("Degraded = zero-filled reconstruction (magnitude of the inverse FFT of the masked k-space): the classical "
-            "baseline of undersampled acquisitions.")
+    cs = res["cs_tv"]
+    return ("Degraded = zero-filled reconstruction (magnitude of the inverse FFT of the masked k-space). CS-TV: "
+            f"compressed sensing, {cs['iterations']} POCS iterations alternating scikit-image's denoise_tv_chambolle "
+            "(real and imaginary parts, 3D) with data consistency on the acquired lines, TV weight = "
+            f"{cs['weight_over_robust_max']} x the zero-filled image's 99.5th percentile, the best of "
+            f"{list(cs['mean_psnr_by_weight_over_robust_max'])} on {len(cs['tuning_cases'])} training (not validation) "
+            "cases. CS-TV reads the acquired complex k-space, the networks only the zero-filled magnitude image: "
+            "both favour CS-TV.")
 
 
 def _markdown(res, methods, path, note=""):

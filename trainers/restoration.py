@@ -7,8 +7,8 @@ break the pairing. Each batch is split into input (channel 0) and target (channe
 scale from the degraded channel (:func:`nnunet_mamba.restoration.inference.case_scale`).
 
 Loss: L1 + (1 - SSIM), optimiser AdamW (lr 1e-3, nnU-Net's poly decay). Per epoch: validation loss, PSNR and SSIM on validation patches (PSNR with each patch's clean
-range); the best checkpoint has the highest moving average of the validation PSNR. progress.png's green curves
-("pseudo dice") show the validation SSIM. Final validation: every validation case restored with sliding windows,
+range); the best checkpoint has the highest moving average of the validation PSNR. progress.png plots the losses and
+the validation PSNR (restored and degraded input) and SSIM per epoch. Final validation: every validation case restored with sliding windows,
 written as ``validation/<case><ending>`` in the original geometry and intensity scale, scored against the clean
 image (PSNR, SSIM 3D) next to the degraded input in ``validation/summary.json``, with slice panels in
 ``validation/png/``.
@@ -24,7 +24,7 @@ import torch
 
 from nnunet_mamba.networks.restorer import build_restorer
 from nnunet_mamba.restoration import metrics
-from nnunet_mamba.restoration.figures import save_panel
+from nnunet_mamba.restoration.figures import plot_progress, save_panel
 from nnunet_mamba.restoration.inference import (case_scale, make_predictor, restore_preprocessed,
                                                 to_original_geometry, write_image)
 from nnunet_mamba.restoration.losses import RestorationLoss, ssim as torch_ssim
@@ -155,11 +155,10 @@ class MambaRestorationTrainer(MambaTrainerBase):
         loss = float(np.mean([o["loss"] for o in val_outputs]))
         psnr = float(np.mean([o["psnr"] for o in val_outputs]))
         ssim = float(np.mean([o["ssim"] for o in val_outputs]))
-        self._val_psnr_input = float(np.mean([o["psnr_input"] for o in val_outputs]))
         self._log("val_losses", loss)
         self._log("val_psnr", psnr)
-        self._log("mean_fg_dice", ssim)  # progress.png's green curves: validation SSIM
-        self._log("dice_per_class_or_region", [ssim])
+        self._log("val_psnr_input", float(np.mean([o["psnr_input"] for o in val_outputs])))
+        self._log("val_ssim", ssim)
 
     def on_epoch_end(self):
         get = self.logger.get_value
@@ -171,8 +170,8 @@ class MambaRestorationTrainer(MambaTrainerBase):
         for p in psnrs[1:]:
             ema = 0.9 * ema + 0.1 * p
         self.print_to_log_file(f"val PSNR (patches) {psnrs[-1]:.2f} dB (degraded input: "
-                               f"{getattr(self, '_val_psnr_input', float('nan')):.2f} dB), moving average {ema:.2f} "
-                               f"dB, val SSIM {get('mean_fg_dice', step=-1):.4f}")
+                               f"{get('val_psnr_input', step=-1):.2f} dB), moving average {ema:.2f} "
+                               f"dB, val SSIM {get('val_ssim', step=-1):.4f}")
         self.print_to_log_file(f"Epoch time: {np.round(get('epoch_end_timestamps', step=-1) - get('epoch_start_timestamps', step=-1), decimals=2)} s")
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != (self.num_epochs - 1):
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
@@ -181,7 +180,10 @@ class MambaRestorationTrainer(MambaTrainerBase):
             self.print_to_log_file(f"new best moving-average val PSNR: {ema:.2f} dB")
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
         if self.local_rank == 0:
-            self.logger.plot_progress_png(self.output_folder)
+            history = {k: get(k, step=None) for k in ("train_losses", "val_losses", "val_psnr", "val_psnr_input",
+                                                      "val_ssim")}
+            plot_progress(history, os.path.join(self.output_folder, "progress.png"),
+                          f"{type(self).__name__} fold {self.fold}")
         self.current_epoch += 1
 
     # --- final validation ---------------------------------------------------------------------------------------

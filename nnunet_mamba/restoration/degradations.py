@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import numpy as np
 from scipy.interpolate import interp1d
@@ -79,15 +78,31 @@ def cartesian_mask(n_lines: int, acceleration: float, center_fraction: float,
     return mask
 
 
+def to_kspace(slices: np.ndarray) -> np.ndarray:
+    """Centred 2D k-space of every slice of ``slices`` (slices first; orthonormal FFT)."""
+    return np.fft.fftshift(np.fft.fft2(slices, axes=(1, 2), norm="ortho"), axes=(1, 2))
+
+
+def to_image(kspace: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_kspace` (complex slices)."""
+    return np.fft.ifft2(np.fft.ifftshift(kspace, axes=(1, 2)), axes=(1, 2), norm="ortho")
+
+
+def measured_kspace(image: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
+    """The acquired k-space: every slice perpendicular to ``axis`` (moved first) transformed, the phase-encode lines
+    outside ``mask`` (along the first in-plane axis) set to zero."""
+    moved = np.moveaxis(np.asarray(image, np.float64), axis, 0)
+    if mask.shape != (moved.shape[1],):
+        raise ValueError(f"mask has {mask.shape[0]} lines but the phase-encode axis has {moved.shape[1]}")
+    k = to_kspace(moved)
+    k[:, ~mask, :] = 0
+    return k
+
+
 def kspace_undersample(image: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
     """Zero-filled reconstruction (magnitude) of every slice perpendicular to ``axis`` with the line ``mask`` applied
     along the first in-plane axis."""
-    moved = np.moveaxis(image.astype(np.float64), axis, 0)
-    if mask.shape != (moved.shape[1],):
-        raise ValueError(f"mask has {mask.shape[0]} lines but the phase-encode axis has {moved.shape[1]}")
-    k = np.fft.fftshift(np.fft.fft2(moved, axes=(1, 2), norm="ortho"), axes=(1, 2))
-    k[:, ~mask, :] = 0
-    out = np.abs(np.fft.ifft2(np.fft.ifftshift(k, axes=(1, 2)), axes=(1, 2), norm="ortho"))
+    out = np.abs(to_image(measured_kspace(image, mask, axis)))
     return np.moveaxis(out, 0, axis).astype(np.float32)
 
 

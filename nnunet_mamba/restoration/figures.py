@@ -1,4 +1,5 @@
-"""Slice panels (PNG): the middle slice of each image side by side, one grey window, plus |error| maps."""
+"""Restoration figures (PNG): slice panels (the middle slice of each image side by side, one grey window, plus
+|error| maps) and the training progress (losses, validation PSNR and SSIM per epoch)."""
 from __future__ import annotations
 
 import os
@@ -40,6 +41,41 @@ def save_panel(path: str | Path, images: dict, clean_key: str = "clean", title: 
         a.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_progress(history: dict, path: str | Path, title: str = "") -> Path:
+    """``history``: per-epoch lists ``train_losses``, ``val_losses``, ``val_psnr``, ``val_psnr_input`` (the degraded
+    input's PSNR on the same patches), ``val_ssim``; ``None`` entries are skipped."""
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    def series(key):
+        values = np.array([np.nan if v is None else float(v) for v in history.get(key, [])], dtype=float)
+        return np.arange(len(values)), values
+
+    path = Path(path)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    ax.plot(*series("train_losses"), "b-o", ms=3, label="train loss")
+    ax.plot(*series("val_losses"), "r-o", ms=3, label="val loss")
+    ax.set(ylabel="L1 + (1 - SSIM)", title=title or "restoration training")
+    ax.legend()
+    bx.plot(*series("val_psnr"), "g-o", ms=3, label="val PSNR, restored")
+    bx.plot(*series("val_psnr_input"), "k--", label="val PSNR, degraded input")
+    bx.set(xlabel="epoch", ylabel="PSNR (dB, validation patches)")
+    cx = bx.twinx()
+    cx.plot(*series("val_ssim"), "m-", label="val SSIM, restored")
+    cx.set_ylabel("SSIM")
+    lines = bx.get_legend_handles_labels()
+    more = cx.get_legend_handles_labels()
+    bx.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial.png")

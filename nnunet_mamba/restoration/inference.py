@@ -47,12 +47,12 @@ def restore_preprocessed(predictor, degraded: np.ndarray | torch.Tensor) -> np.n
 
 
 def _sliding_window_fp32(predictor, x: torch.Tensor) -> torch.Tensor:
-    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
     from nnunetv2.utilities.helpers import dummy_context, empty_cache
     patch = predictor.configuration_manager.patch_size
     device = predictor.device
-    net = predictor.network.to(device).eval()
+    predictor.network.to(device).eval()
     data, revert = pad_nd_image(x, patch, "constant", {"value": 0}, True, None)
     slicers = predictor._internal_get_sliding_window_slicers(data.shape[1:])
     out = torch.zeros((1, *data.shape[1:]), dtype=torch.float32)
