@@ -26,15 +26,28 @@ from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
 
 
+def parse_shape(text: str) -> tuple[int, int, tuple[int, ...]]:
+    """'58,128,10x14x10' -> (58, 128, (10, 14, 10))."""
+    try:
+        b, d, grid = text.split(",")
+        return int(b), int(d), tuple(int(g) for g in grid.split("x"))
+    except ValueError:
+        raise SystemExit(f"--shape {text!r}: expected B,D,AxBxC such as 58,128,10x14x10") from None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="path prefix for .json / .md")
     ap.add_argument("--ks", type=int, nargs="*", default=[2, 3, 4])
-    ap.add_argument("--shapes", type=int, nargs="*", default=None)
+    ap.add_argument("--shapes", type=int, nargs="*", default=None, help="indices into scan.py's SHAPES")
+    ap.add_argument("--shape", action="append", default=[], metavar="B,D,AxBxC",
+                    help="an extra (batch, channels, grid) shape, e.g. 58,128,10x14x10 (repeatable)")
     ap.add_argument("--modes", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--configs", nargs="*", default=[None], help="JSON tile configs; omitted = default config")
     a = ap.parse_args()
-    shapes = [SHAPES[i] for i in a.shapes] if a.shapes else SHAPES
+    extra = [parse_shape(s) for s in a.shape]
+    shapes = [SHAPES[i] for i in a.shapes] if a.shapes else ([] if extra else SHAPES)
+    shapes += extra
     meta = dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None))
     rows = []
     for Bsz, D, grid in shapes:
