@@ -8,6 +8,18 @@ from pathlib import Path
 import numpy as np
 
 
+def _save(fig, path: Path) -> Path:
+    """Write the figure next to ``path``, then rename (no half-written PNG)."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def middle_slice(image: np.ndarray, axis: int = 0) -> np.ndarray:
     image = np.asarray(image)
     return np.take(image, image.shape[axis] // 2, axis=axis) if image.ndim == 3 else image
@@ -41,13 +53,7 @@ def save_panel(path: str | Path, images: dict, clean_key: str = "clean", title: 
         a.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
 
 
 def plot_progress(history: dict, path: str | Path, title: str = "") -> Path:
@@ -76,10 +82,4 @@ def plot_progress(history: dict, path: str | Path, title: str = "") -> Path:
     lines = bx.get_legend_handles_labels()
     more = cx.get_legend_handles_labels()
     bx.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
