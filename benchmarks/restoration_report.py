@@ -2,14 +2,15 @@
 
   python benchmarks/restoration_report.py unseen --out .gpu_data/restoration_unseen
       before the GPU run: the unseen inputs (FLAIR of the 3 MS-lesion cases, the 3 DICOM hippocampus crops) degraded
-      exactly as the training data (Rician, 5 %, seed 0): <case>_0000.nii.gz + clean/<case>.nii.gz (~6 MB)
+      exactly as the training data (Rician, 5 % or --level, seed 0): <case>_0000.nii.gz + clean/<case>.nii.gz (~11 MB)
   python benchmarks/restoration_report.py ceiling --result benchmarks/results/restoration_10epochs_bf16
       adds the estimated denoising ceiling (what the clean images' own noise leaves reachable) to an earlier
       report: ceiling.json and a section of report.md (newer reports have it already)
   python benchmarks/restoration_report.py report --gpu DIR [--out benchmarks/results/restoration]
       after it: DIR holds the files the GPU run returned (<trainer>_val.tgz, <trainer>_unseen.tgz, logs.tgz). The
       degraded/clean validation pairs are regenerated from the clean MSD files with the recorded seed (and checked
-      against the PSNRs the GPU computed); non-local means runs here. Writes report.md, restoration.json and PNGs.
+      against the PSNRs the GPU computed); the classical baseline (NLM, cubic interpolation or CS-TV, its parameter
+      tuned on training cases) runs here. Writes report.md, restoration.json and PNGs.
 """
 from __future__ import annotations
 
