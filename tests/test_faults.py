@@ -86,6 +86,47 @@ def test_repeated_failures_stop_with_a_clear_message():
         tr.train_step(batch(corrupt=True))
 
 
+def fp16_cuda_trainer(monkeypatch, bf16: bool):
+    """A trainer that believes it trains on CUDA under fp16 AMP (only the precision checks read the device;
+    steps are recorded directly, no CUDA needed)."""
+    tr = make_trainer(max_in_a_row=3)
+    tr.device = torch.device("cuda")
+    tr.grad_scaler = object()
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    return tr
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_fp16_overflow_moves_training_to_a_wider_autocast(monkeypatch, bf16):
+    from nnunetv2.utilities.helpers import dummy_context
+    tr = fp16_cuda_trainer(monkeypatch, bf16)
+    nan = torch.tensor(float("nan"))
+    assert tr.amp_dtype is None and tr._training_in_fp16()
+    tr._record_step(False, "loss", nan)
+    assert tr.amp_dtype is None and tr.grad_scaler is not None  # one overflow: still fp16
+    tr._record_step(False, "loss", nan)
+    wider = torch.bfloat16 if bf16 else torch.float32
+    assert tr.amp_dtype == wider and tr.grad_scaler is None and tr._nonfinite_in_a_row == 0
+    assert f"training goes on under {str(wider)[6:]}" in tr.log[-1]
+    assert isinstance(tr.autocast(), dummy_context) == (not bf16)  # float32: no autocast at all
+    tr._record_step(False, "loss", nan)
+    tr._record_step(False, "loss", nan)
+    with pytest.raises(RuntimeError, match="3 training steps in a row"):  # the wider run may still stop
+        tr._record_step(False, "loss", nan)
+
+
+def test_no_precision_fallback_for_gradients_cpu_or_bf16(monkeypatch):
+    nan = torch.tensor(float("nan"))
+    tr = fp16_cuda_trainer(monkeypatch, True)
+    tr._record_step(False, "gradient", nan)
+    tr._record_step(False, "gradient", nan)
+    assert tr.amp_dtype is None  # inf gradients under fp16 are the GradScaler's business
+    cpu = make_trainer(max_in_a_row=3)
+    cpu._record_step(False, "loss", nan)
+    cpu._record_step(False, "loss", nan)
+    assert cpu.amp_dtype is None and cpu._nonfinite_in_a_row == 2
+
+
 def test_epoch_loss_ignores_skipped_steps(monkeypatch):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     seen = {}

@@ -12,7 +12,10 @@ Subclasses set class attributes only, so that nnU-Net's predictor (which calls
 * ``max_consecutive_nonfinite_steps``: a step whose loss or gradient is NaN/Inf is skipped and
   logged; this many in a row stop training with a clear error instead of training on NaNs;
 * ``amp_dtype``: None keeps nnU-Net's CUDA AMP (float16 with a GradScaler); ``torch.bfloat16`` trains under
-  bf16 autocast without a scaler (fp32's exponent range), where the GPU supports it.
+  bf16 autocast without a scaler (fp32's exponent range), where the GPU supports it;
+* ``fp16_fallback_after``: under float16 AMP, this many non-finite losses in a row (a forward overflow: fp16 ends
+  at 65504, which a Mamba stage's growing residual stream can reach) switch the rest of the run to bf16 autocast,
+  or to float32 on a GPU without bf16, instead of stopping (logged).
 
 Reproducible runs: with ``NNUNET_MAMBA_SEED=<int>`` the Python, NumPy and torch generators are seeded
 before the network is built; with ``nnUNet_n_proc_DA=0`` (augmentation in the main process) two CPU
@@ -43,6 +46,7 @@ class MambaTrainerBase(nnUNetTrainer):
     test_time_mirroring: bool = True
     max_consecutive_nonfinite_steps: int = 5
     amp_dtype: Optional[torch.dtype] = None
+    fp16_fallback_after: int = 2
     _nonfinite_in_a_row: int = 0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -58,10 +62,28 @@ class MambaTrainerBase(nnUNetTrainer):
             self.amp_dtype = None  # e.g. bf16 requested on a GPU without it: nnU-Net's fp16 + GradScaler
 
     def autocast(self):
-        """The training/validation autocast context: nnU-Net's on CUDA (dtype ``amp_dtype`` if set), none on CPU."""
-        if self.device.type != "cuda":
+        """The training/validation autocast context: nnU-Net's on CUDA (dtype ``amp_dtype`` if set), none on CPU
+        or with ``amp_dtype = torch.float32``."""
+        if self.device.type != "cuda" or self.amp_dtype == torch.float32:
             return dummy_context()
         return autocast(self.device.type, enabled=True, dtype=self.amp_dtype or torch.float16)
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's validation step under our autocast: its own ``autocast(enabled=True)`` inherits the dtype
+        (bf16 stays bf16; float32 runs are validated under nnU-Net's fp16)."""
+        with self.autocast():
+            return super().validation_step(batch)
+
+    def _training_in_fp16(self) -> bool:
+        return self.device.type == "cuda" and self.amp_dtype in (None, torch.float16)
+
+    def _widen_amp(self) -> None:
+        """Leave float16 AMP for the rest of the run: bf16 autocast where the GPU has it, else float32."""
+        self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        self.grad_scaler = None  # neither needs loss scaling
+        self.print_to_log_file(f"{self._nonfinite_in_a_row} non-finite losses in a row under float16 AMP (a forward "
+                               f"overflow): training goes on under {str(self.amp_dtype).replace('torch.', '')}")
+        self._nonfinite_in_a_row = 0
 
     @classmethod
     def arch_kwargs(cls, configuration_manager) -> dict:
@@ -119,7 +141,8 @@ class MambaTrainerBase(nnUNetTrainer):
         The backward always runs (under DDP every rank must join the gradient all-reduce); the
         decision uses the loss and the clipped gradient norm, which DDP makes equal on all ranks.
         With fp16's GradScaler, inf gradients from a too-large scale are the scaler's business (it
-        skips and lowers the scale); only a non-finite loss counts as a fault there.
+        skips and lowers the scale); only a non-finite loss counts as a fault there, and
+        ``fp16_fallback_after`` of them in a row move the run to a wider autocast (all DDP ranks together).
         """
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -129,6 +152,10 @@ class MambaTrainerBase(nnUNetTrainer):
         with self.autocast():
             loss = self.loss(self.network(data), target)
         loss_ok = bool(torch.isfinite(loss.detach()))
+        if getattr(self, "is_ddp", False) and self._training_in_fp16():  # every rank leaves fp16 at the same step
+            flag = torch.tensor([float(loss_ok)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            loss_ok = bool(flag.item())
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -155,6 +182,9 @@ class MambaTrainerBase(nnUNetTrainer):
         self._nonfinite_in_a_row += 1
         self.print_to_log_file(f"skipped a training step: non-finite {what} (loss {float(loss.detach()):.4g}); "
                                f"{self._nonfinite_in_a_row} in a row")
+        if what == "loss" and self._training_in_fp16() and self._nonfinite_in_a_row >= self.fp16_fallback_after:
+            self._widen_amp()
+            return
         if self._nonfinite_in_a_row >= self.max_consecutive_nonfinite_steps:
             raise RuntimeError(
                 f"{self._nonfinite_in_a_row} training steps in a row had a non-finite {what} (epoch "
