@@ -48,7 +48,8 @@ def main():
     extra = [parse_shape(s) for s in a.shape]
     shapes = [SHAPES[i] for i in a.shapes] if a.shapes else ([] if extra else SHAPES)
     shapes += extra
-    meta = dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None))
+    meta = dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None),
+                scan_env={k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")})
     rows = []
     for Bsz, D, grid in shapes:
         for K in a.ks:

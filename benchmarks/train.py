@@ -232,7 +232,8 @@ def write_results(args, card, rows):
             commit = ""
     meta = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "commit": commit or os.environ.get("NNUNET_MAMBA_COMMIT", "unknown"), "compile": args.compile,
-            "scan_backend_env": os.environ.get("NNUNET_MAMBA_SCAN_BACKEND", "auto")}
+            "scan_backend_env": os.environ.get("NNUNET_MAMBA_SCAN_BACKEND", "auto"),
+            "scan_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")}}
     try:
         import triton
         meta["triton"] = triton.__version__
