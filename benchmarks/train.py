@@ -244,7 +244,8 @@ def write_results(args, card, rows):
     tag = card.lower().replace(" ", "_") + (f"_{args.tag}" if args.tag else "")
     (out / f"train_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Training step on {card}", "", f"torch {meta['torch']}, CUDA {meta['cuda']}, triton "
-             f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}", "",
+             f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}"
+             + "".join(f", {k}={v}" for k, v in meta["scan_env"].items()), "",
              "| plan | network | AMP | batch x patch | step ms (median) | x resenc_m | peak GB | x resenc_m | target GB "
              "| params M | first step s | finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["plan"], r["amp"]): r for r in rows if r["network"] == "resenc_m" and "error" not in r}
