@@ -50,7 +50,8 @@ State is accumulated in fp32 for every input dtype.
 Long sequences (L > 1024) instead use the sequential state-in-registers kernels of
 :mod:`.triton_seq` (one launch per direction, sum over directions in fp32 in launch order:
 deterministic), forward and backward; ``NNUNET_MAMBA_SCAN_SEQ=0`` / ``NNUNET_MAMBA_SCAN_SEQ_BWD=0``
-switch back to the chunked scan. Their backward sums dB/dC over a warp's 32 channels with a
+switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` moves the threshold (for timing
+the sequential kernels on shorter maps). Their backward sums dB/dC over a warp's 32 channels with a
 butterfly of warp shuffles (inline PTX) and combines warps with fp32 atomics, under the same rules
 (``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``: per-block partials and one ``tl.sum`` per state instead).
 """
@@ -492,6 +493,15 @@ def _pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
+def _seq_min_length() -> int:
+    """Longest sequence for the chunked kernels (1024, measured at the issue's shapes); longer ones use the
+    sequential kernels. ``NNUNET_MAMBA_SCAN_SEQ_MIN_L`` overrides it, for timing comparisons."""
+    value = os.environ.get("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "1024")
+    if not value.isdigit():
+        raise ValueError(f"NNUNET_MAMBA_SCAN_SEQ_MIN_L must be a non-negative integer, not {value!r}")
+    return int(value)
+
+
 def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     if _CONFIG_OVERRIDE is not None:
         cfg = {"BLOCK_T": 64, "BLOCK_D": 32, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": False,
@@ -503,7 +513,7 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # bound) prefer 64-step chunks over 16 channels; long ones prefer 16-step chunks with the
     # channels spread over all lanes and warps ("vec1": every thread scans a run of steps of one
     # channel in registers, no cross-warp scan).
-    if L <= 1024:
+    if L <= _seq_min_length():
         return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
     # Sequential path (triton_seq), forward and backward: measured 2-8 % faster than the chunked
     # scan on H100 once dB/dC use the shuffle butterfly (SCAN_NOTES.md, session 4).

@@ -79,3 +79,19 @@ def test_backend_resolution_does_not_break_a_compiled_graph(device):
     torch._dynamo.reset()
     out = torch.compile(f, backend="eager", fullgraph=True)(torch.zeros(2))
     assert torch.equal(out, torch.full((2,), float(len(resolve_backend(torch.device(device))))))
+
+
+def test_sequence_length_threshold_picks_the_kernel_family(monkeypatch):
+    """Chunked kernels up to 1024 steps, sequential ones beyond; NNUNET_MAMBA_SCAN_SEQ_MIN_L moves the line."""
+    T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+    for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ", "NNUNET_MAMBA_SCAN_SEQ_BWD"):
+        monkeypatch.delenv(var, raising=False)
+    assert not T._config(175, 256, True, 58).get("seq") and T._config(1400, 128, True, 58)["seq"]
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "128")
+    for bwd in (False, True):
+        cfg = T._config(175, 256, bwd, 58)
+        assert cfg["seq"] and cfg["BLOCK_T"] == 16  # 11 chunks x 8 channel blocks x 58 >= 4k programs
+    assert not T._config(100, 256, True, 58).get("seq")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "many")
+    with pytest.raises(ValueError, match="NNUNET_MAMBA_SCAN_SEQ_MIN_L"):
+        T._config(175, 256, True, 58)
