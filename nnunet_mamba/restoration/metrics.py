@@ -31,9 +31,7 @@ def psnr(clean: np.ndarray, image: np.ndarray) -> float:
 
 
 def ssim(clean: np.ndarray, image: np.ndarray) -> float:
-    from skimage.metrics import (
-        structural_similarity,  # imported here: PSNR works without scikit-image
-    )
+    from skimage.metrics import structural_similarity  # here: PSNR works without scikit-image
     clean, image = _pair(clean, image)
     squeezed = [a.squeeze() for a in (clean, image)]
     return float(structural_similarity(squeezed[0], squeezed[1], data_range=data_range(clean), gaussian_weights=True,
