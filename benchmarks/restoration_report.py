@@ -24,18 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_mamba.restoration import metrics
-from nnunet_mamba.restoration.baselines import (
-    NLM_PARAMS,
-    cs_tv_reconstruct,
-    nlm_denoise,
-    sr_cubic,
-)
-from nnunet_mamba.restoration.degradations import (
-    Degradation,
-    case_rng,
-    measured_kspace,
-    robust_max,
-)
+from nnunet_mamba.restoration.baselines import NLM_PARAMS, cs_tv_reconstruct, nlm_denoise, sr_cubic
+from nnunet_mamba.restoration.degradations import Degradation, case_rng, measured_kspace, robust_max
 from nnunet_mamba.restoration.figures import save_panel
 
 SHARED = Path("/work/shared/data")

@@ -115,6 +115,11 @@ def versions():
     return v
 
 
+def scan_env() -> dict:
+    """The NNUNET_MAMBA_SCAN_* variables of this process (they switch kernel variants): part of every result."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")}
+
+
 def git_commit(arg):
     if arg:
         return arg
@@ -257,7 +262,7 @@ def run_gpu(a, on_row=None):
 
 def gpu_meta(a, bw_copy, l2):
     return dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(a.commit),
-                copy_GBps=bw_copy / 1e9, l2_bytes=l2, N=N_STATE, delta_softplus=True,
+                scan_env=scan_env(), copy_GBps=bw_copy / 1e9, l2_bytes=l2, N=N_STATE, delta_softplus=True,
                 notes="fused fwd+bwd = multidir_scan_fwd + multidir_scan_bwd (the bwd recomputes the forward); "
                       "naive fwd+bwd = autograd forward + backward through selective_scan_fn and the permute copies; "
                       "times are medians of triton.testing.do_bench (ms)")

@@ -20,7 +20,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import SHAPES, bench, git_commit, make_inputs, versions  # noqa: E402
+from scan import SHAPES, bench, git_commit, make_inputs, scan_env, versions  # noqa: E402
 
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
@@ -49,7 +49,7 @@ def main():
     shapes = [SHAPES[i] for i in a.shapes] if a.shapes else ([] if extra else SHAPES)
     shapes += extra
     meta = dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None),
-                scan_env={k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")})
+                scan_env=scan_env())
     rows = []
     for Bsz, D, grid in shapes:
         for K in a.ks:

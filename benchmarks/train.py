@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_mamba.networks import build_network, resolve_arch_kwargs
+from scan import scan_env  # benchmarks/scan.py (this script's folder is on sys.path)
 
 IMPORTS = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
@@ -233,7 +234,7 @@ def write_results(args, card, rows):
     meta = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "commit": commit or os.environ.get("NNUNET_MAMBA_COMMIT", "unknown"), "compile": args.compile,
             "scan_backend_env": os.environ.get("NNUNET_MAMBA_SCAN_BACKEND", "auto"),
-            "scan_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")}}
+            "scan_env": scan_env()}
     try:
         import triton
         meta["triton"] = triton.__version__
