@@ -108,6 +108,9 @@ def main():
     ap.add_argument("--big", action="store_true", help="add a 128^3 full-resolution case (131072 chunks of 16)")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="only the cases of this dtype")
     ap.add_argument("--min-len", type=int, default=0, help="only grids with more than this many steps")
+    ap.add_argument("--case", action="append", default=[], metavar="B,D,AxBxC,K",
+                    help="an extra case in both dtypes, e.g. 58,256,5x7x5,6 (repeatable)")
+    ap.add_argument("--only-extra", action="store_true", help="run only the --case cases")
     a = ap.parse_args()
     cases = []
     big = [(2, 640, (8, 8, 8), 3), (2, 512, (16, 16, 16), 3), (2, 256, (32, 32, 32), 3),
@@ -124,6 +127,12 @@ def main():
              dict(Bsz=2, D=64, grid=(31, 33, 35), K=3, dtype=torch.float32, dt_shift=8.0),
              dict(Bsz=2, D=64, grid=(31, 33, 35), K=5, dtype=torch.bfloat16, dt_shift=8.0)]
     cases += extra
+    if a.only_extra:
+        cases = []
+    for text in a.case:
+        b, d, g, k = text.split(",")
+        for dtype in (torch.float32, torch.bfloat16):
+            cases.append(dict(Bsz=int(b), D=int(d), grid=tuple(map(int, g.split("x"))), K=int(k), dtype=dtype))
     if a.big:  # more chunks than a CUDA grid's y/z axes allow (65535): chunks must sit on axis 0
         cases.append(dict(Bsz=1, D=24, grid=(128, 128, 128), K=2, dtype=torch.bfloat16))
     if a.dtype:

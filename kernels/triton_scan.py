@@ -493,13 +493,32 @@ def _pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def _seq_min_length() -> int:
-    """Longest sequence for the chunked kernels (1024, measured at the issue's shapes); longer ones use the
-    sequential kernels. ``NNUNET_MAMBA_SCAN_SEQ_MIN_L`` overrides it, for timing comparisons."""
-    value = os.environ.get("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "1024")
+def _env_count(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
     if not value.isdigit():
-        raise ValueError(f"NNUNET_MAMBA_SCAN_SEQ_MIN_L must be a non-negative integer, not {value!r}")
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
     return int(value)
+
+
+def _seq_min_length() -> int:
+    """Longest sequence that may use the chunked kernels (1024, measured at the issue's shapes); longer
+    ones always use the sequential kernels. ``NNUNET_MAMBA_SCAN_SEQ_MIN_L`` overrides it."""
+    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 1024)
+
+
+def _seq_min_programs() -> int:
+    """Programs per direction from which a short sequence also takes the sequential kernels (16-step
+    chunks, 32 channels per one-warp program). Measured on H100 (K=6, bf16, SCAN_NOTES.md, session 7):
+    at (58, 256, 5x7x5), 5,104 programs, 3.3 vs 6.8 ms forward+backward; at (2, 320, 8^3), 640 programs,
+    a tie; at (2, 320, 4^3), 80 programs, chunked 2.6x faster. ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS``
+    overrides the 4096 (a very large value: short maps always chunked)."""
+    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
+
+
+def _few_seq_programs(L: int, D: int, Bsz: int) -> bool:
+    """Whether the sequential kernels would get fewer programs per direction than
+    ``_seq_min_programs()`` (16-step chunks, 32 channels per one-warp program)."""
+    return triton.cdiv(D, 32) * Bsz * triton.cdiv(L, 16) < _seq_min_programs()
 
 
 def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
@@ -513,12 +532,14 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # bound) prefer 64-step chunks over 16 channels; long ones prefer 16-step chunks with the
     # channels spread over all lanes and warps ("vec1": every thread scans a run of steps of one
     # channel in registers, no cross-warp scan).
-    if L <= _seq_min_length():
-        return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
     # Sequential path (triton_seq), forward and backward: measured 2-8 % faster than the chunked
-    # scan on H100 once dB/dC use the shuffle butterfly (SCAN_NOTES.md, session 4).
+    # scan on H100 once dB/dC use the shuffle butterfly (SCAN_NOTES.md, session 4); on short maps
+    # only when batch x channels alone fill the GPU (large-batch low-resolution stages).
     # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
-    if os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1":
+    seq = os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
+    if L <= _seq_min_length() and (not seq or _few_seq_programs(L, D, Bsz)):
+        return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
+    if seq:
         return _seq_config(L, D, Bsz)
     bd = 64 if D % 64 == 0 or D > 128 else 32
     return {"BLOCK_T": 16, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": bd // 32, "sum_warps": 4, "vec1": True}
@@ -798,11 +819,11 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False) -> int:
     """How the sequential kernels load a step's B and C: 0 scalar loads; 1 / 2 16-byte vector loads
     (inline PTX) of bf16 / fp32 values. Vectors need N*itemsize % 16 == 0, 16-byte aligned tensors and
     a real GPU (no PTX in the interpreter). ``NNUNET_MAMBA_SCAN_VEC_BC=0`` (or config ``vec_bc``)
-    forces scalar loads. The backward kernel keeps scalar loads unless ``NNUNET_MAMBA_SCAN_VEC_BC_BWD=1``:
-    with vectors it spills registers (offline compile for sm_90a: 472 bytes), so it is opt-in until
-    timed."""
+    forces scalar loads; ``NNUNET_MAMBA_SCAN_VEC_BC_BWD=0`` (config ``vec_bc_bwd``) does so in the backward
+    kernel only, where the vectors spill registers (offline sm_90a: 472 bytes) yet measured 12 % faster on
+    H100 and passed the float64 check there (SCAN_NOTES.md, sessions 6 and 7)."""
     if bwd_kernel:
-        want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "0") == "1")
+        want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "1") == "1")
     else:
         want = cfg.get("vec_bc", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC", "1") == "1")
     if not want or triton_interpreting() or Bm.dtype != Cm.dtype:

@@ -215,7 +215,9 @@ def _prologue(src, N, carry_parts):
         src(1, f"cv{part} = (cin{part} >= 0) & (cin{part} < nC) & HAS_CARRY")
         src(1, f"cin{part} = tl.minimum(tl.maximum(cin{part}, 0), nC - 1)")
         _index(src, 1, f"cb{part}", f"((b * P + {part}) * K + k) * nC + cin{part}")
-        src.per_n(1, f"{var}#n = tl.load(st + (cb{part} * N + #n) * D + d, mask=dmask & cv{part}, other=0.0)", N)
+        # .to(fp32): without carries `st` is a dummy of the input dtype (a bf16 state would change type in the loop)
+        src.per_n(1, f"{var}#n = tl.load(st + (cb{part} * N + #n) * D + d, mask=dmask & cv{part}, other=0.0)"
+                     ".to(tl.float32)", N)
 
 
 def _gen(N: int, S: int, SF: int) -> str:

@@ -81,17 +81,32 @@ def test_backend_resolution_does_not_break_a_compiled_graph(device):
     assert torch.equal(out, torch.full((2,), float(len(resolve_backend(torch.device(device))))))
 
 
-def test_sequence_length_threshold_picks_the_kernel_family(monkeypatch):
-    """Chunked kernels up to 1024 steps, sequential ones beyond; NNUNET_MAMBA_SCAN_SEQ_MIN_L moves the line."""
+def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
+    """Sequential kernels beyond 1024 steps, and on shorter maps when batch x channels give >= 4096
+    sequential programs; chunked ones otherwise. NNUNET_MAMBA_SCAN_SEQ_MIN_L and
+    NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS move the two lines, NNUNET_MAMBA_SCAN_SEQ(_BWD)=0 turn them off."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
-    for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ", "NNUNET_MAMBA_SCAN_SEQ_BWD"):
+    for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ",
+                "NNUNET_MAMBA_SCAN_SEQ_BWD"):
         monkeypatch.delenv(var, raising=False)
-    assert not T._config(175, 256, True, 58).get("seq") and T._config(1400, 128, True, 58)["seq"]
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "128")
     for bwd in (False, True):
-        cfg = T._config(175, 256, bwd, 58)
-        assert cfg["seq"] and cfg["BLOCK_T"] == 16  # 11 chunks x 8 channel blocks x 58 >= 4k programs
+        assert T._config(1400, 128, bwd, 58)["seq"]  # long map
+        cfg = T._config(175, 256, bwd, 58)  # Hippocampus bottleneck: 8 x 58 x 11 = 5104 programs
+        assert cfg["seq"] and cfg["BLOCK_T"] == 16
+        assert not T._config(512, 320, bwd, 2).get("seq")  # BraTS-like 8^3: 640 programs
+        assert not T._config(512, 640, bwd, 2).get("seq")  # the issue's 8^3 shape: 1280
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "6000")
+    assert not T._config(175, 256, True, 58).get("seq")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "128")
+    assert T._config(175, 256, True, 58)["seq"] and T._config(175, 256, True, 2)["seq"]
     assert not T._config(100, 256, True, 58).get("seq")
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "many")
-    with pytest.raises(ValueError, match="NNUNET_MAMBA_SCAN_SEQ_MIN_L"):
-        T._config(175, 256, True, 58)
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L")
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_BWD", "0")
+    assert T._config(175, 256, False, 58)["seq"] and not T._config(175, 256, True, 58).get("seq")
+    assert T._config(175, 256, True, 58)["BLOCK_T"] == 64  # the short-map chunked tiles
+    for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS"):
+        monkeypatch.setenv(var, "many")
+        with pytest.raises(ValueError, match=var):
+            T._config(175, 256, False, 58)
+        monkeypatch.delenv(var)

@@ -42,6 +42,9 @@ CASES = {
                                     cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     "seq_2d_K2_deterministic_bf16": dict(B=1, D=4, N=2, grid=(3, 7), K=2, dtype="bfloat16", deterministic=True,
                                           cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+    # one chunk (no carries) in bf16: the carry loads read a dummy of the input dtype
+    "seq_2d_K2_single_chunk_bf16": dict(B=2, D=4, N=2, grid=(3, 5), K=2, dtype="bfloat16",
+                                         cfg=dict(seq=True, BLOCK_T=16, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     # sub-chunks of 2 steps (NNUNET_MAMBA_SCAN_SUBCHUNK=2) instead of 4
     "seq_2d_K3_subchunk2": dict(B=1, D=4, N=2, grid=(3, 7), K=3, dtype="float32",
                                 cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, S=2)),

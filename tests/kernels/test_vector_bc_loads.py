@@ -64,13 +64,14 @@ def test_vector_loads_are_used_only_where_they_can_run(monkeypatch):
     f32 = torch.zeros(2, 5, 3, 16)
     assert T._vector_bc({}, b16, b16) == 1
     assert T._vector_bc({}, f32, f32) == 2
-    assert T._vector_bc({}, b16, b16, bwd_kernel=True) == 0  # opt-in for the backward kernel
+    assert T._vector_bc({}, b16, b16, bwd_kernel=True) == 1  # default in the backward kernel too
     assert T._vector_bc({}, b16.half(), b16.half()) == 0  # fp16: scalar loads
     assert T._vector_bc({}, torch.zeros(2, 5, 3, 4, dtype=torch.bfloat16),
                         torch.zeros(2, 5, 3, 4, dtype=torch.bfloat16)) == 0  # 8 bytes per step
     misaligned = torch.zeros(2 * 5 * 3 * 16 + 1, dtype=torch.bfloat16)[1:].view(2, 5, 3, 16)
     assert T._vector_bc({}, misaligned, b16) == 0
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "1")
-    assert T._vector_bc({}, b16, b16, bwd_kernel=True) == 1
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "0")
+    assert T._vector_bc({}, b16, b16, bwd_kernel=True) == 0
+    assert T._vector_bc({}, b16, b16) == 1  # the forward keeps them
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert T._vector_bc({}, b16, b16) == 0
