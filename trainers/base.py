@@ -34,7 +34,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_mamba.checkpoints import read_checkpoint
-from nnunet_mamba.networks import build_network, from_configuration
+from nnunet_mamba.networks import build_network, from_configuration, guard_fp16_inference
 
 
 class MambaTrainerBase(nnUNetTrainer):
@@ -102,7 +102,7 @@ class MambaTrainerBase(nnUNetTrainer):
                                 enable_deep_supervision, **cls.network_options)
         if hasattr(network, "initialize"):
             network.apply(network.initialize)
-        return network
+        return guard_fp16_inference(network)  # nnU-Net's predictor runs it under float16 autocast
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()

@@ -45,7 +45,7 @@ from nnunet_mamba.classification.labels import balanced_sampling_probabilities, 
 from nnunet_mamba.classification.metrics import classification_metrics
 from nnunet_mamba.classification.outputs import write_json, write_predictions_csv
 from nnunet_mamba.classification.plots import plot_confusion, plot_progress, plot_roc
-from nnunet_mamba.networks import EncoderClassifier, build_encoder
+from nnunet_mamba.networks import EncoderClassifier, build_encoder, guard_fp16_inference
 from .base import CpuTestSized, MambaTrainerBase, add_fixed_length_variants
 
 _HISTORY = ("val_accuracy", "val_balanced_accuracy", "val_auc")
@@ -84,7 +84,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         """``num_output_channels`` = number of classes (callers outside nnU-Net's trainer pass it)."""
         encoder = build_encoder(cls.network_name, cls.arch_kwargs(configuration_manager), num_input_channels, **cls.network_options)
-        return EncoderClassifier(encoder, num_output_channels, cls.pooled_stages, cls.dropout)
+        return guard_fp16_inference(EncoderClassifier(encoder, num_output_channels, cls.pooled_stages, cls.dropout))
 
     def _build_for_dataset(self, plans_manager, configuration_manager, num_input_channels: int,
                            num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:

@@ -22,6 +22,7 @@ from time import time
 import numpy as np
 import torch
 
+from nnunet_mamba.networks import guard_fp16_inference
 from nnunet_mamba.networks.restorer import build_restorer
 from nnunet_mamba.restoration import metrics
 from nnunet_mamba.restoration.figures import plot_progress, save_panel
@@ -92,7 +93,8 @@ class MambaRestorationTrainer(MambaTrainerBase):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True):
         """Always 1 channel in (degraded) and 1 out (restored), whatever nnU-Net counts from dataset.json."""
-        return build_restorer(cls.network_name, cls.arch_kwargs(configuration_manager), **cls.network_options)
+        return guard_fp16_inference(build_restorer(cls.network_name, cls.arch_kwargs(configuration_manager),
+                                                   **cls.network_options))
 
     def _build_loss(self):
         return RestorationLoss(self.ssim_weight)

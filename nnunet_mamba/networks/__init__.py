@@ -4,9 +4,10 @@ from .backbones import build_encoder, list_backbones
 from .classifier import EncoderClassifier
 from .hybrid_unet import HybridResEncUNet, StageWithMixer, count_parameters, mixers
 from .plans import from_configuration, resolve_arch_kwargs
+from .precision import guard_fp16_inference
 from .registry import build_network, list_networks, register_network
 from .segmamba import SegMamba
 
 __all__ = ["HybridResEncUNet", "SegMamba", "StageWithMixer", "build_network", "list_networks", "register_network",
            "resolve_arch_kwargs", "from_configuration", "count_parameters", "mixers", "build_encoder",
-           "list_backbones", "EncoderClassifier"]
+           "list_backbones", "EncoderClassifier", "guard_fp16_inference"]

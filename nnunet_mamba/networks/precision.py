@@ -1,0 +1,47 @@
+"""Inference under float16 autocast without overflow: an output that is not finite is recomputed wider.
+
+nnU-Net's predictor runs every network under ``torch.autocast("cuda")``, i.e. float16, whose range ends at
+65504. A network whose activations grow past that (measured: a Mamba restorer's decoder convolution at 65344,
+``benchmarks/results/h100_session6/fp16_bisect/``) returns inf/NaN there, while bf16 and float32 give finite
+results on the same weights. Training has its own fallback (``MambaTrainerBase.fp16_fallback_after``); this hook
+covers inference, which nnU-Net controls: in eval mode under float16 autocast, a forward whose output is not
+finite runs once more under bf16 autocast (float32 where the GPU has no bf16). Finite outputs cost one
+``isfinite`` check per window; training-mode calls are left alone.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+def _wider_autocast(device_type: str):
+    if device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)  # the fp16 casts are cached
+    return torch.autocast(device_type, enabled=False)
+
+
+def _all_finite(output) -> bool:
+    outputs = output if isinstance(output, (list, tuple)) else [output]
+    return all(bool(torch.isfinite(o).all()) for o in outputs)
+
+
+def _recompute_wider_on_fp16_overflow(module: nn.Module, args: tuple, output):
+    if module.training or not args or not torch.is_tensor(args[0]):
+        return None
+    device_type = args[0].device.type
+    if not torch.is_autocast_enabled(device_type) or torch.get_autocast_dtype(device_type) != torch.float16:
+        return None
+    if _all_finite(output):
+        return None
+    warnings.warn(f"{type(module).__name__}: non-finite output under float16 autocast (overflow); recomputed "
+                  "under bf16 autocast (float32 without bf16)", RuntimeWarning, stacklevel=2)
+    with _wider_autocast(device_type):
+        return module.forward(*args)
+
+
+def guard_fp16_inference(network: nn.Module) -> nn.Module:
+    """Attach the float16-overflow recompute hook to ``network`` (returned for chaining)."""
+    network.register_forward_hook(_recompute_wider_on_fp16_overflow)
+    return network
