@@ -65,6 +65,13 @@ def _tokens(spatial_size) -> int:
     return int(math.prod(int(s) for s in spatial_size))
 
 
+@torch.compiler.assume_constant_result
+def cuda_has_bf16() -> bool:
+    """``torch.cuda.is_bf16_supported()`` as a constant for torch.compile: traced inside the network it broke the
+    graph at every mixer under float16 autocast (measured on H100: first compiled step 202 s, then 100 ms)."""
+    return torch.cuda.is_bf16_supported()
+
+
 def wider_than_fp16(device: torch.device) -> Optional[torch.dtype]:
     """Under float16 autocast: bfloat16 where the device has it, else float32; otherwise None.
 
@@ -74,7 +81,7 @@ def wider_than_fp16(device: torch.device) -> Optional[torch.dtype]:
     """
     if not torch.is_autocast_enabled(device.type) or torch.get_autocast_dtype(device.type) != torch.float16:
         return None
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and cuda_has_bf16():
         return torch.bfloat16
     return torch.bfloat16 if device.type == "cpu" else torch.float32
 

@@ -15,9 +15,11 @@ import warnings
 import torch
 from torch import nn
 
+from ..layers.mixer import cuda_has_bf16
+
 
 def _wider_autocast(device_type: str):
-    if device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_bf16_supported()):
+    if device_type == "cpu" or (device_type == "cuda" and cuda_has_bf16()):
         return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)  # the fp16 casts are cached
     return torch.autocast(device_type, enabled=False)
 
