@@ -47,11 +47,12 @@ block instead and sum them with torch (deterministic, more memory traffic).
 
 State is accumulated in fp32 for every input dtype.
 
-Long sequences (L > 1024) instead use the sequential state-in-registers kernels of
+Long sequences (L > 1024), and short ones whose batch x channels alone give enough programs (large-batch
+low-resolution stages, see ``_seq_min_programs``), instead use the sequential state-in-registers kernels of
 :mod:`.triton_seq` (one launch per direction, sum over directions in fp32 in launch order:
 deterministic), forward and backward; ``NNUNET_MAMBA_SCAN_SEQ=0`` / ``NNUNET_MAMBA_SCAN_SEQ_BWD=0``
-switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` moves the threshold (for timing
-the sequential kernels on shorter maps). Their backward sums dB/dC over a warp's 32 channels with a
+switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` and
+``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS=<n>`` move the two thresholds. Their backward sums dB/dC over a warp's 32 channels with a
 butterfly of warp shuffles (inline PTX) and combines warps with fp32 atomics, under the same rules
 (``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``: per-block partials and one ``tl.sum`` per state instead).
 """
