@@ -559,6 +559,14 @@ def _bc_mode(cfg: dict) -> int:
     return int(mode)
 
 
+def _reuse_steps(cfg: dict) -> bool:
+    """Whether the sequential backward's adjoint walk reuses each step's inputs (u, dt, dy, their index math)
+    from the forward recompute of the same sub-chunk instead of loading them again; B and C are reloaded.
+    Fewer instructions, more live registers: opt-in (``NNUNET_MAMBA_SCAN_REUSE_STEPS=1``, config
+    ``reuse_steps``) until timed on a GPU (static counts: ``benchmarks/seq_sass.py``)."""
+    return bool(cfg.get("reuse_steps", os.environ.get("NNUNET_MAMBA_SCAN_REUSE_STEPS", "0") == "1"))
+
+
 def _sub_chunk(cfg: dict) -> int:
     """Steps per sub-chunk of the sequential kernels (S: the backward keeps S steps of states in
     registers and writes one state per S steps to its scratch; also the walks' unroll). Default 4;
@@ -880,7 +888,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
-    ks = triton_seq.kernels(N, *[_sub_chunk(cfg)] * 2)
+    ks = triton_seq.kernels(N, *[_sub_chunk(cfg)] * 2, reuse_steps=_reuse_steps(cfg))
     S = ks["S"]
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     if T % S:

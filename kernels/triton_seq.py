@@ -220,7 +220,7 @@ def _prologue(src, N, carry_parts):
                      ".to(tl.float32)", N)
 
 
-def _gen(N: int, S: int, SF: int) -> str:
+def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
     if SF != S:
         raise ValueError("the summary's unroll SF must equal the sub-chunk S (it writes the sub-chunk states)")
     src = _Src()
@@ -351,7 +351,11 @@ def _gen(N: int, S: int, SF: int) -> str:
         _channel_sums(src, 2, [f"dy{i} * h{n}" for n in range(N)], f"dc{i}_", f"rc{i}")
         _store_bc(src, 2, "dC", i, f"dc{i}_", f"rc{i}", N)
     for i in reversed(range(S)):  # adjoint, backwards through the sub-chunk
-        _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
+        if reuse_steps:  # keep the forward recompute's per-step values; reload only B and C
+            for name, ptr in (("B", "Bm"), ("C", "Cm")):
+                _load_states(src, 2, f"{name}{i}_", f"{ptr} + bo{i}", f"tm{i}", N)
+        else:
+            _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
         src(2, f"sgB{i} = tl.zeros([BD], dtype=tl.float32)")
         src(2, f"xa{i} = tl.zeros([BD], dtype=tl.float32)")
@@ -397,12 +401,12 @@ _CACHE: dict = {}
 _NOSPEC = ["L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "k", "REV", "ACC_IN", "FINAL", "T"]
 
 
-def kernels(N: int, S: int = 4, SF: int = 4) -> dict:
+def kernels(N: int, S: int = 4, SF: int = 4, reuse_steps: bool = False) -> dict:
     """The generated kernels for state size N (cached): {"summary", "fwd", "bwd", "S"}."""
-    key = (N, S, SF)
+    key = (N, S, SF, reuse_steps)
     if key not in _CACHE:
-        src = _gen(N, S, SF)
-        fname = f"<nnunet_mamba.kernels.triton_seq N={N} S={S} SF={SF}>"
+        src = _gen(N, S, SF, reuse_steps)
+        fname = f"<nnunet_mamba.kernels.triton_seq N={N} S={S} SF={SF}{' reuse' if reuse_steps else ''}>"
         linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
         ns = {"tl": tl, "triton": triton, "_positions": _positions, "_softplus": _softplus,
               "__name__": __name__}

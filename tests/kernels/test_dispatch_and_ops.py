@@ -110,3 +110,12 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
         with pytest.raises(ValueError, match=var):
             T._config(175, 256, False, 58)
         monkeypatch.delenv(var)
+
+
+def test_reuse_steps_is_opt_in(monkeypatch):
+    """The adjoint walk's step reuse (untimed on a GPU) stays off unless the environment or the config asks."""
+    T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_REUSE_STEPS", raising=False)
+    assert not T._reuse_steps({}) and T._reuse_steps({"reuse_steps": True})
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_REUSE_STEPS", "1")
+    assert T._reuse_steps({}) and not T._reuse_steps({"reuse_steps": False})

@@ -48,6 +48,10 @@ CASES = {
     # sub-chunks of 2 steps (NNUNET_MAMBA_SCAN_SUBCHUNK=2) instead of 4
     "seq_2d_K3_subchunk2": dict(B=1, D=4, N=2, grid=(3, 7), K=3, dtype="float32",
                                 cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, S=2)),
+    # the adjoint walk reuses the forward recompute's per-step values (NNUNET_MAMBA_SCAN_REUSE_STEPS=1)
+    "seq_3d_K3_reuse_steps_bf16": dict(B=2, D=4, N=2, grid=(2, 3, 5), K=3, dtype="bfloat16",
+                                        cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
+                                                 reuse_steps=True)),
     # the backward's own walk 1 (NNUNET_MAMBA_SCAN_SCR=0) instead of sub-chunk states from the summary walk
     "seq_3d_K2_walk1": dict(B=1, D=4, N=2, grid=(3, 3, 3), K=2, dtype="float32",
                             cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, scr=False)),
