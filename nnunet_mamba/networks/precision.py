@@ -15,13 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..layers.mixer import cuda_has_bf16
-
-
-def _wider_autocast(device_type: str):
-    if device_type == "cpu" or (device_type == "cuda" and cuda_has_bf16()):
-        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)  # the fp16 casts are cached
-    return torch.autocast(device_type, enabled=False)
+from ..layers.mixer import wider_than_fp16
 
 
 def _all_finite(output) -> bool:
@@ -32,14 +26,13 @@ def _all_finite(output) -> bool:
 def _recompute_wider_on_fp16_overflow(module: nn.Module, args: tuple, output):
     if module.training or not args or not torch.is_tensor(args[0]):
         return None
-    device_type = args[0].device.type
-    if not torch.is_autocast_enabled(device_type) or torch.get_autocast_dtype(device_type) != torch.float16:
-        return None
-    if _all_finite(output):
+    wider = wider_than_fp16(args[0].device)  # None unless float16 autocast is on; the mixers' own rule
+    if wider is None or _all_finite(output):
         return None
     warnings.warn(f"{type(module).__name__}: non-finite output under float16 autocast (overflow); recomputed "
                   "under bf16 autocast (float32 without bf16)", RuntimeWarning, stacklevel=2)
-    with _wider_autocast(device_type):
+    # cache off: the enclosing float16 autocast has cached its casts of the weights
+    with torch.autocast(args[0].device.type, dtype=wider, enabled=wider != torch.float32, cache_enabled=False):
         return module.forward(*args)
 
 
