@@ -516,10 +516,13 @@ def _seq_min_programs() -> int:
     return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
 
 
-def _few_seq_programs(L: int, D: int, Bsz: int) -> bool:
-    """Whether the sequential kernels would get fewer programs per direction than
-    ``_seq_min_programs()`` (16-step chunks, 32 channels per one-warp program)."""
-    return triton.cdiv(D, 32) * Bsz * triton.cdiv(L, 16) < _seq_min_programs()
+_SEQ_BD = 32  # channels per one-warp program of the sequential kernels
+_SEQ_MIN_T = 16  # their shortest chunk
+
+
+def _seq_programs(L: int, D: int, Bsz: int, T: int = _SEQ_MIN_T) -> int:
+    """One-warp programs per direction of the sequential kernels with T-step chunks."""
+    return triton.cdiv(D, _SEQ_BD) * Bsz * triton.cdiv(L, T)
 
 
 def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
@@ -538,7 +541,7 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # only when batch x channels alone fill the GPU (large-batch low-resolution stages).
     # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
     seq = os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
-    if L <= _seq_min_length() and (not seq or _few_seq_programs(L, D, Bsz)):
+    if L <= _seq_min_length() and (not seq or _seq_programs(L, D, Bsz) < _seq_min_programs()):
         return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
     if seq:
         return _seq_config(L, D, Bsz)
@@ -577,12 +580,10 @@ def _sub_chunk(cfg: dict) -> int:
 def _seq_config(L: int, D: int, Bsz: int) -> dict:
     """Sequential state-in-registers path (triton_seq): 32 channels per one-warp program; the
     longest chunk (16..256 steps) that still gives >= ~4k programs per direction."""
-    bd = 32
-    nDB = triton.cdiv(D, bd)
     T = 256
-    while T > 16 and nDB * Bsz * triton.cdiv(L, T) < 4096:
+    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < 4096:
         T //= 2
-    return {"seq": True, "BLOCK_T": T, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": 1}
+    return {"seq": True, "BLOCK_T": T, "BLOCK_D": _SEQ_BD, "BLOCK_R": 16, "num_warps": 1}
 
 
 def _groups(grid: Sequence[int], directions: Sequence[ScanDirection]):
