@@ -20,6 +20,7 @@ import torch
 from nnunet_mamba.kernels import reference as R
 from nnunet_mamba.kernels import triton_scan as T
 from nnunet_mamba.kernels.directions import default_directions
+from scan import parse_shape  # benchmarks/scan.py (this script's folder is on sys.path)
 
 NAMES = ["out", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
@@ -130,9 +131,12 @@ def main():
     if a.only_extra:
         cases = []
     for text in a.case:
-        b, d, g, k = text.split(",")
+        shape, _, k = text.rpartition(",")
+        if not k.isdigit() or shape.count(",") != 2:
+            raise SystemExit(f"--case {text!r}: expected B,D,AxBxC,K such as 58,256,5x7x5,6")
+        Bsz, D, grid = parse_shape(shape, "--case")
         for dtype in (torch.float32, torch.bfloat16):
-            cases.append(dict(Bsz=int(b), D=int(d), grid=tuple(map(int, g.split("x"))), K=int(k), dtype=dtype))
+            cases.append(dict(Bsz=Bsz, D=D, grid=grid, K=int(k), dtype=dtype))
     if a.big:  # more chunks than a CUDA grid's y/z axes allow (65535): chunks must sit on axis 0
         cases.append(dict(Bsz=1, D=24, grid=(128, 128, 128), K=2, dtype=torch.bfloat16))
     if a.dtype:

@@ -115,6 +115,15 @@ def versions():
     return v
 
 
+def parse_shape(text: str, option: str = "--shape") -> tuple[int, int, tuple[int, ...]]:
+    """'58,128,10x14x10' -> (58, 128, (10, 14, 10)); a clear exit naming ``option`` otherwise."""
+    try:
+        b, d, grid = text.split(",")
+        return int(b), int(d), tuple(int(g) for g in grid.split("x"))
+    except ValueError:
+        raise SystemExit(f"{option} {text!r}: expected B,D,AxBxC such as 58,128,10x14x10") from None
+
+
 def scan_env() -> dict:
     """The NNUNET_MAMBA_SCAN_* variables of this process (they switch kernel variants): part of every result."""
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")}

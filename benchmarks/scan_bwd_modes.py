@@ -20,19 +20,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import SHAPES, bench, git_commit, make_inputs, scan_env, versions  # noqa: E402
+from scan import SHAPES, bench, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
 
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
-
-
-def parse_shape(text: str) -> tuple[int, int, tuple[int, ...]]:
-    """'58,128,10x14x10' -> (58, 128, (10, 14, 10))."""
-    try:
-        b, d, grid = text.split(",")
-        return int(b), int(d), tuple(int(g) for g in grid.split("x"))
-    except ValueError:
-        raise SystemExit(f"--shape {text!r}: expected B,D,AxBxC such as 58,128,10x14x10") from None
 
 
 def main():
