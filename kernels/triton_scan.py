@@ -565,23 +565,91 @@ def _bc_mode(cfg: dict) -> int:
 def _reuse_steps(cfg: dict) -> bool:
     """Whether the sequential backward's adjoint walk reuses each step's inputs (u, dt, dy, their index math)
     from the forward recompute of the same sub-chunk instead of loading them again; B and C are reloaded.
-    Fewer instructions, more live registers: opt-in (``NNUNET_MAMBA_SCAN_REUSE_STEPS=1``, config
-    ``reuse_steps``) until timed on a GPU (static counts: ``benchmarks/seq_sass.py``)."""
-    return bool(cfg.get("reuse_steps", os.environ.get("NNUNET_MAMBA_SCAN_REUSE_STEPS", "0") == "1"))
+    On by default with 2-step sub-chunks (H100, bf16, K=3, slabs: 4-8 % faster than S=4 without reuse at
+    16^3-64^3, SCAN_NOTES.md session 8); ``NNUNET_MAMBA_SCAN_REUSE_STEPS=0`` (config ``reuse_steps``) turns
+    it off."""
+    return bool(cfg.get("reuse_steps", os.environ.get("NNUNET_MAMBA_SCAN_REUSE_STEPS", "1") == "1"))
+
+
+def _lane_split(cfg: dict, N: int, bwd: bool) -> int:
+    """Lanes that share one channel in the sequential kernels, each holding N / split of its states
+    (1: a lane holds all N). Fewer states per lane means fewer live registers (the backward's walk 2 spills
+    at 1) and twice the programs per split. ``NNUNET_MAMBA_SCAN_SPLIT_BWD`` / ``NNUNET_MAMBA_SCAN_SPLIT_FWD``
+    (config ``split_bwd`` / ``split_fwd``): 1, 2 or 4; the forward's value also serves its summary walks,
+    the backward's the backward's. Falls back to 1 where N or the program's lanes do not divide, and under
+    ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``."""
+    key = "split_bwd" if bwd else "split_fwd"
+    split = int(cfg.get(key, _env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 1)))
+    if split not in (1, 2, 4):
+        raise ValueError(f"NNUNET_MAMBA_SCAN_{key.upper()} must be 1, 2 or 4, not {split}")
+    if N % split or cfg["BLOCK_D"] % split or _deterministic():
+        return 1
+    return split
+
+
+def _register_cap(cfg: dict, bwd: bool) -> dict:
+    """Launch option capping the registers per thread of the sequential fwd / bwd kernel (``maxnreg``: more
+    resident warps, possibly spills), from config ``maxnreg_fwd`` / ``maxnreg_bwd`` or
+    ``NNUNET_MAMBA_SCAN_MAXNREG_FWD`` / ``_BWD``; none by default (ptxas decides)."""
+    key = "maxnreg_bwd" if bwd else "maxnreg_fwd"
+    cap = int(cfg.get(key, _env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 0)))
+    return {"maxnreg": cap} if cap else {}
+
+
+def _deterministic() -> bool:
+    return os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
+
+
+def _bc_slabs(cfg: dict, slab_bytes: int) -> bool:
+    """Whether the sequential backward writes dB/dC as one fp32 slab per channel block (plain stores, summed
+    by torch: deterministic) instead of fp32 atomics into one buffer. The atomics saturated L2 (ncu: 77 %
+    L2 throughput) and cost a third of the kernel on H100 (SCAN_NOTES.md, session 8), so slabs are used
+    whenever all slabs of dB and dC together fit ``NNUNET_MAMBA_SCAN_BC_SLAB_MB`` (default 1024 MiB).
+    ``NNUNET_MAMBA_SCAN_BC_SLABS=1`` / ``0`` (config ``bc_slabs``) forces either way."""
+    want = cfg.get("bc_slabs", os.environ.get("NNUNET_MAMBA_SCAN_BC_SLABS", "auto"))
+    if want in ("auto", None):
+        return slab_bytes <= _env_count("NNUNET_MAMBA_SCAN_BC_SLAB_MB", 1024) * 2 ** 20
+    return want in (True, 1, "1")
+
+
+def _bc_buffers(nDB: int, partial: bool, Bm, Cm, L: int, K: int):
+    """dB, dC outputs of a backward kernel: fp32 zeros for atomics (several channel blocks), one fp32
+    slab per channel block (``partial``), or the final tensors (one channel block)."""
+    Bsz, N, dev = Bm.shape[0], Bm.shape[-1], Bm.device
+    if nDB > 1 and partial:
+        return (torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32) for _ in range(2))
+    if nDB > 1:
+        return (torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32) for _ in range(2))
+    return (torch.empty((Bsz, L, K, N), device=dev, dtype=x.dtype) for x in (Bm, Cm))
+
+
+def _bc_finish(dB, dC, nDB: int, partial: bool, Bm, Cm):
+    """dB, dC in the input dtypes from what :func:`_bc_buffers` gave the kernel."""
+    if nDB > 1 and partial:
+        dB, dC = dB.sum(0), dC.sum(0)
+    return dB.to(Bm.dtype), dC.to(Cm.dtype)
+
+
+def _seq_kernels(cfg: dict, N: int, bwd: bool) -> dict:
+    S = _sub_chunk(cfg)
+    return triton_seq.kernels(N, S, S, reuse_steps=bwd and _reuse_steps(cfg), split=_lane_split(cfg, N, bwd))
 
 
 def _sub_chunk(cfg: dict) -> int:
     """Steps per sub-chunk of the sequential kernels (S: the backward keeps S steps of states in
-    registers and writes one state per S steps to its scratch; also the walks' unroll). Default 4;
-    config ``S`` or ``NNUNET_MAMBA_SCAN_SUBCHUNK`` (2 or 8 for comparisons; a chunk must be a multiple)."""
-    return int(cfg.get("S", os.environ.get("NNUNET_MAMBA_SCAN_SUBCHUNK", "4")))
+    registers and writes one state per S steps to its scratch; also the walks' unroll). Default 2 (no
+    register spills, with :func:`_reuse_steps`); config ``S`` or ``NNUNET_MAMBA_SCAN_SUBCHUNK`` (4 or 8 for
+    comparisons; a chunk must be a multiple)."""
+    return int(cfg.get("S", os.environ.get("NNUNET_MAMBA_SCAN_SUBCHUNK", "2")))
 
 
 def _seq_config(L: int, D: int, Bsz: int) -> dict:
     """Sequential state-in-registers path (triton_seq): 32 channels per one-warp program; the
-    longest chunk (16..256 steps) that still gives >= ~4k programs per direction."""
+    longest chunk (16..256 steps) that still gives >= ~4k programs per direction
+    (``NNUNET_MAMBA_SCAN_SEQ_PROGRAMS`` moves the 4096)."""
+    want = _env_count("NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", 4096)
     T = 256
-    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < 4096:
+    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < want:
         T //= 2
     return {"seq": True, "BLOCK_T": T, "BLOCK_D": _SEQ_BD, "BLOCK_R": 16, "num_warps": 1}
 
@@ -734,17 +802,9 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
                                   delta_softplus, cfg, nC, bwd=True)
     else:
         st = u
-    partial = nDB > 1 and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
+    partial = nDB > 1 and _deterministic()
     atomic = nDB > 1 and not partial
-    if atomic:
-        dB = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
-        dC = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
-    elif partial:
-        dB = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
-        dC = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
-    else:
-        dB = torch.empty((Bsz, L, K, N), device=dev, dtype=Bm.dtype)
-        dC = torch.empty((Bsz, L, K, N), device=dev, dtype=Cm.dtype)
+    dB, dC = _bc_buffers(nDB, partial, Bm, Cm, L, K)
     i64 = i64 or (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
     ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)
     dA_p = torch.empty((Bsz, nC, K, N, D), device=dev, dtype=torch.float32)
@@ -772,13 +832,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
-    if atomic:
-        dB = dB.to(Bm.dtype)
-        dC = dC.to(Cm.dtype)
-    elif partial:
-        dB = dB.sum(0).to(Bm.dtype)
-        dC = dC.sum(0).to(Cm.dtype)
-    return du, ddelta, dA, dB, dC, dD, dbias, dz
+    return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz
 
 
 # ----------------------------------------------------------------------------------------------
@@ -791,7 +845,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
     dummy = u
-    ks["summary"][(nC, triton.cdiv(D, BD), Bsz)](
+    ks["summary"][(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
         u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
         z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
@@ -817,7 +871,7 @@ def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
     P = 2 if bwd else 1
     st, dts, i64 = _summary_buffers(u, len(directions), A.shape[-1], nC, P)
-    vec_bc = _vector_bc(cfg, Bm, Cm)
+    vec_bc = _vector_bc(cfg, Bm, Cm, NL=A.shape[-1] // ks["split"])
     for k, dirn in enumerate(directions):
         _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
                             cfg, nC, P, i64, vec_bc)
@@ -825,13 +879,14 @@ def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, d
     return st
 
 
-def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False) -> int:
+def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False, NL: Optional[int] = None) -> int:
     """How the sequential kernels load a step's B and C: 0 scalar loads; 1 / 2 16-byte vector loads
     (inline PTX) of bf16 / fp32 values. Vectors need N*itemsize % 16 == 0, 16-byte aligned tensors and
     a real GPU (no PTX in the interpreter). ``NNUNET_MAMBA_SCAN_VEC_BC=0`` (or config ``vec_bc``)
     forces scalar loads; ``NNUNET_MAMBA_SCAN_VEC_BC_BWD=0`` (config ``vec_bc_bwd``) does so in the backward
     kernel only, where the vectors spill registers (offline sm_90a: 472 bytes) yet measured 12 % faster on
-    H100 and passed the float64 check there (SCAN_NOTES.md, sessions 6 and 7)."""
+    H100 and passed the float64 check there (SCAN_NOTES.md, sessions 6 and 7). ``NL``: the states a lane
+    loads (N / split), which must fill whole 16-byte vectors."""
     if bwd_kernel:
         want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "1") == "1")
     else:
@@ -840,27 +895,28 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False) -> int:
         return 0
     kind = {torch.bfloat16: 1, torch.float32: 2}.get(Bm.dtype, 0)
     N = Bm.shape[-1]
-    aligned = all(x.data_ptr() % 16 == 0 for x in (Bm, Cm)) and (N * Bm.element_size()) % 16 == 0
+    NL = N if NL is None else NL
+    aligned = all(x.data_ptr() % 16 == 0 for x in (Bm, Cm)) and (N * Bm.element_size()) % 16 == 0 \
+        and (NL * Bm.element_size()) % 16 == 0
     return kind if aligned else 0
 
 
 def _use_shuffles(cfg: dict, N: int) -> bool:
     """dB/dC of the sequential backward by a butterfly of warp shuffles (inline PTX): needs one
     channel per lane of a one-warp program and N a power of two <= 32; not in the interpreter (no
-    PTX there), and not with ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` (its per-block slabs are verified
-    on GPU with the tl.sum path only). ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back
-    to one tl.sum per state."""
+    PTX there). With per-block slabs (the default, and ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``) every sum
+    is stored by exactly one lane. ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back to one
+    tl.sum per state."""
     want = cfg.get("shfl", os.environ.get("NNUNET_MAMBA_SCAN_SHFL", "1") == "1")
     return bool(want) and not triton_interpreting() and cfg["BLOCK_D"] == 32 \
-        and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N) \
-        and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") != "1"
+        and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N)
 
 
 def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg):
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
-    ks = triton_seq.kernels(N, *[_sub_chunk(cfg)] * 2)
+    ks = _seq_kernels(cfg, N, bwd=False)
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     nC = triton.cdiv(L, T)
     has_carry = nC > 1
@@ -869,18 +925,19 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     i64 = _needs_i64(Bsz, L, K, D, N, nC)
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
-    vec_bc = _vector_bc(cfg, Bm, Cm)
+    vec_bc = _vector_bc(cfg, Bm, Cm, NL=N // ks["split"])
+    shfl = _use_shuffles(cfg, N)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
-        ks["fwd"][(nC, triton.cdiv(D, BD), Bsz)](
+        ks["fwd"][(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
-            VEC_BC=vec_bc, num_warps=cfg["num_warps"])
+            VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False))
     return out
 
 
@@ -889,13 +946,13 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
-    ks = triton_seq.kernels(N, *[_sub_chunk(cfg)] * 2, reuse_steps=_reuse_steps(cfg))
+    ks = _seq_kernels(cfg, N, bwd=True)
     S = ks["S"]
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     if T % S:
         raise ValueError(f"chunk {T} is not a multiple of the sub-chunk {S}")
     nC = triton.cdiv(L, T)
-    nDB = triton.cdiv(D, BD)
+    nDB = triton.cdiv(D, BD // ks["split"])
     dev = u.device
     has_carry = nC > 1
     # Summary walks write the zero-start states at the sub-chunk starts (with the running dt sum), so
@@ -910,17 +967,9 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
                             True, ks) if has_carry else u
-    partial = nDB > 1 and os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
+    partial = nDB > 1 and (_deterministic() or _bc_slabs(cfg, nDB * Bsz * L * K * N * 8))
     atomic = nDB > 1 and not partial
-    if atomic:
-        dB = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
-        dC = torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32)
-    elif partial:
-        dB = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
-        dC = torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32)
-    else:
-        dB = torch.empty((Bsz, L, K, N), device=dev, dtype=Bm.dtype)
-        dC = torch.empty((Bsz, L, K, N), device=dev, dtype=Cm.dtype)
+    dB, dC = _bc_buffers(nDB, partial, Bm, Cm, L, K)
     i64 = _needs_i64(Bsz, L, K, D, N, nC) or scr.numel() >= 2 ** 31 - 1 or \
         (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
     ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)
@@ -932,7 +981,8 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if K > 1 else du
     y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (K > 1 and z is not None) else du_acc
     shfl = _use_shuffles(cfg, N)
-    vec_bc, vec_bwd = _vector_bc(cfg, Bm, Cm), _vector_bc(cfg, Bm, Cm, bwd_kernel=True)
+    NL = N // ks["split"]
+    vec_bc, vec_bwd = _vector_bc(cfg, Bm, Cm, NL=NL), _vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
@@ -951,14 +1001,8 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
             I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd,
-            num_warps=cfg["num_warps"])
+            num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True))
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
-    if atomic:
-        dB = dB.to(Bm.dtype)
-        dC = dC.to(Cm.dtype)
-    elif partial:
-        dB = dB.sum(0).to(Bm.dtype)
-        dC = dC.sum(0).to(Cm.dtype)
-    return du, ddelta, dA, dB, dC, dD, dbias, dz
+    return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz

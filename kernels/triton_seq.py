@@ -45,8 +45,13 @@ def _softplus(x):
 
 
 class _Src:
-    def __init__(self):
+    def __init__(self, split: int = 1, NL: int = 0):
         self.lines = []
+        self.split, self.NL = split, NL  # lanes per channel, states per lane
+
+    def sidx(self, n) -> str:
+        """Memory index of the lane's n-th state: ``part * NL + n`` when a channel's states are split over lanes."""
+        return f"(part * {self.NL} + {n})" if self.split > 1 else str(n)
 
     def __call__(self, ind, text):
         self.lines.append("    " * ind + text)
@@ -54,6 +59,11 @@ class _Src:
     def per_n(self, ind, text, N):
         for n in range(N):
             self(ind, text.replace("#n", str(n)))
+
+    def per_s(self, ind, text):
+        """One line per state of the lane: ``#n`` its register suffix, ``#s`` its index in memory."""
+        for n in range(self.NL):
+            self(ind, text.replace("#n", str(n)).replace("#s", self.sidx(n)))
 
 
 def _index(src, ind, name, expr):
@@ -63,8 +73,13 @@ def _index(src, ind, name, expr):
     src(ind + 1, f"{name} = {name}.to(tl.int64)")
 
 
-def _step(src, ind, j, s_expr, N, what):
-    """Emit the per-step index math and loads for scan-order step ``s_expr`` of the chunk, suffix j."""
+def _bq(src, j) -> str:
+    return f"bq{j}" if src.split > 1 else f"bo{j}"
+
+
+def _step(src, ind, j, s_expr, what):
+    """Emit the per-step index math and loads for scan-order step ``s_expr`` of the chunk, suffix j
+    (B and C: the lane's ``src.NL`` states)."""
     src(ind, f"s{j} = {s_expr}")
     src(ind, f"tp{j} = c * T + s{j} + REV * (T - 1 - 2 * s{j})")
     src(ind, f"tm{j} = tp{j} < L")
@@ -91,9 +106,11 @@ def _step(src, ind, j, s_expr, N, what):
         src(ind + 1, f"sz{j} = tl.sigmoid(zz{j})")
         src(ind + 1, f"do{j} = dy{j}")
         src(ind + 1, f"dy{j} = dy{j} * zz{j} * sz{j}")
+    if src.split > 1 and ("B" in what or "C" in what):
+        src(ind, f"bq{j} = bo{j} + part * {src.NL}")  # this lane's states of the step
     for name, ptr in (("B", "Bm"), ("C", "Cm")):
         if name in what:
-            _load_states(src, ind, f"{name}{j}_", f"{ptr} + bo{j}", f"tm{j}", N)
+            _load_states(src, ind, f"{name}{j}_", f"{ptr} + {_bq(src, j)}", f"tm{j}", src.NL)
 
 
 _V4 = ("tl.inline_asm_elementwise('ld.global.nc.v4.b32 {{$0, $1, $2, $3}}, [$4];', '=r,=r,=r,=r,l', [{p}], "
@@ -131,23 +148,36 @@ def _shfl(expr: str, mask: int) -> str:
 
 
 def _lane_setup(src, ind, N):
-    """Lane id (PTX ``%laneid``), its bits, and where the channel sums of :func:`_bfly` land."""
-    p = N.bit_length() - 1
+    """Lane id (PTX ``%laneid``), its bits, and where the channel sums of :func:`_bfly` land: lane l
+    holds the sum of state ``lane_n``; ``lane_w`` marks one writer per state. With the states split over
+    ``src.split`` lanes the low lane bits are the part (see :func:`_gen`)."""
+    split = src.split
+    NL = N // split
+    p = NL.bit_length() - 1
     src(ind, "lane = tl.inline_asm_elementwise('mov.u32 $0, %laneid;', '=r,r', [d], dtype=tl.int32, "
              "is_pure=True, pack=1)")
-    for m in (16, 8, 4, 2, 1):
+    for m in _channel_bits(split):
         src(ind, f"lb{m} = (lane & {m}) != 0")
-    src(ind, f"lane_n = lane >> {5 - p}")  # the state whose channel sum this lane holds
-    src(ind, f"lane_w = (lane & {(1 << (5 - p)) - 1}) == 0")  # one writer per state
+    if split > 1:
+        src(ind, f"lane_n = (lane & {split - 1}) * {NL} + ((lane >> {5 - p}) & {NL - 1})")
+    else:
+        src(ind, f"lane_n = lane >> {5 - p}")  # the state whose channel sum this lane holds
+    src(ind, f"lane_w = (lane & {((1 << (5 - p)) - 1) & ~(split - 1)}) == 0")  # one writer per state
+
+
+def _channel_bits(split: int) -> list:
+    """Lane-id bits that run over channels (high to low); the bits below ``split`` index the state part."""
+    return [m for m in (16, 8, 4, 2, 1) if m >= split]
 
 
 def _bfly(src, ind, vals, out):
-    """Sum each of the N = len(vals) per-lane values over the warp's 32 lanes (channels) with a
-    butterfly reduce-scatter: 16+8+..+1 shuffles for N = 16, instead of 5 per value. Afterwards
-    lane l holds the sum of value ``l >> (5 - log2 N)`` (see :func:`_lane_setup`)."""
+    """Sum each of the len(vals) per-lane values over the warp's channel lanes with a butterfly
+    reduce-scatter: 16+8+..+1 shuffles for 16 values on 32 channel lanes, instead of 5 per value.
+    Afterwards lane l holds the sum of value ``lane_n`` (see :func:`_lane_setup`)."""
     vals = list(vals)
-    m = 16
+    bits = _channel_bits(src.split)
     while len(vals) > 1:
+        m = bits.pop(0)
         h = len(vals) // 2
         nxt = []
         for i in range(h):
@@ -156,13 +186,26 @@ def _bfly(src, ind, vals, out):
             src(ind, f"{out}_k{m}_{i} = tl.where(lb{m}, {hi}, {lo}) + {_shfl(f'{out}_s{i}', m)}")
             nxt.append(f"{out}_k{m}_{i}")
         vals = nxt
-        m //= 2
     x = vals[0]
-    while m >= 1:
+    for m in bits:
         src(ind, f"{out}_a{m} = {x} + {_shfl(x, m)}")
         x = f"{out}_a{m}"
-        m //= 2
     src(ind, f"{out} = {x}")
+
+
+def _part_sum(src, ind, x):
+    """``x`` summed over the lanes that share a channel (in place; nothing when a lane holds all states):
+    butterfly shuffles over the part bits (SHFL), else a reshape to (channels, parts) and ``tl.sum``."""
+    if src.split == 1:
+        return
+    src(ind, "if SHFL:")
+    m = 1
+    while m < src.split:
+        src(ind + 1, f"{x} = {x} + {_shfl(x, m)}")
+        m *= 2
+    src(ind, "else:")
+    shape = f"(BD // {src.split}, {src.split})"
+    src(ind + 1, f"{x} = tl.reshape(tl.broadcast_to(tl.sum(tl.reshape({x}, {shape}), 1)[:, None], {shape}), (BD,))")
 
 
 def _bfly_ok(N: int) -> bool:
@@ -170,15 +213,17 @@ def _bfly_ok(N: int) -> bool:
 
 
 def _channel_sums(src, ind, vals, scal, vec):
-    """Sums over the warp's channels of the per-state values: butterfly into ``vec`` (SHFL) or one
-    ``tl.sum`` per state into ``scal{n}``."""
-    if _bfly_ok(len(vals)):
+    """Sums over the warp's channels of the lane's per-state values: butterfly into ``vec`` (SHFL) or
+    one ``tl.sum`` per state into ``scal{state}`` (per part of the lanes when the states are split)."""
+    if _bfly_ok(src.NL * src.split):
         src(ind, "if SHFL:")
         _bfly(src, ind + 1, vals, vec)
         src(ind, "else:")
         ind += 1
-    for n, v in enumerate(vals):
-        src(ind, f"{scal}{n} = tl.sum({v}, 0)")
+    for q in range(src.split):
+        for n, v in enumerate(vals):
+            x = v if src.split == 1 else f"tl.where(part == {q}, {v}, 0.0)"
+            src(ind, f"{scal}{q * src.NL + n} = tl.sum({x}, 0)")
 
 
 def _store_bc(src, ind, ptr, i, scal, vec, N):
@@ -197,14 +242,19 @@ def _store_bc(src, ind, ptr, i, scal, vec, N):
         src.per_n(k, op.format(p=f"{ptr} + bo{i} + #n", v=f"{scal}#n", m=f"tm{i}"), N)
 
 
-def _prologue(src, N, carry_parts):
+def _prologue(src, carry_parts):
     src(1, "c = tl.program_id(0)")  # chunks on grid axis 0 (axes 1, 2 stop at 65535)
     src(1, "pid_d = tl.program_id(1)")
     src(1, "b = tl.program_id(2)")
-    src(1, "d = pid_d * BD + tl.arange(0, BD)")
+    if src.split > 1:  # lane i: channel i // split, states (i % split) * NL ...
+        src(1, f"lanes = tl.arange(0, BD)")
+        src(1, f"d = pid_d * (BD // {src.split}) + lanes // {src.split}")
+        src(1, f"part = lanes % {src.split}")
+    else:
+        src(1, "d = pid_d * BD + tl.arange(0, BD)")
     src(1, "dmask = d < D")
-    src(1, "abase = (k * D + d) * N")
-    src.per_n(1, f"A2_#n = tl.load(A + abase + #n, mask=dmask, other=0.0) * {LOG2E!r}", N)
+    src(1, "abase = (k * D + d) * N" + (f" + part * {src.NL}" if src.split > 1 else ""))
+    src.per_s(1, f"A2_#n = tl.load(A + abase + #n, mask=dmask, other=0.0) * {LOG2E!r}")
     src(1, "if HAS_BIAS:")
     src(2, "bias = tl.load(delta_bias + k * D + d, mask=dmask, other=0.0)")
     src(1, "else:")
@@ -216,70 +266,83 @@ def _prologue(src, N, carry_parts):
         src(1, f"cin{part} = tl.minimum(tl.maximum(cin{part}, 0), nC - 1)")
         _index(src, 1, f"cb{part}", f"((b * P + {part}) * K + k) * nC + cin{part}")
         # .to(fp32): without carries `st` is a dummy of the input dtype (a bf16 state would change type in the loop)
-        src.per_n(1, f"{var}#n = tl.load(st + (cb{part} * N + #n) * D + d, mask=dmask & cv{part}, other=0.0)"
-                     ".to(tl.float32)", N)
+        src.per_s(1, f"{var}#n = tl.load(st + (cb{part} * N + #s) * D + d, mask=dmask & cv{part}, other=0.0)"
+                     ".to(tl.float32)")
 
 
-def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
+def _y_of_step(src, ind, j, u_expr):
+    """``y{j} = D u + sum_n h_n C_n`` of the step (over all the channel's states: part sum when split)."""
+    if src.split == 1:
+        src(ind, "if HAS_D:")
+        src(ind + 1, f"y{j} = dsk * {u_expr}")
+        src(ind, "else:")
+        src(ind + 1, f"y{j} = tl.zeros([BD], dtype=tl.float32)")
+        src.per_s(ind, f"y{j} += h#n * C{j}_#n")
+        return
+    src(ind, f"y{j} = " + " + ".join(f"h{n} * C{j}_{n}" for n in range(src.NL)))
+    _part_sum(src, ind, f"y{j}")
+    src(ind, "if HAS_D:")
+    src(ind + 1, f"y{j} += dsk * {u_expr}")
+
+
+def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> str:
     if SF != S:
         raise ValueError("the summary's unroll SF must equal the sub-chunk S (it writes the sub-chunk states)")
-    src = _Src()
+    if split < 1 or N % split or split & (split - 1):
+        raise ValueError(f"the states (N={N}) must split evenly over a power-of-two number of lanes, not {split}")
+    src = _Src(split, N // split)
     # ---------------------------------------------------------------- summary
     src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, scr, cdt, L, D, K, nC, P, n_b, n_c,")
     src(0, "                s_a, s_b, s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
     src(0, "                SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr, T,")
     src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr, VEC_BC: tl.constexpr):")
-    _prologue(src, N, [])
-    src.per_n(1, "h#n = tl.zeros([BD], dtype=tl.float32)", N)
+    _prologue(src, [])
+    src.per_s(1, "h#n = tl.zeros([BD], dtype=tl.float32)")
     src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
     src(1, "if SCR:")
     _index(src, 2, "sc0", f"(b * nC + c) * (T // {S})")
     src(1, f"for q0 in range(0, T, {SF}):")
     # zero-start state and running dt sum at each sub-chunk start, for the backward's walk 2
     src(2, "if SCR:")
-    src.per_n(3, f"tl.store(scr + ((sc0 + q0 // {S}) * N + #n) * D + d, h#n, mask=dmask)", N)
+    src.per_s(3, f"tl.store(scr + ((sc0 + q0 // {S}) * N + #s) * D + d, h#n, mask=dmask)")
     src(3, f"tl.store(cdt + (sc0 + q0 // {S}) * D + d, sdt, mask=dmask)")
     for j in range(SF):
-        _step(src, 2, j, f"q0 + {j}", N, ("u", "dt", "B"))
+        _step(src, 2, j, f"q0 + {j}", ("u", "dt", "B"))
     for j in range(SF):
         src(2, f"dtu{j} = dt{j} * u{j}")
         src(2, f"sdt += dt{j}")
-        src.per_n(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n", N)
+        src.per_s(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n")
     _index(src, 1, "sb", "((b * P) * K + k) * nC + c")
-    src.per_n(1, "tl.store(st + (sb * N + #n) * D + d, h#n, mask=dmask)", N)
+    src.per_s(1, "tl.store(st + (sb * N + #s) * D + d, h#n, mask=dmask)")
     _index(src, 1, "db", "(b * K + k) * nC + c")
     src(1, "tl.store(dts + db * D + d, sdt, mask=dmask)")
     src(1, "if BWD:")
-    src.per_n(2, "g#n = tl.zeros([BD], dtype=tl.float32)", N)
+    src.per_s(2, "g#n = tl.zeros([BD], dtype=tl.float32)")
     src(2, f"for q0 in range(0, T, {SF}):")
     for j in range(SF):
-        _step(src, 3, j, f"T - 1 - (q0 + {j})", N, ("dt", "dy", "C"))
+        _step(src, 3, j, f"T - 1 - (q0 + {j})", ("dt", "dy", "C"))
     for j in range(SF):
-        src.per_n(3, f"g#n = tl.exp2(dt{j} * A2_#n) * (dy{j} * C{j}_#n + g#n)", N)
+        src.per_s(3, f"g#n = tl.exp2(dt{j} * A2_#n) * (dy{j} * C{j}_#n + g#n)")
     _index(src, 2, "gb", "((b * P + 1) * K + k) * nC + c")
-    src.per_n(2, "tl.store(st + (gb * N + #n) * D + d, g#n, mask=dmask)", N)
+    src.per_s(2, "tl.store(st + (gb * N + #s) * D + d, g#n, mask=dmask)")
     src(0, "")
     # ---------------------------------------------------------------- forward
     src(0, "def seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, st, acc, out, L, D, K, nC, n_b, n_c, s_a, s_b,")
     src(0, "            s_c, k, N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, T, BD: tl.constexpr,")
-    src(0, "            I64: tl.constexpr, VEC_BC: tl.constexpr):")
+    src(0, "            I64: tl.constexpr, VEC_BC: tl.constexpr, SHFL: tl.constexpr):")
     src(1, "P = 1")
-    _prologue(src, N, [(0, "h", +1)])
+    _prologue(src, [(0, "h", +1)])
     src(1, "if HAS_D:")
     src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
     src(1, f"for q0 in range(0, T, {SF}):")
     for j in range(SF):
-        _step(src, 2, j, f"q0 + {j}", N, ("u", "dt", "B", "C"))
+        _step(src, 2, j, f"q0 + {j}", ("u", "dt", "B", "C"))
     for j in range(SF):
         src(2, f"dtu{j} = dt{j} * u{j}")
-        src(2, "if HAS_D:")
-        src(3, f"y{j} = dsk * u{j}")
-        src(2, "else:")
-        src(3, f"y{j} = tl.zeros([BD], dtype=tl.float32)")
-        src.per_n(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n", N)
-        src.per_n(2, f"y{j} += h#n * C{j}_#n", N)
+        src.per_s(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n")
+        _y_of_step(src, 2, j, f"u{j}")
         src(2, "if ACC_IN:")
         src(3, f"y{j} += tl.load(acc + off{j}, mask=m{j}, other=0.0)")
         src(2, "if FINAL:")
@@ -299,7 +362,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
     src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, VEC_BC: tl.constexpr):")
     src(1, "P = 2")
-    _prologue(src, N, [(0, "h", +1), (1, "gp", -1)])
+    _prologue(src, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
     _index(src, 2, "slab", "pid_d * (tl.num_programs(2) * L * K * N)")
     src(2, "dB += slab")
@@ -314,33 +377,30 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
     # walk 1: states at sub-chunk starts -> scratch (skipped when seq_summary wrote them: SCR_READY)
     src(1, "if not SCR_READY:")
     src(2, "for j in range(MS):")
-    src.per_n(3, "tl.store(scr + ((sc0 + j) * N + #n) * D + d, h#n, mask=dmask)", N)
+    src.per_s(3, "tl.store(scr + ((sc0 + j) * N + #s) * D + d, h#n, mask=dmask)")
     for i in range(S):
-        _step(src, 3, i, f"j * {S} + {i}", N, ("u", "dt", "B"))
-        src.per_n(3, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + (dt{i} * u{i}) * B{i}_#n", N)
+        _step(src, 3, i, f"j * {S} + {i}", ("u", "dt", "B"))
+        src.per_s(3, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + (dt{i} * u{i}) * B{i}_#n")
     # walk 2
-    src.per_n(1, "dA#n = tl.zeros([BD], dtype=tl.float32)", N)
+    src.per_s(1, "dA#n = tl.zeros([BD], dtype=tl.float32)")
     src(1, "dDacc = tl.zeros([BD], dtype=tl.float32)")
     src(1, "dbacc = tl.zeros([BD], dtype=tl.float32)")
     src(1, "for jj in range(MS):")
     src(2, "j = MS - 1 - jj")
-    src.per_n(2, "h#n = tl.load(scr + ((sc0 + j) * N + #n) * D + d, mask=dmask, other=0.0)", N)
+    src.per_s(2, "h#n = tl.load(scr + ((sc0 + j) * N + #s) * D + d, mask=dmask, other=0.0)")
     # scratch from seq_summary holds the zero-start state: add the decayed carry-in
     src(2, "if SCR_READY:")
     src(3, "if HAS_CARRY:")
     src(4, "cdj = tl.load(cdt + (sc0 + j) * D + d, mask=dmask, other=0.0)")
-    src.per_n(4, "h#n += tl.exp2(A2_#n * cdj) * tl.load(st + (cb0 * N + #n) * D + d, mask=dmask & cv0, other=0.0)", N)
+    src.per_s(4, "h#n += tl.exp2(A2_#n * cdj) * tl.load(st + (cb0 * N + #s) * D + d, mask=dmask & cv0, other=0.0)")
+    NL = src.NL
     for i in range(S):  # forward recompute: keep h_{t-1}; dC
-        _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
+        _step(src, 2, i, f"j * {S} + {i}", ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
-        src.per_n(2, f"hp{i}_#n = h#n", N)
-        src.per_n(2, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + dtu{i} * B{i}_#n", N)
+        src.per_s(2, f"hp{i}_#n = h#n")
+        src.per_s(2, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + dtu{i} * B{i}_#n")
         src(2, "if HAS_Z:")
-        src(3, "if HAS_D:")
-        src(4, f"y{i} = dsk * u{i}")
-        src(3, "else:")
-        src(4, f"y{i} = tl.zeros([BD], dtype=tl.float32)")
-        src.per_n(3, f"y{i} += h#n * C{i}_#n", N)
+        _y_of_step(src, 3, i, f"u{i}")
         src(3, "if ACC_IN:")
         src(4, f"y{i} += tl.load(y_acc + off{i}, mask=m{i}, other=0.0)")
         src(3, "if FINAL:")
@@ -348,18 +408,18 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
         src(4, f"tl.store(dz_out + off{i}, dzv{i}.to(dz_out.dtype.element_ty), mask=m{i})")
         src(3, "else:")
         src(4, f"tl.store(y_acc + off{i}, y{i}, mask=m{i})")
-        _channel_sums(src, 2, [f"dy{i} * h{n}" for n in range(N)], f"dc{i}_", f"rc{i}")
+        _channel_sums(src, 2, [f"dy{i} * h{n}" for n in range(NL)], f"dc{i}_", f"rc{i}")
         _store_bc(src, 2, "dC", i, f"dc{i}_", f"rc{i}", N)
     for i in reversed(range(S)):  # adjoint, backwards through the sub-chunk
         if reuse_steps:  # keep the forward recompute's per-step values; reload only B and C
             for name, ptr in (("B", "Bm"), ("C", "Cm")):
-                _load_states(src, 2, f"{name}{i}_", f"{ptr} + bo{i}", f"tm{i}", N)
+                _load_states(src, 2, f"{name}{i}_", f"{ptr} + {_bq(src, i)}", f"tm{i}", NL)
         else:
-            _step(src, 2, i, f"j * {S} + {i}", N, ("u", "dt", "dy", "B", "C"))
+            _step(src, 2, i, f"j * {S} + {i}", ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
         src(2, f"sgB{i} = tl.zeros([BD], dtype=tl.float32)")
         src(2, f"xa{i} = tl.zeros([BD], dtype=tl.float32)")
-        for n in range(N):
+        for n in range(NL):
             src(2, f"g = dy{i} * C{i}_{n} + gp{n}")
             src(2, f"gp{n} = tl.exp2(dt{i} * A2_{n}) * g")
             src(2, f"x = gp{n} * hp{i}_{n}")
@@ -367,8 +427,10 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
             src(2, f"dA{n} += x * dt{i}")
             src(2, f"sgB{i} += g * B{i}_{n}")
             src(2, f"pb{i}_{n} = g * dtu{i}")
-        _channel_sums(src, 2, [f"pb{i}_{n}" for n in range(N)], f"db{i}_", f"rb{i}")
+        _channel_sums(src, 2, [f"pb{i}_{n}" for n in range(NL)], f"db{i}_", f"rb{i}")
         _store_bc(src, 2, "dB", i, f"db{i}_", f"rb{i}", N)
+        _part_sum(src, 2, f"xa{i}")
+        _part_sum(src, 2, f"sgB{i}")
         src(2, f"ddt{i} = xa{i} * {LN2!r} + sgB{i} * u{i}")
         src(2, "if SOFTPLUS:")
         src(3, f"ddt{i} = ddt{i} * tl.sigmoid(raw{i})")
@@ -386,7 +448,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False) -> str:
         src(2, "else:")
         src(3, f"tl.store(du_acc + off{i}, du{i}, mask=m{i})")
     _index(src, 1, "pb", "(b * nC + c) * K + k")
-    src.per_n(1, "tl.store(dA_p + (pb * N + #n) * D + d, dA#n, mask=dmask)", N)
+    src.per_s(1, "tl.store(dA_p + (pb * N + #s) * D + d, dA#n, mask=dmask)")
     src(1, "if HAS_D:")
     src(2, "tl.store(dD_p + pb * D + d, dDacc, mask=dmask)")
     src(1, "if HAS_BIAS:")
@@ -401,12 +463,14 @@ _CACHE: dict = {}
 _NOSPEC = ["L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "k", "REV", "ACC_IN", "FINAL", "T"]
 
 
-def kernels(N: int, S: int = 4, SF: int = 4, reuse_steps: bool = False) -> dict:
-    """The generated kernels for state size N (cached): {"summary", "fwd", "bwd", "S"}."""
-    key = (N, S, SF, reuse_steps)
+def kernels(N: int, S: int = 4, SF: int = 4, reuse_steps: bool = False, split: int = 1) -> dict:
+    """The generated kernels for state size N (cached): {"summary", "fwd", "bwd", "S", "split"}; ``split``
+    lanes share a channel, each holding N / split of its states."""
+    key = (N, S, SF, reuse_steps, split)
     if key not in _CACHE:
-        src = _gen(N, S, SF, reuse_steps)
-        fname = f"<nnunet_mamba.kernels.triton_seq N={N} S={S} SF={SF}{' reuse' if reuse_steps else ''}>"
+        src = _gen(N, S, SF, reuse_steps, split)
+        fname = (f"<nnunet_mamba.kernels.triton_seq N={N} S={S} SF={SF}{' reuse' if reuse_steps else ''}"
+                 f"{f' split={split}' if split > 1 else ''}>")
         linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
         ns = {"tl": tl, "triton": triton, "_positions": _positions, "_softplus": _softplus,
               "__name__": __name__}
@@ -416,6 +480,6 @@ def kernels(N: int, S: int = 4, SF: int = 4, reuse_steps: bool = False) -> dict:
             f = ns[fn]
             names = f.__code__.co_varnames[:f.__code__.co_argcount]
             out[name] = triton.jit(do_not_specialize=[a for a in _NOSPEC if a in names])(f)
-        out["S"] = S
+        out["S"], out["split"] = S, split
         _CACHE[key] = out
     return _CACHE[key]

@@ -112,10 +112,58 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
         monkeypatch.delenv(var)
 
 
-def test_reuse_steps_is_opt_in(monkeypatch):
-    """The adjoint walk's step reuse (untimed on a GPU) stays off unless the environment or the config asks."""
+def test_sequential_backward_switches(monkeypatch):
+    """Defaults of the sequential kernels (step reuse on, 2-step sub-chunks, no lane split, no register cap,
+    dB/dC slabs while they fit the memory cap), each overridable by the environment and by the config."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
-    monkeypatch.delenv("NNUNET_MAMBA_SCAN_REUSE_STEPS", raising=False)
-    assert not T._reuse_steps({}) and T._reuse_steps({"reuse_steps": True})
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_REUSE_STEPS", "1")
+    for var in ("REUSE_STEPS", "SUBCHUNK", "SPLIT_BWD", "SPLIT_FWD", "MAXNREG_BWD", "BC_SLABS", "BC_SLAB_MB",
+                "DETERMINISTIC"):
+        monkeypatch.delenv("NNUNET_MAMBA_SCAN_" + var, raising=False)
+    cfg = {"BLOCK_D": 32}
     assert T._reuse_steps({}) and not T._reuse_steps({"reuse_steps": False})
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_REUSE_STEPS", "0")
+    assert not T._reuse_steps({}) and T._reuse_steps({"reuse_steps": True})
+    assert T._sub_chunk({}) == 2 and T._sub_chunk({"S": 4}) == 4
+    # lanes per channel: 1 unless asked; falls back to 1 where N or the lanes do not divide, or deterministic
+    assert T._lane_split(cfg, 16, True) == 1
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SPLIT_BWD", "2")
+    assert T._lane_split(cfg, 16, True) == 2 and T._lane_split(cfg, 16, False) == 1
+    assert T._lane_split(cfg, 3, True) == 1 and T._lane_split({"BLOCK_D": 1}, 16, True) == 1
+    assert T._lane_split(dict(cfg, split_bwd=4), 16, True) == 4
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DETERMINISTIC", "1")
+    assert T._lane_split(cfg, 16, True) == 1
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_DETERMINISTIC")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SPLIT_BWD", "3")
+    with pytest.raises(ValueError, match="SPLIT_BWD"):
+        T._lane_split(cfg, 16, True)
+    # register cap: a launch option only when asked
+    assert T._register_cap({}, True) == {}
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_MAXNREG_BWD", "168")
+    assert T._register_cap({}, True) == {"maxnreg": 168} and T._register_cap({}, False) == {}
+    # dB/dC slabs: automatic below the memory cap, forced either way by the environment or the config
+    mib = 2 ** 20
+    assert T._bc_slabs({}, 1024 * mib) and not T._bc_slabs({}, 1024 * mib + 1)
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_BC_SLAB_MB", "10")
+    assert not T._bc_slabs({}, 11 * mib) and T._bc_slabs({"bc_slabs": True}, 11 * mib)
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_BC_SLABS", "0")
+    assert not T._bc_slabs({}, 1) and T._bc_slabs({"bc_slabs": True}, 1)
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_BC_SLABS", "1")
+    assert T._bc_slabs({}, 2 ** 40) and not T._bc_slabs({"bc_slabs": False}, 1)
+
+
+def test_bc_buffers_and_finish_reduce_slabs():
+    """Slabs are summed over channel blocks; atomic buffers and single-block outputs only change dtype."""
+    T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+    Bm = torch.zeros(2, 5, 3, 4, dtype=torch.bfloat16)  # (B, L, K, N)
+    Cm = torch.zeros(2, 5, 3, 4, dtype=torch.float32)
+    dB, dC = T._bc_buffers(3, True, Bm, Cm, 5, 3)
+    assert dB.shape == (3, 2, 5, 3, 4) and dB.dtype == torch.float32
+    dB.copy_(torch.arange(3.0).view(3, 1, 1, 1, 1).expand_as(dB))
+    dC.fill_(0.5)
+    oB, oC = T._bc_finish(dB, dC, 3, True, Bm, Cm)
+    assert oB.dtype == torch.bfloat16 and oC.dtype == torch.float32 and oB.shape == Bm.shape
+    assert torch.all(oB == 3.0) and torch.all(oC == 1.5)
+    aB, aC = T._bc_buffers(3, False, Bm, Cm, 5, 3)
+    assert aB.shape == Bm.shape and aB.dtype == torch.float32 and not aB.any()
+    one_B, one_C = T._bc_buffers(1, True, Bm, Cm, 5, 3)
+    assert one_B.dtype == torch.bfloat16 and one_C.dtype == torch.float32 and one_B.shape == Bm.shape

@@ -35,23 +35,40 @@ CASES = {
     # dB/dC channel sums on the tensor cores (tl.dot tf32x3), two channel blocks (atomics), two chunks
     "2d_K2_full_tensorcore_bc": dict(B=1, D=32, N=2, grid=(5, 7), K=2, dtype="float32",
                                       cfg=dict(BLOCK_T=16, BLOCK_D=16, BLOCK_R=4, vec1=True, bc_mode=1)),
-    # sequential state-in-registers kernels (triton_seq, sub-chunk S=4): ragged, several sub-chunks
+    # sequential state-in-registers kernels (triton_seq, default sub-chunk S=2): ragged, several sub-chunks
     "seq_1d_K1_minimal_ragged": dict(B=2, D=4, N=2, grid=(13,), K=1, dtype="float32", full=False, softplus=False,
                                       cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     "seq_3d_K3_full_atomics": dict(B=2, D=4, N=3, grid=(2, 3, 5), K=3, dtype="float32",
-                                    cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+                                    cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
+                                             bc_slabs=False)),
+    # dB/dC as one slab per channel block (the default while the slabs fit NNUNET_MAMBA_SCAN_BC_SLAB_MB)
+    "seq_3d_K3_full_slabs": dict(B=2, D=5, N=3, grid=(2, 3, 5), K=3, dtype="float32",
+                                  cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     "seq_2d_K2_deterministic_bf16": dict(B=1, D=4, N=2, grid=(3, 7), K=2, dtype="bfloat16", deterministic=True,
                                           cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     # one chunk (no carries) in bf16: the carry loads read a dummy of the input dtype
     "seq_2d_K2_single_chunk_bf16": dict(B=2, D=4, N=2, grid=(3, 5), K=2, dtype="bfloat16",
                                          cfg=dict(seq=True, BLOCK_T=16, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
-    # sub-chunks of 2 steps (NNUNET_MAMBA_SCAN_SUBCHUNK=2) instead of 4
-    "seq_2d_K3_subchunk2": dict(B=1, D=4, N=2, grid=(3, 7), K=3, dtype="float32",
-                                cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, S=2)),
-    # the adjoint walk reuses the forward recompute's per-step values (NNUNET_MAMBA_SCAN_REUSE_STEPS=1)
-    "seq_3d_K3_reuse_steps_bf16": dict(B=2, D=4, N=2, grid=(2, 3, 5), K=3, dtype="bfloat16",
-                                        cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
-                                                 reuse_steps=True)),
+    # sub-chunks of 4 steps without step reuse (the defaults are S=2 with reuse)
+    "seq_2d_K3_subchunk4_noreuse": dict(B=1, D=4, N=2, grid=(3, 7), K=3, dtype="float32",
+                                        cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, S=4,
+                                                 reuse_steps=False)),
+    # step reuse with 4-step sub-chunks
+    "seq_3d_K3_reuse_steps_subchunk4_bf16": dict(B=2, D=4, N=2, grid=(2, 3, 5), K=3, dtype="bfloat16",
+                                                  cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
+                                                           S=4, reuse_steps=True)),
+    # a channel's states split over 2 lanes (NNUNET_MAMBA_SCAN_SPLIT_FWD/BWD=2): odd D (masked channels),
+    # two channel blocks (atomics), ragged chunks; and over 4 lanes in bf16 with one channel per program
+    "seq_3d_K3_split2_ragged": dict(B=2, D=3, N=4, grid=(2, 3, 5), K=3, dtype="float32",
+                                    cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, num_warps=1,
+                                             split_fwd=2, split_bwd=2, bc_slabs=False)),
+    "seq_2d_K2_split4_bf16": dict(B=1, D=2, N=4, grid=(3, 7), K=2, dtype="bfloat16",
+                                  cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, num_warps=1,
+                                           split_fwd=4, split_bwd=4)),
+    "seq_2d_K2_split2_single_chunk_nobias": dict(B=2, D=5, N=2, grid=(3, 5), K=2, dtype="float32", full=False,
+                                                 softplus=False,
+                                                 cfg=dict(seq=True, BLOCK_T=16, BLOCK_D=4, BLOCK_R=2, num_warps=1,
+                                                          split_fwd=2, split_bwd=2)),
     # the backward's own walk 1 (NNUNET_MAMBA_SCAN_SCR=0) instead of sub-chunk states from the summary walk
     "seq_3d_K2_walk1": dict(B=1, D=4, N=2, grid=(3, 3, 3), K=2, dtype="float32",
                             cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, scr=False)),
