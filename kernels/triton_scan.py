@@ -393,8 +393,8 @@ def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
         if BC_MODE == 2:
             pass
         elif ATOMIC_BC:
-            tl.atomic_add(dB + rowb + n, dBn, mask=tmask)
-            tl.atomic_add(dC + rowb + n, dCn, mask=tmask)
+            tl.atomic_add(dB + rowb + n, dBn, mask=tmask, sem="relaxed")
+            tl.atomic_add(dC + rowb + n, dCn, mask=tmask, sem="relaxed")
         elif PARTIAL_BC:
             tl.store(dB + rowb + n, dBn, mask=tmask)
             tl.store(dC + rowb + n, dCn, mask=tmask)

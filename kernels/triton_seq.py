@@ -229,7 +229,7 @@ def _channel_sums(src, ind, vals, scal, vec):
 def _store_bc(src, ind, ptr, i, scal, vec, N):
     """Emit the dB/dC write of step i: per-state scalars ``scal#n`` (tl.sum path) or one lane vector
     ``vec`` (SHFL path), as fp32 atomics, fp32 partial-slab stores or final-dtype stores."""
-    for mode, op in (("ATOMIC_BC", "tl.atomic_add({p}, {v}, mask={m})"),
+    for mode, op in (("ATOMIC_BC", "tl.atomic_add({p}, {v}, mask={m}, sem='relaxed')"),
                      ("PARTIAL_BC", "tl.store({p}, {v}, mask={m})"),
                      (None, "tl.store({p}, ({v}).to(" + ptr + ".dtype.element_ty), mask={m})")):
         src(ind, f"if {mode}:" if mode == "ATOMIC_BC" else (f"elif {mode}:" if mode else "else:"))
