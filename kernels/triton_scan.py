@@ -39,7 +39,9 @@ neighbouring step, so ``a_{t+1}`` needs no shifted load or second ``exp``.
 Reductions: ``dA`` / ``dD`` / ``ddelta_bias`` are written as per-(batch, chunk) partials and
 summed by torch (deterministic). ``dB`` / ``dC`` are summed over the program's ``BLOCK_D``
 channels in registers; when D needs more than one channel block, the blocks are combined with
-fp32 ``atomic_add`` into an fp32 buffer: the summation order then varies from run to run, so dB
+relaxed fp32 ``atomic_add`` into an fp32 buffer (relaxed: a ``red`` without the fences of the default
+acq_rel semantics, which cost the sequential backward a third of its time): the summation order then
+varies from run to run, so dB
 and dC are *not* bitwise deterministic (differences at fp32 rounding level, ~1e-7 relative).
 With one channel block (``D <= BLOCK_D``) they are stored directly and everything is
 deterministic. Set ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` to write one fp32 partial per channel
@@ -53,8 +55,11 @@ low-resolution stages, see ``_seq_min_programs``), instead use the sequential st
 deterministic), forward and backward; ``NNUNET_MAMBA_SCAN_SEQ=0`` / ``NNUNET_MAMBA_SCAN_SEQ_BWD=0``
 switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` and
 ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS=<n>`` move the two thresholds. Their backward sums dB/dC over a warp's 32 channels with a
-butterfly of warp shuffles (inline PTX) and combines warps with fp32 atomics, under the same rules
-(``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``: per-block partials and one ``tl.sum`` per state instead).
+butterfly of warp shuffles (inline PTX) and combines warps with relaxed fp32 atomics, or, with
+``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` or ``NNUNET_MAMBA_SCAN_BC_SLABS=1``, stores one fp32 slab per warp that
+torch sums (deterministic). Defaults measured on H100 (SCAN_NOTES.md, session 8): 2-step sub-chunks whose
+adjoint half reuses the forward half's per-step values, one lane per channel (``NNUNET_MAMBA_SCAN_SPLIT_*``
+splits a channel's states over 2 or 4 lanes: slower), no register cap (``NNUNET_MAMBA_SCAN_MAXNREG_*``).
 """
 from __future__ import annotations
 
@@ -600,16 +605,13 @@ def _deterministic() -> bool:
     return os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
 
 
-def _bc_slabs(cfg: dict, slab_bytes: int) -> bool:
+def _bc_slabs(cfg: dict) -> bool:
     """Whether the sequential backward writes dB/dC as one fp32 slab per channel block (plain stores, summed
-    by torch: deterministic) instead of fp32 atomics into one buffer. The atomics saturated L2 (ncu: 77 %
-    L2 throughput) and cost a third of the kernel on H100 (SCAN_NOTES.md, session 8), so slabs are used
-    whenever all slabs of dB and dC together fit ``NNUNET_MAMBA_SCAN_BC_SLAB_MB`` (default 1024 MiB).
-    ``NNUNET_MAMBA_SCAN_BC_SLABS=1`` / ``0`` (config ``bc_slabs``) forces either way."""
-    want = cfg.get("bc_slabs", os.environ.get("NNUNET_MAMBA_SCAN_BC_SLABS", "auto"))
-    if want in ("auto", None):
-        return slab_bytes <= _env_count("NNUNET_MAMBA_SCAN_BC_SLAB_MB", 1024) * 2 ** 20
-    return want in (True, 1, "1")
+    by torch: deterministic, but nDB times the memory) instead of fp32 atomics into one buffer
+    (``NNUNET_MAMBA_SCAN_BC_SLABS=1`` or config ``bc_slabs``; implied by ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``).
+    With relaxed atomics both are equally fast on H100 (SCAN_NOTES.md, session 8), so the default is the
+    atomics' smaller buffer."""
+    return bool(cfg.get("bc_slabs", os.environ.get("NNUNET_MAMBA_SCAN_BC_SLABS", "0") == "1"))
 
 
 def _bc_buffers(nDB: int, partial: bool, Bm, Cm, L: int, K: int):
@@ -904,8 +906,8 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False, NL: Optional[int] = 
 def _use_shuffles(cfg: dict, N: int) -> bool:
     """dB/dC of the sequential backward by a butterfly of warp shuffles (inline PTX): needs one
     channel per lane of a one-warp program and N a power of two <= 32; not in the interpreter (no
-    PTX there). With per-block slabs (the default, and ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``) every sum
-    is stored by exactly one lane. ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back to one
+    PTX there). With per-block slabs (``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``, ``NNUNET_MAMBA_SCAN_BC_SLABS=1``)
+    every sum is stored by exactly one lane. ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back to one
     tl.sum per state."""
     want = cfg.get("shfl", os.environ.get("NNUNET_MAMBA_SCAN_SHFL", "1") == "1")
     return bool(want) and not triton_interpreting() and cfg["BLOCK_D"] == 32 \
@@ -967,7 +969,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
                             True, ks) if has_carry else u
-    partial = nDB > 1 and (_deterministic() or _bc_slabs(cfg, nDB * Bsz * L * K * N * 8))
+    partial = nDB > 1 and (_deterministic() or _bc_slabs(cfg))
     atomic = nDB > 1 and not partial
     dB, dC = _bc_buffers(nDB, partial, Bm, Cm, L, K)
     i64 = _needs_i64(Bsz, L, K, D, N, nC) or scr.numel() >= 2 ** 31 - 1 or \

@@ -7,6 +7,10 @@ loop unrolled, ``h0 .. h{N-1}``), so ``y = sum_n h_n C_n`` is a sum inside the t
 scan, shuffle or layout conversion is needed. Loads of a step are ``BD``-wide channel vectors
 (u, delta, dout, z) and per-step scalars (B, C), independent of the state.
 
+With ``split`` > 1 (opt-in, measured slower on H100) ``split`` adjacent lanes share a channel and each holds
+``N / split`` of its states: sums over the states (``y``, ``du``, ``ddelta``) then add the lanes' parts by
+shuffles, and the channel sums of dB/dC run over the remaining lane bits.
+
 Kernels (one launch per direction; the caller accumulates the sum over directions in fp32):
 
 * ``seq_summary``: chunk-exit state from zero carry-in (forward walk), the adjoint summary

@@ -114,10 +114,9 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
 
 def test_sequential_backward_switches(monkeypatch):
     """Defaults of the sequential kernels (step reuse on, 2-step sub-chunks, no lane split, no register cap,
-    dB/dC slabs while they fit the memory cap), each overridable by the environment and by the config."""
+    dB/dC by atomics), each overridable by the environment and by the config."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
-    for var in ("REUSE_STEPS", "SUBCHUNK", "SPLIT_BWD", "SPLIT_FWD", "MAXNREG_BWD", "BC_SLABS", "BC_SLAB_MB",
-                "DETERMINISTIC"):
+    for var in ("REUSE_STEPS", "SUBCHUNK", "SPLIT_BWD", "SPLIT_FWD", "MAXNREG_BWD", "BC_SLABS", "DETERMINISTIC"):
         monkeypatch.delenv("NNUNET_MAMBA_SCAN_" + var, raising=False)
     cfg = {"BLOCK_D": 32}
     assert T._reuse_steps({}) and not T._reuse_steps({"reuse_steps": False})
@@ -140,15 +139,10 @@ def test_sequential_backward_switches(monkeypatch):
     assert T._register_cap({}, True) == {}
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_MAXNREG_BWD", "168")
     assert T._register_cap({}, True) == {"maxnreg": 168} and T._register_cap({}, False) == {}
-    # dB/dC slabs: automatic below the memory cap, forced either way by the environment or the config
-    mib = 2 ** 20
-    assert T._bc_slabs({}, 1024 * mib) and not T._bc_slabs({}, 1024 * mib + 1)
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_BC_SLAB_MB", "10")
-    assert not T._bc_slabs({}, 11 * mib) and T._bc_slabs({"bc_slabs": True}, 11 * mib)
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_BC_SLABS", "0")
-    assert not T._bc_slabs({}, 1) and T._bc_slabs({"bc_slabs": True}, 1)
+    # dB/dC slabs: opt-in (atomics by default), by the environment or the config
+    assert not T._bc_slabs({}) and T._bc_slabs({"bc_slabs": True})
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_BC_SLABS", "1")
-    assert T._bc_slabs({}, 2 ** 40) and not T._bc_slabs({"bc_slabs": False}, 1)
+    assert T._bc_slabs({}) and not T._bc_slabs({"bc_slabs": False})
 
 
 def test_bc_buffers_and_finish_reduce_slabs():

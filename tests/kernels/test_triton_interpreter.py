@@ -39,11 +39,10 @@ CASES = {
     "seq_1d_K1_minimal_ragged": dict(B=2, D=4, N=2, grid=(13,), K=1, dtype="float32", full=False, softplus=False,
                                       cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     "seq_3d_K3_full_atomics": dict(B=2, D=4, N=3, grid=(2, 3, 5), K=3, dtype="float32",
-                                    cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
-                                             bc_slabs=False)),
-    # dB/dC as one slab per channel block (the default while the slabs fit NNUNET_MAMBA_SCAN_BC_SLAB_MB)
+                                    cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+    # dB/dC as one slab per channel block (NNUNET_MAMBA_SCAN_BC_SLABS=1), odd D
     "seq_3d_K3_full_slabs": dict(B=2, D=5, N=3, grid=(2, 3, 5), K=3, dtype="float32",
-                                  cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
+                                  cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, bc_slabs=True)),
     "seq_2d_K2_deterministic_bf16": dict(B=1, D=4, N=2, grid=(3, 7), K=2, dtype="bfloat16", deterministic=True,
                                           cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     # one chunk (no carries) in bf16: the carry loads read a dummy of the input dtype
@@ -61,7 +60,7 @@ CASES = {
     # two channel blocks (atomics), ragged chunks; and over 4 lanes in bf16 with one channel per program
     "seq_3d_K3_split2_ragged": dict(B=2, D=3, N=4, grid=(2, 3, 5), K=3, dtype="float32",
                                     cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, num_warps=1,
-                                             split_fwd=2, split_bwd=2, bc_slabs=False)),
+                                             split_fwd=2, split_bwd=2)),
     "seq_2d_K2_split4_bf16": dict(B=1, D=2, N=4, grid=(3, 7), K=2, dtype="bfloat16",
                                   cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, num_warps=1,
                                            split_fwd=4, split_bwd=4)),
