@@ -570,7 +570,7 @@ def _bc_mode(cfg: dict) -> int:
 def _reuse_steps(cfg: dict) -> bool:
     """Whether the sequential backward's adjoint walk reuses each step's inputs (u, dt, dy, their index math)
     from the forward recompute of the same sub-chunk instead of loading them again; B and C are reloaded.
-    On by default with 2-step sub-chunks (H100, bf16, K=3, slabs: 4-8 % faster than S=4 without reuse at
+    On by default with 2-step sub-chunks (H100, bf16, K=3: 4-8 % faster than S=4 without reuse at
     16^3-64^3, SCAN_NOTES.md session 8); ``NNUNET_MAMBA_SCAN_REUSE_STEPS=0`` (config ``reuse_steps``) turns
     it off."""
     return bool(cfg.get("reuse_steps", os.environ.get("NNUNET_MAMBA_SCAN_REUSE_STEPS", "1") == "1"))
@@ -578,8 +578,9 @@ def _reuse_steps(cfg: dict) -> bool:
 
 def _lane_split(cfg: dict, N: int, bwd: bool) -> int:
     """Lanes that share one channel in the sequential kernels, each holding N / split of its states
-    (1: a lane holds all N). Fewer states per lane means fewer live registers (the backward's walk 2 spills
-    at 1) and twice the programs per split. ``NNUNET_MAMBA_SCAN_SPLIT_BWD`` / ``NNUNET_MAMBA_SCAN_SPLIT_FWD``
+    (1: a lane holds all N). Fewer states per lane means fewer live registers and twice the programs per
+    split, but more instructions per channel: measured slower on H100 (SCAN_NOTES.md, session 8), kept for
+    comparisons. ``NNUNET_MAMBA_SCAN_SPLIT_BWD`` / ``NNUNET_MAMBA_SCAN_SPLIT_FWD``
     (config ``split_bwd`` / ``split_fwd``): 1, 2 or 4; the forward's value also serves its summary walks,
     the backward's the backward's. Falls back to 1 where N or the program's lanes do not divide, and under
     ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``."""
@@ -886,8 +887,8 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False, NL: Optional[int] = 
     (inline PTX) of bf16 / fp32 values. Vectors need N*itemsize % 16 == 0, 16-byte aligned tensors and
     a real GPU (no PTX in the interpreter). ``NNUNET_MAMBA_SCAN_VEC_BC=0`` (or config ``vec_bc``)
     forces scalar loads; ``NNUNET_MAMBA_SCAN_VEC_BC_BWD=0`` (config ``vec_bc_bwd``) does so in the backward
-    kernel only, where the vectors spill registers (offline sm_90a: 472 bytes) yet measured 12 % faster on
-    H100 and passed the float64 check there (SCAN_NOTES.md, sessions 6 and 7). ``NL``: the states a lane
+    kernel only (with 4-step sub-chunks the vectors spill there, offline sm_90a: 472 bytes, yet measured 12 %
+    faster on H100 and passed the float64 check; SCAN_NOTES.md, sessions 6 and 7). ``NL``: the states a lane
     loads (N / split), which must fill whole 16-byte vectors."""
     if bwd_kernel:
         want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "1") == "1")
