@@ -321,17 +321,44 @@ def _fwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, st, acc, out,
 # Pass 3 backward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
+def _previous_steps(u, delta, delta_bias, b, c, k, d, dmask, L, D, N, K, n_b, n_c, s_a, s_b, s_c,
+                    REV: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_T: tl.constexpr,
+                    I64: tl.constexpr):
+    """dt * u and the B-row base of each tile row's previous step in scan order, where it lies in the same
+    chunk (else dt = 0: the identity of the state scan, so the chunk's first step takes the carry)."""
+    t = c * BLOCK_T + tl.arange(0, BLOCK_T)
+    if REV:
+        tp = t + 1
+        pmask = (tp < (c + 1) * BLOCK_T) & (tp < L)
+    else:
+        tp = t - 1
+        pmask = tp >= c * BLOCK_T
+    rowp = b * L + _positions(tl.where(pmask, tp, 0), n_b, n_c, s_a, s_b, s_c)
+    if I64:
+        rowp = rowp.to(tl.int64)
+    rowp = tl.where(pmask, rowp, 0)
+    m2p = pmask[:, None] & dmask[None, :]
+    up = tl.load(u + rowp[:, None] * D + d[None, :], mask=m2p, other=0.0).to(tl.float32)
+    dtp, _raw = _load_dt(delta, delta_bias, (rowp * K + k) * D, k, d, dmask, m2p, D, HAS_BIAS, SOFTPLUS)
+    return dtp, dtp * up, (rowp * K + k) * N, pmask
+
+
+@triton.jit
+def _bwd_member(u, delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
                 ddelta, dB, dC, dA_p, dD_p, dbias_p,
                 b, c, k, row, tmask, d, dmask, m2,
-                D, N, K, nC, P,
+                L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c,
                 REV: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 HAS_CARRY: tl.constexpr, NEED_Y: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
-                BC_MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+                BC_MODE: tl.constexpr, EXACT_DA: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                I64: tl.constexpr):
     rowk = (row * K + k) * D
     dt, raw = _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS, SOFTPLUS)
     dtu = dt * u_t
     rowb = (row * K + k) * N
+    if EXACT_DA:
+        dtp, dtup, rowbp, pmask = _previous_steps(u, delta, delta_bias, b, c, k, d, dmask, L, D, N, K, n_b,
+                                                  n_c, s_a, s_b, s_c, REV, HAS_BIAS, SOFTPLUS, BLOCK_T, I64)
     if REV:
         cin_h = c + 1
         cin_g = c - 1
@@ -387,7 +414,15 @@ def _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t,
         _s, pp, g = tl.associative_scan((a, ones, cc), 0, _comb3, reverse=not REV)
         if HAS_CARRY:
             g = g + pp * gin[None, :]
-        x = g * (h - bb)  # dL/d(dt*A) = g_t * a_t * h_{t-1}
+        if EXACT_DA:  # h_{t-1} by its own scan over the previous steps: no cancellation when a_t is tiny
+            Bp = tl.load(Bm + rowbp + n, mask=pmask, other=0.0).to(tl.float32)
+            aap, hp = tl.associative_scan((tl.exp2(dtp * a2[None, :]), dtup * Bp[:, None]), 0, _comb2,
+                                          reverse=REV)
+            if HAS_CARRY:
+                hp = hp + aap * hin[None, :]
+            x = g * (a * hp)
+        else:
+            x = g * (h - bb)  # dL/d(dt*A) = g_t * a_t * h_{t-1}, as h_t - b_t: cancels when a_t is tiny
         tl.store(dA_p + (base_p * N + n) * D + d, tl.sum(x * dt, 0), mask=dmask)
         ddt += x * An[None, :]
         sgB += g * Bn[:, None]
@@ -429,7 +464,8 @@ def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
                 HAS_F: tl.constexpr, HAS_R: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,
                 ACC_IN: tl.constexpr, FINAL: tl.constexpr, ATOMIC_BC: tl.constexpr, PARTIAL_BC: tl.constexpr,
-                BC_MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+                BC_MODE: tl.constexpr, EXACT_DA: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                I64: tl.constexpr):
     c, pid_d, b, tmask, row, d, dmask, m2 = _tile(L, D, n_b, n_c, s_a, s_b, s_c, BLOCK_T, BLOCK_D, I64)
     offs = row[:, None] * D + d[None, :]
     if PARTIAL_BC:  # one fp32 (B, L, K, N) slab per channel block, summed afterwards
@@ -446,15 +482,17 @@ def _bwd_kernel_src(u, delta, A, Bm, Cm, Dskip, delta_bias, z, dout, st,
     du = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     if HAS_F:
-        du_m, y_m = _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p, dD_p,
-                                dbias_p, b, c, k_f, row, tmask, d, dmask, m2, D, N, K, nC, P,
-                                False, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BC_MODE, BLOCK_T, BLOCK_D, I64)
+        du_m, y_m = _bwd_member(u, delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p,
+                                dD_p, dbias_p, b, c, k_f, row, tmask, d, dmask, m2, L, D, N, K, nC, P, n_b, n_c,
+                                s_a, s_b, s_c, False, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC,
+                                PARTIAL_BC, BC_MODE, EXACT_DA, BLOCK_T, BLOCK_D, I64)
         du += du_m
         y += y_m
     if HAS_R:
-        du_m, y_m = _bwd_member(delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p, dD_p,
-                                dbias_p, b, c, k_r, row, tmask, d, dmask, m2, D, N, K, nC, P,
-                                True, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC, PARTIAL_BC, BC_MODE, BLOCK_T, BLOCK_D, I64)
+        du_m, y_m = _bwd_member(u, delta, Bm, Cm, A, Dskip, delta_bias, st, u_t, dy_t, ddelta, dB, dC, dA_p,
+                                dD_p, dbias_p, b, c, k_r, row, tmask, d, dmask, m2, L, D, N, K, nC, P, n_b, n_c,
+                                s_a, s_b, s_c, True, HAS_D, HAS_BIAS, SOFTPLUS, HAS_CARRY, HAS_Z, ATOMIC_BC,
+                                PARTIAL_BC, BC_MODE, EXACT_DA, BLOCK_T, BLOCK_D, I64)
         du += du_m
         y += y_m
     if ACC_IN:
@@ -565,6 +603,15 @@ def _bc_mode(cfg: dict) -> int:
     if mode == 1 and (cfg["BLOCK_T"] < 16 or cfg["BLOCK_D"] < 16):
         return 0  # tl.dot needs M, K >= 16
     return int(mode)
+
+
+def _exact_da(cfg: dict) -> bool:
+    """Whether the chunked backward gets ``a_t h_{t-1}`` (for dA, ddelta) from a second scan over the previous
+    steps instead of as ``h_t - dt_t u_t B_t``, which cancels when ``a_t = exp(dt A)`` is tiny (huge deltas:
+    1e-2 relative error in dA at dt ~ 24, tests/kernels/test_triton_interpreter.py). One more scan and
+    exp2 per state: opt-in (``NNUNET_MAMBA_SCAN_EXACT_DA=1``, config ``exact_da``) until checked and timed on a
+    GPU. The sequential kernels keep ``h_{t-1}`` and are exact either way."""
+    return bool(cfg.get("exact_da", os.environ.get("NNUNET_MAMBA_SCAN_EXACT_DA", "0") == "1"))
 
 
 def _reuse_steps(cfg: dict) -> bool:
@@ -830,7 +877,8 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
             L, D, N, K, nC, 2, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
             HAS_F=kf is not None, HAS_R=kr is not None, HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None,
             HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=gi > 0, FINAL=final,
-            ATOMIC_BC=atomic, PARTIAL_BC=partial, BC_MODE=_bc_mode(cfg), BLOCK_T=BT, BLOCK_D=BD, I64=i64,
+            ATOMIC_BC=atomic, PARTIAL_BC=partial, BC_MODE=_bc_mode(cfg), EXACT_DA=_exact_da(cfg), BLOCK_T=BT,
+            BLOCK_D=BD, I64=i64,
             num_warps=cfg["num_warps"])
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None

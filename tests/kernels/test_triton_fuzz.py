@@ -27,6 +27,7 @@ WORKER = textwrap.dedent(r'''
     from nnunet_mamba.kernels.directions import default_directions
 
     CONFIGS = [dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2), dict(BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, vec1=True),
+               dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2, exact_da=True),
                dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)]
 
     @st.composite
@@ -69,11 +70,18 @@ WORKER = textwrap.dedent(r'''
         got = (T.multidir_scan_fwd(*args), *T.multidir_scan_bwd(dout, *args))
         want = (R.multidir_scan_fwd(*d64), *R.multidir_scan_bwd(dout.double(), *d64))
         tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+        # Known limitation (tests/kernels/test_triton_interpreter.py::test_chunked_dA_cancellation_at_huge_delta):
+        # the chunked backward forms a_t h_{t-1} as h_t - dt_t u_t B_t, which cancels when a_t = exp(dt A) is
+        # tiny, so with huge deltas only finiteness is checked for the outputs built from it (dA, ddelta,
+        # ddelta_bias); the sequential kernels and NNUNET_MAMBA_SCAN_EXACT_DA=1 are checked everywhere.
+        cancel = p["dt_scale"] > 1.0 and not p["cfg"].get("seq") and not p["cfg"].get("exact_da")
         for name, a, b in zip(["out", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"], got, want):
             assert (a is None) == (b is None), name
             if a is None:
                 continue
             assert torch.isfinite(a.double()).all(), (name, p)
+            if cancel and name in ("dA", "ddelta", "ddelta_bias"):
+                continue
             scale = b.norm().item()
             err = (a.double() - b).norm().item() / max(scale, 1e-30)
             # outputs that are exactly zero in float64 (e.g. dA with vanishing states) must be ~zero here too
