@@ -9,6 +9,9 @@
 #       the same timing once per variant (NAME with its environment). The generated kernels first compile in
 #       parallel (one warm-up process per variant fills Triton's cache; its timings are discarded), then the
 #       variants are timed one after another on the idle GPU -> $OUT/NAME.{json,md}
+#   bash benchmarks/gpu_scan.sh profile ARGS   # scan_profile.py: CUDA time per kernel of one fwd+bwd (--shape, --K)
+#   bash benchmarks/gpu_scan.sh ncu KERNEL [SKIP] ARGS  # Nsight Compute on one launch of KERNEL (regex, e.g. seq_bwd)
+#                                              #   after SKIP launches -> $OUT/ncu_KERNEL.txt
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p $OUT
@@ -48,7 +51,19 @@ variants)
     env $envs python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -E "^(B=|failed)"
   done
   ;;
+profile)
+  shift; python3 benchmarks/scan_profile.py "$@" 2>&1 | grep -v Warning
+  ;;
+ncu)
+  kernel=$2; skip=0; shift 2
+  if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then skip=$1; shift; fi
+  ncu --kernel-name regex:$kernel --launch-skip $skip --launch-count 1 --section SpeedOfLight --section Occupancy \
+    --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section InstructionStats \
+    --print-details all python3 benchmarks/scan_profile.py --ncu-once "$@" > $OUT/ncu_$kernel.txt 2>&1
+  grep -E "Duration|Throughput|Issued Warp|Registers Per|Spilling Requests  |Stall (Long|Wait|Short)" $OUT/ncu_$kernel.txt
+  ;;
 *)
-  echo "usage: $0 setup|check [ARGS]|checkpar ARGS|bwd NAME [ARGS]|variants SPECS [ARGS]"; exit 2
+  echo "usage: $0 setup|check [ARGS]|checkpar ARGS|bwd NAME [ARGS]|variants SPECS [ARGS]|profile ARGS|ncu KERNEL [SKIP] [ARGS]"
+  exit 2
   ;;
 esac
