@@ -544,6 +544,11 @@ def _env_count(name: str, default: int) -> int:
     return int(value)
 
 
+def _switch(cfg: dict, key: str, var: str, default: bool) -> bool:
+    """An on/off kernel switch: config ``key`` if given, else the environment variable ``var`` ("1" = on)."""
+    return bool(cfg.get(key, os.environ.get(var, "1" if default else "0") == "1"))
+
+
 def _seq_min_length() -> int:
     """Longest sequence that may use the chunked kernels (1024, measured at the issue's shapes); longer
     ones always use the sequential kernels. ``NNUNET_MAMBA_SCAN_SEQ_MIN_L`` overrides it."""
@@ -611,7 +616,7 @@ def _exact_da(cfg: dict) -> bool:
     1e-2 relative error in dA at dt ~ 24, tests/kernels/test_triton_interpreter.py). One more scan and
     exp2 per state: opt-in (``NNUNET_MAMBA_SCAN_EXACT_DA=1``, config ``exact_da``) until checked and timed on a
     GPU. The sequential kernels keep ``h_{t-1}`` and are exact either way."""
-    return bool(cfg.get("exact_da", os.environ.get("NNUNET_MAMBA_SCAN_EXACT_DA", "0") == "1"))
+    return _switch(cfg, "exact_da", "NNUNET_MAMBA_SCAN_EXACT_DA", False)
 
 
 def _reuse_steps(cfg: dict) -> bool:
@@ -620,7 +625,7 @@ def _reuse_steps(cfg: dict) -> bool:
     On by default with 2-step sub-chunks (H100, bf16, K=3: 4-8 % faster than S=4 without reuse at
     16^3-64^3, SCAN_NOTES.md session 8); ``NNUNET_MAMBA_SCAN_REUSE_STEPS=0`` (config ``reuse_steps``) turns
     it off."""
-    return bool(cfg.get("reuse_steps", os.environ.get("NNUNET_MAMBA_SCAN_REUSE_STEPS", "1") == "1"))
+    return _switch(cfg, "reuse_steps", "NNUNET_MAMBA_SCAN_REUSE_STEPS", True)
 
 
 def _lane_split(cfg: dict, N: int, bwd: bool) -> int:
@@ -659,7 +664,7 @@ def _bc_slabs(cfg: dict) -> bool:
     (``NNUNET_MAMBA_SCAN_BC_SLABS=1`` or config ``bc_slabs``; implied by ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``).
     With relaxed atomics both are equally fast on H100 (SCAN_NOTES.md, session 8), so the default is the
     atomics' smaller buffer."""
-    return bool(cfg.get("bc_slabs", os.environ.get("NNUNET_MAMBA_SCAN_BC_SLABS", "0") == "1"))
+    return _switch(cfg, "bc_slabs", "NNUNET_MAMBA_SCAN_BC_SLABS", False)
 
 
 def _bc_buffers(nDB: int, partial: bool, Bm, Cm, L: int, K: int):
@@ -939,16 +944,14 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False, NL: Optional[int] = 
     faster on H100 and passed the float64 check; SCAN_NOTES.md, sessions 6 and 7). ``NL``: the states a lane
     loads (N / split), which must fill whole 16-byte vectors."""
     if bwd_kernel:
-        want = cfg.get("vec_bc_bwd", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "1") == "1")
+        want = _switch(cfg, "vec_bc_bwd", "NNUNET_MAMBA_SCAN_VEC_BC_BWD", True)
     else:
-        want = cfg.get("vec_bc", os.environ.get("NNUNET_MAMBA_SCAN_VEC_BC", "1") == "1")
+        want = _switch(cfg, "vec_bc", "NNUNET_MAMBA_SCAN_VEC_BC", True)
     if not want or triton_interpreting() or Bm.dtype != Cm.dtype:
         return 0
     kind = {torch.bfloat16: 1, torch.float32: 2}.get(Bm.dtype, 0)
-    N = Bm.shape[-1]
-    NL = N if NL is None else NL
-    aligned = all(x.data_ptr() % 16 == 0 for x in (Bm, Cm)) and (N * Bm.element_size()) % 16 == 0 \
-        and (NL * Bm.element_size()) % 16 == 0
+    NL = Bm.shape[-1] if NL is None else NL  # a multiple of 16 bytes per lane is one for all N states too
+    aligned = all(x.data_ptr() % 16 == 0 for x in (Bm, Cm)) and (NL * Bm.element_size()) % 16 == 0
     return kind if aligned else 0
 
 
@@ -958,8 +961,7 @@ def _use_shuffles(cfg: dict, N: int) -> bool:
     PTX there). With per-block slabs (``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``, ``NNUNET_MAMBA_SCAN_BC_SLABS=1``)
     every sum is stored by exactly one lane. ``NNUNET_MAMBA_SCAN_SHFL=0`` (or config ``shfl``) falls back to one
     tl.sum per state."""
-    want = cfg.get("shfl", os.environ.get("NNUNET_MAMBA_SCAN_SHFL", "1") == "1")
-    return bool(want) and not triton_interpreting() and cfg["BLOCK_D"] == 32 \
+    return _switch(cfg, "shfl", "NNUNET_MAMBA_SCAN_SHFL", True) and not triton_interpreting() and cfg["BLOCK_D"] == 32 \
         and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N)
 
 
@@ -1009,7 +1011,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     # Summary walks write the zero-start states at the sub-chunk starts (with the running dt sum), so
     # the backward kernel needs no walk 1; then summary, carry and backward run per direction and share
     # one scratch. NNUNET_MAMBA_SCAN_SCR=0: summaries of all directions first, walk 1 in the backward.
-    fused_scratch = has_carry and cfg.get("scr", os.environ.get("NNUNET_MAMBA_SCAN_SCR", "1") == "1")
+    fused_scratch = has_carry and _switch(cfg, "scr", "NNUNET_MAMBA_SCAN_SCR", True)
     # states at the sub-chunk starts (written and read back per direction)
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
     cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch else None

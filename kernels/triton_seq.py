@@ -112,6 +112,12 @@ def _step(src, ind, j, s_expr, what):
         src(ind + 1, f"dy{j} = dy{j} * zz{j} * sz{j}")
     if src.split > 1 and ("B" in what or "C" in what):
         src(ind, f"bq{j} = bo{j} + part * {src.NL}")  # this lane's states of the step
+    _load_bc(src, ind, j, what)
+
+
+def _load_bc(src, ind, j, what):
+    """Emit the loads of step j's B and / or C (those in ``what``) for the lane's states; needs ``_step``'s
+    index variables of that step."""
     for name, ptr in (("B", "Bm"), ("C", "Cm")):
         if name in what:
             _load_states(src, ind, f"{name}{j}_", f"{ptr} + {_bq(src, j)}", f"tm{j}", src.NL)
@@ -251,7 +257,7 @@ def _prologue(src, carry_parts):
     src(1, "pid_d = tl.program_id(1)")
     src(1, "b = tl.program_id(2)")
     if src.split > 1:  # lane i: channel i // split, states (i % split) * NL ...
-        src(1, f"lanes = tl.arange(0, BD)")
+        src(1, "lanes = tl.arange(0, BD)")
         src(1, f"d = pid_d * (BD // {src.split}) + lanes // {src.split}")
         src(1, f"part = lanes % {src.split}")
     else:
@@ -416,8 +422,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
         _store_bc(src, 2, "dC", i, f"dc{i}_", f"rc{i}", N)
     for i in reversed(range(S)):  # adjoint, backwards through the sub-chunk
         if reuse_steps:  # keep the forward recompute's per-step values; reload only B and C
-            for name, ptr in (("B", "Bm"), ("C", "Cm")):
-                _load_states(src, 2, f"{name}{i}_", f"{ptr} + {_bq(src, i)}", f"tm{i}", NL)
+            _load_bc(src, 2, i, ("B", "C"))
         else:
             _step(src, 2, i, f"j * {S} + {i}", ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
