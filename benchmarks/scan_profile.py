@@ -1,8 +1,8 @@
 """Where the fused scan's time goes, kernel by kernel (torch.profiler), for one shape on a GPU.
 
 Runs forward + backward of the Triton operator a few times under ``torch.profiler`` and prints the CUDA time
-per kernel name (summary walks, carries, forward, backward, torch reductions), so a change can be aimed at
-the kernel that costs most. With ``--ncu-once`` it runs exactly one forward + backward after a warm-up (for
+per kernel name and phase (forward call, backward call: summary walks, carries, scans, torch reductions), so a
+change can be aimed at the kernel that costs most. With ``--ncu-once`` it runs exactly one forward + backward after a warm-up (for
 ``ncu --kernel-name regex:seq_bwd --launch-skip ...``).
 
     python benchmarks/scan_profile.py --shape 2,256,32x32x32 --K 3 [--dtype bf16] [--json out.json]
@@ -50,16 +50,18 @@ def main():
         torch.cuda.synchronize()
         torch.cuda.cudart().cudaProfilerStop()
         return
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(a.iters):
-            step()
-        torch.cuda.synchronize()
     per_kernel = {}
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            name = ev.name.split("(")[0][:60]
-            t, n = per_kernel.get(name, (0.0, 0))
-            per_kernel[name] = (t + ev.device_time / 1000.0, n + 1)
+    for phase, call in (("fwd", lambda: T.multidir_scan_fwd(*args, *rest)),
+                        ("bwd", lambda: T.multidir_scan_bwd(dout, *args, *rest))):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(a.iters):
+                call()
+            torch.cuda.synchronize()
+        for ev in prof.events():
+            if ev.device_type == torch.autograd.DeviceType.CUDA:
+                name = f"{phase}: " + ev.name.split("(")[0][:55]
+                t, n = per_kernel.get(name, (0.0, 0))
+                per_kernel[name] = (t + ev.device_time / 1000.0, n + 1)
     rows = sorted(((t / a.iters, n // a.iters, name) for name, (t, n) in per_kernel.items()), reverse=True)
     total = sum(r[0] for r in rows)
     print(f"{a.shape} K={a.K} {a.dtype}: {total:.3f} ms of kernels per fwd+bwd "

@@ -5,7 +5,7 @@ spills and the SASS instruction mix (``cuobjdump -sass``). A static count is evi
 a timing: the GPU decides (``gpu_scan.sh variants``). The local Triton may differ from the GPU machine's.
 
     python benchmarks/seq_sass.py [--kernel bwd|fwd|summary] [--N 16] [--S 4] [--vec-bc 0|1] [--reuse-steps 0|1]
-        [--split 1|2|4]
+        [--split 1|2|4] [--pf 0|1|2]
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ FLAGS = dict(HAS_D=True, HAS_BIAS=True, HAS_Z=True, SOFTPLUS=True, HAS_CARRY=Tru
              BD=32, I64=False, SHFL=True, SCR_READY=True, SCR=True, BWD=True)
 
 
-def compile_kernel(kernel: str, N: int, S: int, vec_bc: int, reuse_steps: bool, split: int = 1):
+def compile_kernel(kernel: str, N: int, S: int, vec_bc: int, reuse_steps: bool, split: int = 1, pf: int = 0):
     fn = triton_seq.kernels(N, S, S, reuse_steps=reuse_steps, split=split)[kernel]
-    constexprs = {name: value for name, value in dict(FLAGS, N=N, VEC_BC=vec_bc).items() if name in fn.arg_names}
+    constexprs = {name: value for name, value in dict(FLAGS, N=N, VEC_BC=vec_bc, PF=pf).items() if name in fn.arg_names}
     signature = {}
     for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
-        elif name in INTS:
+        elif name in INTS or name == "PFD":
             signature[name] = "i32"
         else:
             signature[name] = "*bf16" if name in BF16_PTRS else "*fp32"
@@ -66,10 +66,11 @@ def main():
     ap.add_argument("--vec-bc", type=int, default=0)
     ap.add_argument("--reuse-steps", type=int, default=0)
     ap.add_argument("--split", type=int, default=1, help="lanes per channel (states split over them)")
+    ap.add_argument("--pf", type=int, default=0, help="prefetch: 0 none, 1 into L2, 2 into L1")
     a = ap.parse_args()
-    compiled = compile_kernel(a.kernel, a.N, a.S, a.vec_bc, bool(a.reuse_steps), a.split)
+    compiled = compile_kernel(a.kernel, a.N, a.S, a.vec_bc, bool(a.reuse_steps), a.split, a.pf)
     mix, resources = sass_mix(compiled)
-    row = dict(kernel=a.kernel, N=a.N, S=a.S, vec_bc=a.vec_bc, reuse_steps=a.reuse_steps, split=a.split, triton=triton.__version__,
+    row = dict(kernel=a.kernel, N=a.N, S=a.S, vec_bc=a.vec_bc, reuse_steps=a.reuse_steps, split=a.split, pf=a.pf, triton=triton.__version__,
                registers=resources.get("REG"), stack_bytes=resources.get("STACK"), local_bytes=resources.get("LOCAL"),
                instructions=sum(mix.values()), top=dict(mix.most_common(14)))
     print(json.dumps(row))

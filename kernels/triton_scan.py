@@ -654,6 +654,21 @@ def _register_cap(cfg: dict, bwd: bool) -> dict:
     return {"maxnreg": cap} if cap else {}
 
 
+def _prefetch(cfg: dict, bwd_walk2: bool = False) -> dict:
+    """Launch arguments of the sequential kernels' cache prefetches: ``PF`` (0 none, 1 into L2, 2 into L1) of
+    the lines that a walk loads ``PFD`` iterations later (the backward's walk 2: sub-chunks; the other walks:
+    unrolled step pairs). Default: into L2, one iteration ahead (H200, bf16, K=3: forward+backward 17-22 %
+    faster at 16^3-64^3; into L1 equally fast; further ahead slower; SCAN_NOTES.md, session 9).
+    ``NNUNET_MAMBA_SCAN_PREFETCH`` (config ``prefetch``), ``NNUNET_MAMBA_SCAN_PREFETCH_DIST`` / ``_DIST_BWD``
+    (config ``prefetch_dist`` / ``prefetch_dist_bwd``). Off in the interpreter (no PTX)."""
+    mode = int(cfg.get("prefetch", _env_count("NNUNET_MAMBA_SCAN_PREFETCH", 1)))
+    if mode not in (0, 1, 2):
+        raise ValueError(f"NNUNET_MAMBA_SCAN_PREFETCH must be 0, 1 or 2, not {mode}")
+    key = "prefetch_dist_bwd" if bwd_walk2 else "prefetch_dist"
+    dist = int(cfg.get(key, _env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 1)))
+    return {"PF": 0 if triton_interpreting() else mode, "PFD": max(dist, 1)}
+
+
 def _deterministic() -> bool:
     return os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
 
@@ -687,7 +702,21 @@ def _bc_finish(dB, dC, nDB: int, partial: bool, Bm, Cm):
 
 def _seq_kernels(cfg: dict, N: int, bwd: bool) -> dict:
     S = _sub_chunk(cfg)
-    return triton_seq.kernels(N, S, S, reuse_steps=bwd and _reuse_steps(cfg), split=_lane_split(cfg, N, bwd))
+    return triton_seq.kernels(N, S, _walk_unroll(cfg, S), reuse_steps=bwd and _reuse_steps(cfg),
+                              split=_lane_split(cfg, N, bwd))
+
+
+def _walk_unroll(cfg: dict, S: int) -> int:
+    """Steps per loop iteration of the summary and forward walks (their loads are issued together, so a longer
+    unroll waits for memory less often, for more registers): a multiple of the sub-chunk S, at most the chunk.
+    Config ``SF`` or ``NNUNET_MAMBA_SCAN_WALK_UNROLL``; default S."""
+    SF = int(cfg.get("SF", _env_count("NNUNET_MAMBA_SCAN_WALK_UNROLL", S)))
+    if SF < S or SF % S:
+        raise ValueError(f"NNUNET_MAMBA_SCAN_WALK_UNROLL must be a multiple of the sub-chunk {S}, not {SF}")
+    SF = min(SF, max(S, cfg["BLOCK_T"]))
+    if cfg["BLOCK_T"] % SF:
+        raise ValueError(f"chunk {cfg['BLOCK_T']} is not a multiple of the walks' unroll {SF}")
+    return SF
 
 
 def _sub_chunk(cfg: dict) -> int:
@@ -907,7 +936,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
         L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"])
+        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **_prefetch(cfg))
 
 
 def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
@@ -990,7 +1019,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
-            VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False))
+            VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **_prefetch(cfg))
     return out
 
 
@@ -1054,7 +1083,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
             I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd,
-            num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True))
+            num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True), **_prefetch(cfg, bwd_walk2=True))
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None

@@ -157,6 +157,51 @@ def _shfl(expr: str, mask: int) -> str:
             f"[{expr}], dtype=tl.float32, is_pure=True, pack=1)")
 
 
+_PF = ("tl.inline_asm_elementwise('prefetch.global.{lvl} [$1]; mov.u32 $0, 0;', '=r,l', [{p}], dtype=tl.int32, "
+       "is_pure=False, pack=1)")
+
+
+def _prefetch(src, ind, ptrs):
+    """Emit cache prefetches of per-lane pointer expressions (PTX ``prefetch.global``, no registers held): into L1
+    with the constexpr ``PF == 2``, into L2 with ``PF == 1``, nothing with 0 (the interpreter runs no PTX).
+    ``ptrs``: (pointer expression, condition or None; "X and Y" nests the conditions)."""
+    for lvl, mode in (("L2", 1), ("L1", 2)):
+        src(ind, f"{'if' if mode == 1 else 'elif'} PF == {mode}:")
+        for p, cond in ptrs:
+            k = ind + 1
+            for c in (cond.split(" and ") if cond else []):
+                src(k, f"if {c}:")
+                k += 1
+            src(k, "pf_ = " + _PF.format(lvl=lvl, p=p))
+
+
+_PF_ROWS = {"u": "u", "dy": "dout", "z": "z", "acc": "acc", "y_acc": "y_acc", "du_acc": "du_acc"}
+
+
+def _prefetch_steps(src, ind, s_expr, what):
+    """Prefetch the lines that the walk loads later for chunk steps ``s_expr`` (per lane: each lane takes one
+    step): ``what`` maps the tensors ("u", "dt", "dy" = dout, "z", "B", "C", "acc", "y_acc", "du_acc") to the
+    condition under which they are loaded (or None). Only this program's channel block; steps past the end
+    of the sequence fetch row 0."""
+    if src.split > 1:
+        return  # lanes hold parts of channels: not prefetched (split is opt-in and slower anyway)
+    src(ind, "if PF:")
+    ind += 1
+    src(ind, f"pfs = {s_expr}")
+    src(ind, "pft = c * T + pfs + REV * (T - 1 - 2 * pfs)")
+    _index(src, ind, "pfr", "b * L + _positions(pft, n_b, n_c, s_a, s_b, s_c)")
+    src(ind, "pfr = tl.where(pft < L, pfr, 0)")
+    ptrs = []
+    for w, cond in what.items():
+        if w in _PF_ROWS:
+            ptrs.append((f"{_PF_ROWS[w]} + pfr * D + pid_d * BD", cond))
+        elif w == "dt":
+            ptrs.append(("delta + (pfr * K + k) * D + pid_d * BD", cond))
+        else:
+            ptrs.append((f"{'Bm' if w == 'B' else 'Cm'} + (pfr * K + k) * N", cond))
+    _prefetch(src, ind, ptrs)
+
+
 def _lane_setup(src, ind, N):
     """Lane id (PTX ``%laneid``), its bits, and where the channel sums of :func:`_bfly` land: lane l
     holds the sum of state ``lane_n``; ``lane_w`` marks one writer per state. With the states split over
@@ -261,7 +306,8 @@ def _prologue(src, carry_parts):
         src(1, f"d = pid_d * (BD // {src.split}) + lanes // {src.split}")
         src(1, f"part = lanes % {src.split}")
     else:
-        src(1, "d = pid_d * BD + tl.arange(0, BD)")
+        src(1, "ln = tl.arange(0, BD)")
+        src(1, "d = pid_d * BD + ln")
     src(1, "dmask = d < D")
     src(1, "abase = (k * D + d) * N" + (f" + part * {src.NL}" if src.split > 1 else ""))
     src.per_s(1, f"A2_#n = tl.load(A + abase + #n, mask=dmask, other=0.0) * {LOG2E!r}")
@@ -296,8 +342,9 @@ def _y_of_step(src, ind, j, u_expr):
 
 
 def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> str:
-    if SF != S:
-        raise ValueError("the summary's unroll SF must equal the sub-chunk S (it writes the sub-chunk states)")
+    if SF % S:
+        raise ValueError(f"the walks' unroll SF={SF} must be a multiple of the sub-chunk S={S} (the summary writes "
+                         "the sub-chunk states)")
     if split < 1 or N % split or split & (split - 1):
         raise ValueError(f"the states (N={N}) must split evenly over a power-of-two number of lanes, not {split}")
     src = _Src(split, N // split)
@@ -305,20 +352,23 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, scr, cdt, L, D, K, nC, P, n_b, n_c,")
     src(0, "                s_a, s_b, s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
     src(0, "                SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr, T,")
-    src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr, VEC_BC: tl.constexpr):")
+    src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr, VEC_BC: tl.constexpr,")
+    src(0, "                PF: tl.constexpr = 0, PFD=1):")
     _prologue(src, [])
     src.per_s(1, "h#n = tl.zeros([BD], dtype=tl.float32)")
     src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
     src(1, "if SCR:")
     _index(src, 2, "sc0", f"(b * nC + c) * (T // {S})")
     src(1, f"for q0 in range(0, T, {SF}):")
-    # zero-start state and running dt sum at each sub-chunk start, for the backward's walk 2
-    src(2, "if SCR:")
-    src.per_s(3, f"tl.store(scr + ((sc0 + q0 // {S}) * N + #s) * D + d, h#n, mask=dmask)")
-    src(3, f"tl.store(cdt + (sc0 + q0 // {S}) * D + d, sdt, mask=dmask)")
+    _prefetch_steps(src, 2, f"tl.minimum(q0 + PFD * {SF} + ln % {SF}, T - 1)", {"u": None, "dt": None, "B": None})
     for j in range(SF):
         _step(src, 2, j, f"q0 + {j}", ("u", "dt", "B"))
     for j in range(SF):
+        if j % S == 0:  # zero-start state and running dt sum at each sub-chunk start, for the backward's walk 2
+            src(2, "if SCR:")
+            src(3, f"sq = sc0 + q0 // {S} + {j // S}")
+            src.per_s(3, "tl.store(scr + (sq * N + #s) * D + d, h#n, mask=dmask)")
+            src(3, "tl.store(cdt + sq * D + d, sdt, mask=dmask)")
         src(2, f"dtu{j} = dt{j} * u{j}")
         src(2, f"sdt += dt{j}")
         src.per_s(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n")
@@ -329,6 +379,8 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(1, "if BWD:")
     src.per_s(2, "g#n = tl.zeros([BD], dtype=tl.float32)")
     src(2, f"for q0 in range(0, T, {SF}):")
+    _prefetch_steps(src, 3, f"tl.maximum(T - 1 - (q0 + PFD * {SF} + ln % {SF}), 0)",
+                    {"dt": None, "dy": None, "z": "HAS_Z", "C": None})
     for j in range(SF):
         _step(src, 3, j, f"T - 1 - (q0 + {j})", ("dt", "dy", "C"))
     for j in range(SF):
@@ -341,12 +393,14 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "            s_c, k, N: tl.constexpr, REV, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,")
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, T, BD: tl.constexpr,")
-    src(0, "            I64: tl.constexpr, VEC_BC: tl.constexpr, SHFL: tl.constexpr):")
+    src(0, "            I64: tl.constexpr, VEC_BC: tl.constexpr, SHFL: tl.constexpr, PF: tl.constexpr = 0, PFD=1):")
     src(1, "P = 1")
     _prologue(src, [(0, "h", +1)])
     src(1, "if HAS_D:")
     src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
     src(1, f"for q0 in range(0, T, {SF}):")
+    _prefetch_steps(src, 2, f"tl.minimum(q0 + PFD * {SF} + ln % {SF}, T - 1)",
+                    {"u": None, "dt": None, "B": None, "C": None, "acc": "ACC_IN", "z": "FINAL and HAS_Z"})
     for j in range(SF):
         _step(src, 2, j, f"q0 + {j}", ("u", "dt", "B", "C"))
     for j in range(SF):
@@ -370,7 +424,8 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "            HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_CARRY: tl.constexpr,")
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
-    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, VEC_BC: tl.constexpr):")
+    src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, VEC_BC: tl.constexpr, PF: tl.constexpr = 0,")
+    src(0, "            PFD=1):")
     src(1, "P = 2")
     _prologue(src, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
@@ -397,6 +452,15 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(1, "dbacc = tl.zeros([BD], dtype=tl.float32)")
     src(1, "for jj in range(MS):")
     src(2, "j = MS - 1 - jj")
+    if src.split == 1:  # the lines of sub-chunk j - PFD: its scratch states, dt sums and step inputs
+        src(2, "if PF:")
+        src(3, "jn = tl.maximum(j - PFD, 0)")
+        _prefetch(src, 3, [(f"scr + ((sc0 + jn) * N + (ln + {n0}) % N) * D + pid_d * BD", None)
+                           for n0 in range(0, N, 32)]
+                  + [("cdt + (sc0 + jn) * D + pid_d * BD", "SCR_READY and HAS_CARRY")])
+        _prefetch_steps(src, 3, f"jn * {S} + ln % {S}",
+                        {"u": None, "dt": None, "dy": None, "z": "HAS_Z", "B": None, "C": None,
+                         "y_acc": "HAS_Z and ACC_IN", "du_acc": "ACC_IN"})
     src.per_s(2, "h#n = tl.load(scr + ((sc0 + j) * N + #s) * D + d, mask=dmask, other=0.0)")
     # scratch from seq_summary holds the zero-start state: add the decayed carry-in
     src(2, "if SCR_READY:")
@@ -469,7 +533,7 @@ _CACHE: dict = {}
 # D, the lengths, the geometry and the per-direction flags (REV, ACC_IN, FINAL) and the chunk length T (fewer compiled variants)
 # stay unspecialised: every (BD,) tensor then has one element per
 # thread per 32 channels, all in one layout (no vectorised loads that would need conversions).
-_NOSPEC = ["L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "k", "REV", "ACC_IN", "FINAL", "T"]
+_NOSPEC = ["L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "k", "REV", "ACC_IN", "FINAL", "T", "PFD"]
 
 
 def kernels(N: int, S: int = 4, SF: int = 4, reuse_steps: bool = False, split: int = 1) -> dict:

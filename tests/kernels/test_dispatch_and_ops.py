@@ -145,6 +145,37 @@ def test_sequential_backward_switches(monkeypatch):
     assert T._bc_slabs({}) and not T._bc_slabs({"bc_slabs": False})
 
 
+def test_prefetch_and_walk_unroll_switches(monkeypatch):
+    """Cache prefetches (mode and distances) and the walks' unroll: defaults, environment, config, and the
+    errors for values the kernels cannot take."""
+    T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+    for var in ("PREFETCH", "PREFETCH_DIST", "PREFETCH_DIST_BWD", "WALK_UNROLL", "SUBCHUNK"):
+        monkeypatch.delenv("NNUNET_MAMBA_SCAN_" + var, raising=False)
+    monkeypatch.setattr(T, "triton_interpreting", lambda: False)
+    assert T._prefetch({}) == {"PF": 1, "PFD": 1} and T._prefetch({}, bwd_walk2=True) == {"PF": 1, "PFD": 1}
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_PREFETCH", "2")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_PREFETCH_DIST_BWD", "3")
+    assert T._prefetch({}) == {"PF": 2, "PFD": 1} and T._prefetch({}, bwd_walk2=True) == {"PF": 2, "PFD": 3}
+    assert T._prefetch({"prefetch": 0})["PF"] == 0
+    assert T._prefetch({"prefetch": 1, "prefetch_dist": 2}) == {"PF": 1, "PFD": 2}
+    monkeypatch.setattr(T, "triton_interpreting", lambda: True)
+    assert T._prefetch({})["PF"] == 0  # no PTX in the interpreter
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_PREFETCH", "3")
+    with pytest.raises(ValueError, match="PREFETCH"):
+        T._prefetch({})
+    cfg = {"BLOCK_T": 128}
+    assert T._walk_unroll(cfg, 2) == 2 and T._walk_unroll(dict(cfg, SF=8), 2) == 8
+    assert T._walk_unroll({"BLOCK_T": 4, "SF": 8}, 2) == 4  # at most the chunk
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_WALK_UNROLL", "4")
+    assert T._walk_unroll(cfg, 2) == 4
+    for bad in ("3", "1"):
+        monkeypatch.setenv("NNUNET_MAMBA_SCAN_WALK_UNROLL", bad)
+        with pytest.raises(ValueError, match="WALK_UNROLL"):
+            T._walk_unroll(cfg, 2)
+    with pytest.raises(ValueError, match="multiple of the walks' unroll"):
+        T._walk_unroll({"BLOCK_T": 12, "SF": 8}, 2)
+
+
 def test_bc_buffers_and_finish_reduce_slabs():
     """Slabs are summed over channel blocks; atomic buffers and single-block outputs only change dtype."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")

@@ -46,9 +46,11 @@ CASES = {
                                       cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     "seq_3d_K3_full_atomics": dict(B=2, D=4, N=3, grid=(2, 3, 5), K=3, dtype="float32",
                                     cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
-    # dB/dC as one slab per channel block (NNUNET_MAMBA_SCAN_BC_SLABS=1), odd D
-    "seq_3d_K3_full_slabs": dict(B=2, D=5, N=3, grid=(2, 3, 5), K=3, dtype="float32",
-                                  cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, bc_slabs=True)),
+    # dB/dC as one slab per channel block (NNUNET_MAMBA_SCAN_BC_SLABS=1), odd D; walks unrolled 4 steps (two
+    # sub-chunk states written per iteration of the summary walk)
+    "seq_3d_K3_full_slabs_unroll4": dict(B=2, D=5, N=3, grid=(2, 3, 5), K=3, dtype="float32",
+                                         cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
+                                                  bc_slabs=True, SF=4)),
     "seq_2d_K2_deterministic_bf16": dict(B=1, D=4, N=2, grid=(3, 7), K=2, dtype="bfloat16", deterministic=True,
                                           cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)),
     # one chunk (no carries) in bf16: the carry loads read a dummy of the input dtype
