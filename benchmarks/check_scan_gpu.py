@@ -74,9 +74,9 @@ def run_case(Bsz, D, grid, K, dtype, dt_shift=0.0, full=True, seed=0):
     rest = (grid, dirs, True)
     poison()
     t0 = time.time()
-    out = T.multidir_scan_fwd(*args, *rest)
+    out, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
     poison()
-    grads = T.multidir_scan_bwd(dout, *args, *rest)
+    grads = T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
     torch.cuda.synchronize()
     t_tri = time.time() - t0
     d64 = [None if x is None else x.double() for x in args]

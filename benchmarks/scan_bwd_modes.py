@@ -54,7 +54,8 @@ def main():
                                           else dict(cfg), "bwd": dict(base, bc_mode=mode)}
                     try:
                         fwd = bench(lambda: T.multidir_scan_fwd(*args, *rest))
-                        bwd = bench(lambda: T.multidir_scan_bwd(dout, *args, *rest))
+                        carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)[1]
+                        bwd = bench(lambda: T.multidir_scan_bwd(dout, *args, *rest, carries=carries))
                     except Exception as e:  # noqa: BLE001
                         fwd = bwd = float("nan")
                         print("failed", cfg, mode, type(e).__name__, str(e)[:300], flush=True)

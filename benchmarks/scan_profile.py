@@ -39,8 +39,10 @@ def main():
     rest = (grid, default_directions(len(grid), a.K), True)
 
     def step():
-        T.multidir_scan_fwd(*args, *rest)
-        T.multidir_scan_bwd(dout, *args, *rest)
+        _, c = T.multidir_scan_fwd(*args, *rest, return_carries=True)
+        T.multidir_scan_bwd(dout, *args, *rest, carries=c)
+
+    carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)[1]
 
     step()
     torch.cuda.synchronize()
@@ -52,7 +54,7 @@ def main():
         return
     per_kernel = {}
     for phase, call in (("fwd", lambda: T.multidir_scan_fwd(*args, *rest)),
-                        ("bwd", lambda: T.multidir_scan_bwd(dout, *args, *rest))):
+                        ("bwd", lambda: T.multidir_scan_bwd(dout, *args, *rest, carries=carries))):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             for _ in range(a.iters):
                 call()

@@ -58,7 +58,7 @@ def multidir_selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
                             None if D is None else D.to(pdt).contiguous(),
                             None if delta_bias is None else delta_bias.to(pdt).contiguous(),
                             None if z is None else z.to(dt).contiguous(), grid, encode_directions(directions),
-                            bool(delta_softplus), name)
+                            bool(delta_softplus), name)[0]
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,

@@ -211,11 +211,11 @@ def _summary_kernel_src(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts,
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _carry_kernel(st, dts, A, D, N, K, nC, P, rev_mask, K_SEL, BLOCK_R: tl.constexpr, BLOCK_ND: tl.constexpr,
-                  I64: tl.constexpr):
+                  I64: tl.constexpr, PART0=0):
     pid = tl.program_id(0)
-    j = tl.program_id(1)  # chain = part * K + k; or part alone for the one direction K_SEL >= 0
+    j = tl.program_id(1)  # chain = part * K + k; or part (from PART0 on) for the one direction K_SEL >= 0
     b = tl.program_id(2)
-    part = tl.where(K_SEL >= 0, j, j // K)
+    part = tl.where(K_SEL >= 0, j + PART0, j // K)
     k = tl.where(K_SEL >= 0, K_SEL, j % K)
     rev = ((rev_mask >> k) & 1) ^ part
     ND = N * D
@@ -826,13 +826,55 @@ def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directi
     return st
 
 
-def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus):
-    """Forward of the fused multi-directional scan (Triton). Same contract as the reference."""
+def _save_carries(cfg: dict) -> bool:
+    """Whether the forward hands its chunk carries (fp32, ``(B, 1, K, nC, N, D)``: 32 / T bytes per element of
+    ``delta``'s 2 in bf16, T the chunk length) to the backward, whose summary walk then starts from the true
+    states: no carry correction in walk 2, and (``_dc_in_summary``) y, dz and dC come from that walk. On by
+    default (H200, bf16, K=3: forward+backward 10-12 % faster at 16^3-64^3; SCAN_NOTES.md, session 9);
+    ``NNUNET_MAMBA_SCAN_SAVE_CARRIES=0`` (config ``save_carries``) turns it off."""
+    return _switch(cfg, "save_carries", "NNUNET_MAMBA_SCAN_SAVE_CARRIES", True)
+
+
+def _dc_in_summary(cfg: dict) -> bool:
+    """With saved carries: y, dz and dC from the backward's summary walk instead of walk 2's forward recompute
+    (walk 2 then needs 167 instead of 246 registers and a third fewer instructions, offline sm_90a; measured
+    10-12 % faster than keeping them in walk 2). ``NNUNET_MAMBA_SCAN_DC_IN_SUMMARY=0`` (config
+    ``dc_in_summary``) keeps them in walk 2."""
+    return _switch(cfg, "dc_in_summary", "NNUNET_MAMBA_SCAN_DC_IN_SUMMARY", True)
+
+
+def carries_shape(Bsz: int, L: int, D: int, K: int, N: int) -> tuple:
+    """Shape of the chunk carries that :func:`multidir_scan_fwd` hands the backward (``return_carries``);
+    ``(0,)`` when it hands none: the sequential kernels in both passes with one chunk length, more than one
+    chunk, the backward's summary writing the sub-chunk states, and ``_save_carries``."""
+    fwd, bwd = _config(L, D, bwd=False, Bsz=Bsz), _config(L, D, bwd=True, Bsz=Bsz)
+    if not (fwd.get("seq") and bwd.get("seq") and fwd["BLOCK_T"] == bwd["BLOCK_T"] and _save_carries(bwd)
+            and _switch(bwd, "scr", "NNUNET_MAMBA_SCAN_SCR", True)):
+        return (0,)
+    nC = triton.cdiv(L, fwd["BLOCK_T"])
+    return (Bsz, 1, K, nC, N, D) if nC > 1 else (0,)
+
+
+def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus,
+                      return_carries=False):
+    """Forward of the fused multi-directional scan (Triton). Same contract as the reference; with
+    ``return_carries`` it returns ``(out, carries)`` for :func:`multidir_scan_bwd` (``carries`` None where
+    :func:`carries_shape` says none)."""
     u, delta, A, Bm, Cm, Dskip, delta_bias, z = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
     Bsz, L, D, K, N = _check(u, delta, A, Bm, Cm, grid, directions)
     cfg = _config(L, D, bwd=False, Bsz=Bsz)
     if cfg.get("seq"):
-        return _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
+        out, st = _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
+        if not return_carries:
+            return out
+        return out, (st if st is not None and tuple(st.shape) == carries_shape(Bsz, L, D, K, N) else None)
+    out = _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
+    return (out, None) if return_carries else out
+
+
+def _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg):
+    Bsz, L, D = u.shape
+    K, N = len(directions), A.shape[-1]
     BT, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     nC = triton.cdiv(L, BT)
     nDB = triton.cdiv(D, BD)
@@ -862,8 +904,10 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
     return out
 
 
-def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus):
-    """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); recomputes the forward (Triton)."""
+def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus,
+                      carries=None):
+    """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); recomputes the forward (Triton), from the
+    forward's ``carries`` where given (see :func:`carries_shape`)."""
     A_dtype = A.dtype
     Dskip_dtype = None if Dskip is None else Dskip.dtype
     bias_dtype = None if delta_bias is None else delta_bias.dtype
@@ -873,7 +917,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
     cfg = _config(L, D, bwd=True, Bsz=Bsz)
     if cfg.get("seq"):
         return _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
-                        A_dtype, Dskip_dtype, bias_dtype)
+                        A_dtype, Dskip_dtype, bias_dtype, carries)
     BT, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     nC = triton.cdiv(L, BT)
     nDB = triton.cdiv(D, BD)
@@ -924,7 +968,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
 # Sequential path (kernels generated in triton_seq): one launch per direction
 # ----------------------------------------------------------------------------------------------
 def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus, cfg,
-                        nC, P, i64, vec_bc, scr=None, cdt=None):
+                        nC, P, i64, vec_bc, scr=None, cdt=None, **true_scr):
     Bsz, L, D = u.shape
     K, N = st.shape[2], st.shape[4]
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
@@ -936,11 +980,12 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
         L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **_prefetch(cfg))
+        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **_prefetch(cfg), **true_scr)
 
 
-def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
-    """Chunk carries from the summaries, in place: every direction, or only ``k_sel``."""
+def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
+    """Chunk carries from the summaries, in place: every direction, or only ``k_sel`` (its parts from ``part0``
+    on: 1 = only the adjoint's)."""
     Bsz, P, K, nC, N, D = st.shape
     rev_mask = 0
     for k, dirn in enumerate(directions):
@@ -949,8 +994,9 @@ def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1):
     i64 = _needs_i64(Bsz, nC, K, D, N, nC, P)
     BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
     BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P if k_sel >= 0 else P * K, Bsz)](
-        st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
+        st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0,
+        num_warps=4)
 
 
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
@@ -1020,11 +1066,11 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
             VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **_prefetch(cfg))
-    return out
+    return out, (st if has_carry else None)
 
 
 def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
-             A_dtype, Dskip_dtype, bias_dtype):
+             A_dtype, Dskip_dtype, bias_dtype, carries=None):
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
@@ -1041,9 +1087,13 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     # the backward kernel needs no walk 1; then summary, carry and backward run per direction and share
     # one scratch. NNUNET_MAMBA_SCAN_SCR=0: summaries of all directions first, walk 1 in the backward.
     fused_scratch = has_carry and _switch(cfg, "scr", "NNUNET_MAMBA_SCAN_SCR", True)
+    # the forward's carries: the summary walk starts from the true states (else from zero, corrected in walk 2)
+    true_scr = fused_scratch and carries is not None and tuple(carries.shape) == (Bsz, 1, K, nC, N, D)
+    dc_sum = true_scr and _dc_in_summary(cfg)
     # states at the sub-chunk starts (written and read back per direction)
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
-    cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch else None
+    cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch and not true_scr \
+        else None
     if fused_scratch:
         st, dts, st_i64 = _summary_buffers(u, K, N, nC, 2)
     else:
@@ -1070,9 +1120,16 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
         if fused_scratch:
+            extra = {}
+            if true_scr:
+                extra = dict(cst=carries.contiguous(), Dskip=Dskip if Dskip is not None else dummy, y_acc=y_acc,
+                             dz_out=dz if dz is not None else dummy, dC=dC, ACC_IN=int(k > 0), FINAL=int(final),
+                             TRUE_SCR=True, DC_SUM=dc_sum, HAS_D=Dskip is not None, ATOMIC_BC=atomic,
+                             PARTIAL_BC=partial, SHFL=shfl)
             _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
-                                delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, scr, cdt)
-            _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k)
+                                delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, scr,
+                                cdt if cdt is not None else dummy, **extra)
+            _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
         ks["bwd"][(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
@@ -1082,7 +1139,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
-            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd,
+            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd, TRUE_SCR=true_scr, DC_SUM=dc_sum,
             num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True), **_prefetch(cfg, bwd_walk2=True))
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None

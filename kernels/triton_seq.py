@@ -84,6 +84,13 @@ def _bq(src, j) -> str:
 def _step(src, ind, j, s_expr, what):
     """Emit the per-step index math and loads for scan-order step ``s_expr`` of the chunk, suffix j
     (B and C: the lane's ``src.NL`` states)."""
+    _step_index(src, ind, j, s_expr)
+    _step_loads(src, ind, j, what)
+
+
+def _step_index(src, ind, j, s_expr):
+    """Emit the index math of scan-order step ``s_expr`` of the chunk (suffix j): its sequence position, masks
+    and offsets."""
     src(ind, f"s{j} = {s_expr}")
     src(ind, f"tp{j} = c * T + s{j} + REV * (T - 1 - 2 * s{j})")
     src(ind, f"tm{j} = tp{j} < L")
@@ -92,6 +99,11 @@ def _step(src, ind, j, s_expr, what):
     src(ind, f"m{j} = dmask & tm{j}")
     src(ind, f"off{j} = row{j} * D + d")
     src(ind, f"bo{j} = (row{j} * K + k) * N")
+
+
+def _step_loads(src, ind, j, what):
+    """Emit the loads of step j's inputs named in ``what`` ("u", "dt", "dy" (dout, gated by z), "B", "C");
+    needs :func:`_step_index` of that step."""
     if "u" in what:
         src(ind, f"u{j} = tl.load(u + off{j}, mask=m{j}, other=0.0).to(tl.float32)")
     if "dt" in what:
@@ -341,6 +353,23 @@ def _y_of_step(src, ind, j, u_expr):
     src(ind + 1, f"y{j} += dsk * {u_expr}")
 
 
+def _y_dz_dc(src, ind, i, N):
+    """Emit what the true state ``h`` after step i gives the backward: ``y`` (summed over directions in
+    ``y_acc``; the last direction's ``dz``) when there is a gate z, and the step's dC (channel sums of
+    ``dy h``)."""
+    src(ind, "if HAS_Z:")
+    _y_of_step(src, ind + 1, i, f"u{i}")
+    src(ind + 1, "if ACC_IN:")
+    src(ind + 2, f"y{i} += tl.load(y_acc + off{i}, mask=m{i}, other=0.0)")
+    src(ind + 1, "if FINAL:")
+    src(ind + 2, f"dzv{i} = do{i} * y{i} * sz{i} * (1.0 + zz{i} * (1.0 - sz{i}))")
+    src(ind + 2, f"tl.store(dz_out + off{i}, dzv{i}.to(dz_out.dtype.element_ty), mask=m{i})")
+    src(ind + 1, "else:")
+    src(ind + 2, f"tl.store(y_acc + off{i}, y{i}, mask=m{i})")
+    _channel_sums(src, ind, [f"dy{i} * h{n}" for n in range(src.NL)], f"dc{i}_", f"rc{i}")
+    _store_bc(src, ind, "dC", i, f"dc{i}_", f"rc{i}", N)
+
+
 def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> str:
     if SF % S:
         raise ValueError(f"the walks' unroll SF={SF} must be a multiple of the sub-chunk S={S} (the summary writes "
@@ -349,31 +378,61 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
         raise ValueError(f"the states (N={N}) must split evenly over a power-of-two number of lanes, not {split}")
     src = _Src(split, N // split)
     # ---------------------------------------------------------------- summary
+    # TRUE_SCR (backward with the forward's carries ``cst``): the forward walk starts from the true carry, so the
+    # scratch holds true states, no forward summary is written, and with DC_SUM this walk also gives y / dz / dC.
     src(0, "def seq_summary(u, delta, Bm, Cm, A, delta_bias, z, dout, st, dts, scr, cdt, L, D, K, nC, P, n_b, n_c,")
     src(0, "                s_a, s_b, s_c, k, N: tl.constexpr, REV, HAS_BIAS: tl.constexpr,")
     src(0, "                SOFTPLUS: tl.constexpr, BWD: tl.constexpr, HAS_Z: tl.constexpr, T,")
     src(0, "                BD: tl.constexpr, I64: tl.constexpr, SCR: tl.constexpr, VEC_BC: tl.constexpr,")
-    src(0, "                PF: tl.constexpr = 0, PFD=1):")
+    src(0, "                cst=None, Dskip=None, y_acc=None, dz_out=None, dC=None, ACC_IN=0, FINAL=0,")
+    src(0, "                TRUE_SCR: tl.constexpr = False, DC_SUM: tl.constexpr = False, HAS_D: tl.constexpr = False,")
+    src(0, "                ATOMIC_BC: tl.constexpr = False, PARTIAL_BC: tl.constexpr = False,")
+    src(0, "                SHFL: tl.constexpr = False, PF: tl.constexpr = 0, PFD=1):")
     _prologue(src, [])
-    src.per_s(1, "h#n = tl.zeros([BD], dtype=tl.float32)")
+    src(1, "if TRUE_SCR:")
+    src(2, "cin0 = c - 1 + 2 * REV")
+    src(2, "cv0 = (cin0 >= 0) & (cin0 < nC)")
+    src(2, "cin0 = tl.minimum(tl.maximum(cin0, 0), nC - 1)")
+    _index(src, 2, "cb0", "(b * K + k) * nC + cin0")
+    src.per_s(2, "h#n = tl.load(cst + (cb0 * N + #s) * D + d, mask=dmask & cv0, other=0.0)")
+    src(1, "else:")
+    src.per_s(2, "h#n = tl.zeros([BD], dtype=tl.float32)")
+    src(1, "if DC_SUM:")
+    src(2, "if PARTIAL_BC:")
+    _index(src, 3, "slab", "pid_d * (tl.num_programs(2) * L * K * N)")
+    src(3, "dC += slab")
+    src(2, "if HAS_D:")
+    src(3, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
+    if _bfly_ok(N):
+        src(2, "if SHFL:")
+        _lane_setup(src, 3, N)
     src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
     src(1, "if SCR:")
     _index(src, 2, "sc0", f"(b * nC + c) * (T // {S})")
     src(1, f"for q0 in range(0, T, {SF}):")
-    _prefetch_steps(src, 2, f"tl.minimum(q0 + PFD * {SF} + ln % {SF}, T - 1)", {"u": None, "dt": None, "B": None})
+    _prefetch_steps(src, 2, f"tl.minimum(q0 + PFD * {SF} + ln % {SF}, T - 1)",
+                    {"u": None, "dt": None, "B": None, "dy": "DC_SUM", "z": "DC_SUM and HAS_Z", "C": "DC_SUM",
+                     "y_acc": "DC_SUM and HAS_Z and ACC_IN"})
     for j in range(SF):
         _step(src, 2, j, f"q0 + {j}", ("u", "dt", "B"))
+    src(2, "if DC_SUM:")
     for j in range(SF):
-        if j % S == 0:  # zero-start state and running dt sum at each sub-chunk start, for the backward's walk 2
+        _step_loads(src, 3, j, ("dy", "C"))
+    for j in range(SF):
+        if j % S == 0:  # state (zero-start, or true with TRUE_SCR) at each sub-chunk start, for the backward's walk 2
             src(2, "if SCR:")
             src(3, f"sq = sc0 + q0 // {S} + {j // S}")
             src.per_s(3, "tl.store(scr + (sq * N + #s) * D + d, h#n, mask=dmask)")
-            src(3, "tl.store(cdt + sq * D + d, sdt, mask=dmask)")
+            src(3, "if not TRUE_SCR:")  # and the running dt sum that decays the carry
+            src(4, "tl.store(cdt + sq * D + d, sdt, mask=dmask)")
         src(2, f"dtu{j} = dt{j} * u{j}")
         src(2, f"sdt += dt{j}")
         src.per_s(2, f"h#n = tl.exp2(dt{j} * A2_#n) * h#n + dtu{j} * B{j}_#n")
-    _index(src, 1, "sb", "((b * P) * K + k) * nC + c")
-    src.per_s(1, "tl.store(st + (sb * N + #s) * D + d, h#n, mask=dmask)")
+        src(2, "if DC_SUM:")
+        _y_dz_dc(src, 3, j, N)
+    src(1, "if not TRUE_SCR:")
+    _index(src, 2, "sb", "((b * P) * K + k) * nC + c")
+    src.per_s(2, "tl.store(st + (sb * N + #s) * D + d, h#n, mask=dmask)")
     _index(src, 1, "db", "(b * K + k) * nC + c")
     src(1, "tl.store(dts + db * D + d, sdt, mask=dmask)")
     src(1, "if BWD:")
@@ -425,7 +484,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
     src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, VEC_BC: tl.constexpr, PF: tl.constexpr = 0,")
-    src(0, "            PFD=1):")
+    src(0, "            PFD=1, TRUE_SCR: tl.constexpr = False, DC_SUM: tl.constexpr = False):")
     src(1, "P = 2")
     _prologue(src, [(0, "h", +1), (1, "gp", -1)])
     src(1, "if PARTIAL_BC:")
@@ -457,33 +516,25 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
         src(3, "jn = tl.maximum(j - PFD, 0)")
         _prefetch(src, 3, [(f"scr + ((sc0 + jn) * N + (ln + {n0}) % N) * D + pid_d * BD", None)
                            for n0 in range(0, N, 32)]
-                  + [("cdt + (sc0 + jn) * D + pid_d * BD", "SCR_READY and HAS_CARRY")])
+                  + [("cdt + (sc0 + jn) * D + pid_d * BD", "SCR_READY and HAS_CARRY and not TRUE_SCR")])
         _prefetch_steps(src, 3, f"jn * {S} + ln % {S}",
                         {"u": None, "dt": None, "dy": None, "z": "HAS_Z", "B": None, "C": None,
-                         "y_acc": "HAS_Z and ACC_IN", "du_acc": "ACC_IN"})
+                         "y_acc": "not DC_SUM and HAS_Z and ACC_IN", "du_acc": "ACC_IN"})
     src.per_s(2, "h#n = tl.load(scr + ((sc0 + j) * N + #s) * D + d, mask=dmask, other=0.0)")
-    # scratch from seq_summary holds the zero-start state: add the decayed carry-in
+    # scratch from seq_summary holds the zero-start state (unless TRUE_SCR): add the decayed carry-in
     src(2, "if SCR_READY:")
-    src(3, "if HAS_CARRY:")
-    src(4, "cdj = tl.load(cdt + (sc0 + j) * D + d, mask=dmask, other=0.0)")
-    src.per_s(4, "h#n += tl.exp2(A2_#n * cdj) * tl.load(st + (cb0 * N + #s) * D + d, mask=dmask & cv0, other=0.0)")
+    src(3, "if not TRUE_SCR:")
+    src(4, "if HAS_CARRY:")
+    src(5, "cdj = tl.load(cdt + (sc0 + j) * D + d, mask=dmask, other=0.0)")
+    src.per_s(5, "h#n += tl.exp2(A2_#n * cdj) * tl.load(st + (cb0 * N + #s) * D + d, mask=dmask & cv0, other=0.0)")
     NL = src.NL
     for i in range(S):  # forward recompute: keep h_{t-1}; dC
         _step(src, 2, i, f"j * {S} + {i}", ("u", "dt", "dy", "B", "C"))
         src(2, f"dtu{i} = dt{i} * u{i}")
         src.per_s(2, f"hp{i}_#n = h#n")
         src.per_s(2, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + dtu{i} * B{i}_#n")
-        src(2, "if HAS_Z:")
-        _y_of_step(src, 3, i, f"u{i}")
-        src(3, "if ACC_IN:")
-        src(4, f"y{i} += tl.load(y_acc + off{i}, mask=m{i}, other=0.0)")
-        src(3, "if FINAL:")
-        src(4, f"dzv{i} = do{i} * y{i} * sz{i} * (1.0 + zz{i} * (1.0 - sz{i}))")
-        src(4, f"tl.store(dz_out + off{i}, dzv{i}.to(dz_out.dtype.element_ty), mask=m{i})")
-        src(3, "else:")
-        src(4, f"tl.store(y_acc + off{i}, y{i}, mask=m{i})")
-        _channel_sums(src, 2, [f"dy{i} * h{n}" for n in range(NL)], f"dc{i}_", f"rc{i}")
-        _store_bc(src, 2, "dC", i, f"dc{i}_", f"rc{i}", N)
+        src(2, "if not DC_SUM:")  # else the summary walk did them
+        _y_dz_dc(src, 3, i, N)
     for i in reversed(range(S)):  # adjoint, backwards through the sub-chunk
         if reuse_steps:  # keep the forward recompute's per-step values; reload only B and C
             _load_bc(src, 2, i, ("B", "C"))

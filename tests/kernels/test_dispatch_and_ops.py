@@ -176,6 +176,29 @@ def test_prefetch_and_walk_unroll_switches(monkeypatch):
         T._walk_unroll({"BLOCK_T": 12, "SF": 8}, 2)
 
 
+def test_saved_carries_switches_and_shape(monkeypatch):
+    """The forward hands its carries to the backward by default, only where both passes run the sequential
+    kernels with one chunk length over more than one chunk; the switches turn it (and dC in the summary) off."""
+    T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+    for var in ("SAVE_CARRIES", "DC_IN_SUMMARY", "SCR", "SEQ_BWD", "SEQ_PROGRAMS"):
+        monkeypatch.delenv("NNUNET_MAMBA_SCAN_" + var, raising=False)
+    assert T._save_carries({}) and T._dc_in_summary({})
+    L, D, Bsz, K, N = 32 ** 3, 256, 2, 3, 16
+    nC = L // T._config(L, D, True, Bsz)["BLOCK_T"]
+    assert T.carries_shape(Bsz, L, D, K, N) == (Bsz, 1, K, nC, N, D)
+    assert T.carries_shape(Bsz, 8 ** 3, 64, K, N) == (0,)  # short map: chunked kernels
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_BWD", "0")
+    assert T.carries_shape(Bsz, L, D, K, N) == (0,)  # chunked backward
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_BWD")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SCR", "0")
+    assert T.carries_shape(Bsz, L, D, K, N) == (0,)  # the backward's own walk 1
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_SCR")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SAVE_CARRIES", "0")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DC_IN_SUMMARY", "0")
+    assert T.carries_shape(Bsz, L, D, K, N) == (0,) and not T._dc_in_summary({})
+    assert T._save_carries({"save_carries": True})
+
+
 def test_bc_buffers_and_finish_reduce_slabs():
     """Slabs are summed over channel blocks; atomic buffers and single-block outputs only change dtype."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")

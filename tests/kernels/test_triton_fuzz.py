@@ -40,7 +40,8 @@ WORKER = textwrap.dedent(r'''
                     N=draw(st.integers(1, 3)), dtype=draw(st.sampled_from(["float32", "bfloat16"])),
                     dt_scale=draw(st.sampled_from([0.01, 1.0, 40.0])), a_scale=draw(st.sampled_from([1e-6, 1.0, 8.0])),
                     full=draw(st.booleans()), noncontig=draw(st.booleans()), cfg=draw(st.sampled_from(CONFIGS)),
-                    deterministic=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 31 - 1)))
+                    deterministic=draw(st.booleans()), carries=draw(st.booleans()),
+                    seed=draw(st.integers(0, 2 ** 31 - 1)))
 
     @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10")), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -67,7 +68,9 @@ WORKER = textwrap.dedent(r'''
         d64 = tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
         T._CONFIG_OVERRIDE = p["cfg"]
         os.environ["NNUNET_MAMBA_SCAN_DETERMINISTIC"] = "1" if p["deterministic"] else "0"
-        got = (T.multidir_scan_fwd(*args), *T.multidir_scan_bwd(dout, *args))
+        # the sequential backward with or without the forward's chunk carries
+        out, carries = T.multidir_scan_fwd(*args, return_carries=True)
+        got = (out, *T.multidir_scan_bwd(dout, *args, carries=carries if p["carries"] else None))
         want = (R.multidir_scan_fwd(*d64), *R.multidir_scan_bwd(dout.double(), *d64))
         tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
         # Known limitation (tests/kernels/test_triton_interpreter.py::test_chunked_dA_cancellation_at_huge_delta):

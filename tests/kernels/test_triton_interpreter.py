@@ -76,6 +76,19 @@ CASES = {
                                                  softplus=False,
                                                  cfg=dict(seq=True, BLOCK_T=16, BLOCK_D=4, BLOCK_R=2, num_warps=1,
                                                           split_fwd=2, split_bwd=2)),
+    # the forward's chunk carries handed to the backward (NNUNET_MAMBA_SCAN_SAVE_CARRIES=1): true states in the
+    # scratch, y / dz / dC from the summary walk (two channel blocks: atomics; reverse orders; ragged chunks), or
+    # kept in walk 2 (slabs, bf16, odd D); and without z, D and bias
+    "seq_3d_K3_full_saved_carries": dict(B=2, D=4, N=3, grid=(2, 3, 5), K=3, dtype="float32",
+                                         cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1,
+                                                  save_carries=True)),
+    "seq_2d_K2_saved_carries_dc_in_walk2_slabs_bf16": dict(B=1, D=5, N=2, grid=(3, 7), K=2, dtype="bfloat16",
+                                                           cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2,
+                                                                    num_warps=1, save_carries=True,
+                                                                    dc_in_summary=False, bc_slabs=True)),
+    "seq_1d_K2_saved_carries_minimal": dict(B=2, D=3, N=2, grid=(19,), K=2, dtype="float32", full=False,
+                                            cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, num_warps=1,
+                                                     save_carries=True)),
     # the backward's own walk 1 (NNUNET_MAMBA_SCAN_SCR=0) instead of sub-chunk states from the summary walk
     "seq_3d_K2_walk1": dict(B=1, D=4, N=2, grid=(3, 3, 3), K=2, dtype="float32",
                             cfg=dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, scr=False)),
@@ -119,8 +132,12 @@ WORKER = textwrap.dedent(r'''
         d64 = tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
         T._CONFIG_OVERRIDE = c["cfg"]
         os.environ["NNUNET_MAMBA_SCAN_DETERMINISTIC"] = "1" if c.get("deterministic") else "0"
-        out = T.multidir_scan_fwd(*args)
-        grads = T.multidir_scan_bwd(dout, *args)
+        if c["cfg"].get("save_carries"):  # the forward hands its chunk carries to the backward
+            out, carries = T.multidir_scan_fwd(*args, return_carries=True)
+            grads = T.multidir_scan_bwd(dout, *args, carries=carries)
+        else:
+            out, carries = T.multidir_scan_fwd(*args), None
+            grads = T.multidir_scan_bwd(dout, *args)
         ref = R.multidir_scan_fwd(*d64)
         rgrads = R.multidir_scan_bwd(dout.double(), *d64)
         errs, finite, dtypes_ok = {}, True, True
@@ -132,7 +149,7 @@ WORKER = textwrap.dedent(r'''
             finite &= bool(torch.isfinite(a.double()).all())
             dtypes_ok &= a.dtype == e and tuple(a.shape) == tuple(b.shape)
             errs[nm] = ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
-        results[name] = dict(errs=errs, finite=finite, dtypes_ok=dtypes_ok)
+        results[name] = dict(errs=errs, finite=finite, dtypes_ok=dtypes_ok, carries=carries is not None)
     print("RESULTS" + json.dumps(results))
 ''').replace("__NAMES__", repr(NAMES))
 
@@ -156,6 +173,7 @@ def test_triton_matches_reference(interpreter_results, case):
     tol = 2e-2 if CASES[case]["dtype"] == "bfloat16" else 1e-4
     assert res["finite"], res
     assert res["dtypes_ok"], res
+    assert res["carries"] == bool(CASES[case]["cfg"].get("save_carries")), res
     bad = {k: v for k, v in res["errs"].items() if not v <= tol}
     # dA / dD / ddelta_bias stay fp32 even for bf16 inputs
     assert not bad, f"relative errors above {tol}: {bad} (all: {res['errs']})"
@@ -213,3 +231,59 @@ def test_sequential_and_exact_chunked_dA_are_accurate_at_huge_delta(cancellation
                                        "sequential kernels are exact here")
 def test_chunked_dA_cancellation_at_huge_delta(cancellation_errors):
     assert cancellation_errors["chunked"] <= 1e-4, cancellation_errors
+
+
+# The public operator (torch.library custom op with autograd) on the Triton backend with saved chunk carries:
+# eager and under torch.compile (fullgraph: the fake kernel must give the carries' shape), against the reference.
+OP_WORKER = textwrap.dedent(r'''
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from nnunet_mamba.kernels import default_directions, multidir_selective_scan
+    from nnunet_mamba.kernels import triton_scan as T
+
+    T._CONFIG_OVERRIDE = dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1, save_carries=True)
+    g = torch.Generator().manual_seed(3)
+    Bsz, L, D, K, N, grid = 1, 21, 3, 2, 2, (3, 7)
+    leaves = [torch.randn(Bsz, L, D, generator=g), torch.randn(Bsz, L, K, D, generator=g) * 0.5 - 1.0,
+              -(torch.rand(K, D, N, generator=g) + 0.2), torch.randn(Bsz, L, K, N, generator=g),
+              torch.randn(Bsz, L, K, N, generator=g), torch.randn(K, D, generator=g),
+              torch.randn(Bsz, L, D, generator=g), torch.randn(K, D, generator=g) * 0.3]
+    dout = torch.randn(Bsz, L, D, generator=g)
+    dirs = default_directions(2, K)
+    used = []  # whether each Triton backward got the forward's carries
+    seq_bwd = T._seq_bwd
+    T._seq_bwd = lambda *a: (used.append(a[-1] is not None), seq_bwd(*a))[1]
+
+    def run(backend, fn):
+        xs = [x.detach().clone().double().requires_grad_() if backend == "reference" else
+              x.detach().clone().requires_grad_() for x in leaves]
+        out = fn(lambda *a: multidir_selective_scan(*a, grid=grid, directions=dirs, backend=backend))(*xs)
+        out.backward(dout.to(out.dtype))
+        return [out.detach().double()] + [x.grad.double() for x in xs]
+
+    want = run("reference", lambda f: f)
+    errs = {}
+    for name, fn in (("eager", lambda f: f), ("compiled", lambda f: torch.compile(f, backend="aot_eager",
+                                                                                  fullgraph=True))):
+        got = run("triton", fn)
+        errs[name] = max(((a - b).norm() / b.norm().clamp_min(1e-30)).item() for a, b in zip(got, want))
+    out, carries = T.multidir_scan_fwd(*[x.detach() for x in leaves[:5]], leaves[5], leaves[7], leaves[6], grid,
+                                       dirs, True, return_carries=True)
+    errs["carries_shape"] = list(carries.shape)
+    errs["used"] = used
+    print("RESULTS" + json.dumps(errs))
+''')
+
+
+def test_public_operator_with_saved_carries_eager_and_compiled(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(OP_WORKER)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1][len("RESULTS"):])
+    assert res["carries_shape"] == [1, 1, 2, 3, 2, 3], res  # (B, 1, K, nC = ceil(21 / 8), N, D)
+    assert res["eager"] <= 1e-5 and res["compiled"] <= 1e-5, res
+    assert res["used"] == [True, True], res  # both backward passes started from the saved carries
