@@ -332,7 +332,7 @@ def _previous_steps(u, delta, delta_bias, b, c, k, d, dmask, L, D, N, K, n_b, n_
         pmask = (tp < (c + 1) * BLOCK_T) & (tp < L)
     else:
         tp = t - 1
-        pmask = tp >= c * BLOCK_T
+        pmask = (tp >= c * BLOCK_T) & (tp < L)  # rows past the end have no previous step either
     rowp = b * L + _positions(tl.where(pmask, tp, 0), n_b, n_c, s_a, s_b, s_c)
     if I64:
         rowp = rowp.to(tl.int64)

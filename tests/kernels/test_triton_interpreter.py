@@ -96,7 +96,7 @@ CASES = {
 NAMES = ["out", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"]
 
 WORKER = textwrap.dedent(r'''
-    import json, os, sys, math
+    import json, os, sys, math, zlib
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
     from nnunet_mamba.kernels import reference as R
@@ -106,7 +106,7 @@ WORKER = textwrap.dedent(r'''
     cases = json.loads(sys.argv[1])
     results = {}
     for name, c in cases.items():
-        g = torch.Generator().manual_seed(abs(hash(name)) % 1000)
+        g = torch.Generator().manual_seed(zlib.crc32(name.encode()) % 1000)  # the same inputs on every run
         dtype = getattr(torch, c["dtype"])
         grid = tuple(c["grid"]); K = c["K"]; Bsz = c["B"]; D = c["D"]; N = c["N"]
         L = math.prod(grid)
@@ -287,3 +287,60 @@ def test_public_operator_with_saved_carries_eager_and_compiled(tmp_path):
     assert res["carries_shape"] == [1, 1, 2, 3, 2, 3], res  # (B, 1, K, nC = ceil(21 / 8), N, D)
     assert res["eager"] <= 1e-5 and res["compiled"] <= 1e-5, res
     assert res["used"] == [True, True], res  # both backward passes started from the saved carries
+
+
+# Inputs that sit directly before NaN-filled memory (batch 1: views of NaN-padded buffers stay contiguous, so the
+# kernels get them as they are): a read past the end of the sequence would turn outputs or gradients into NaN.
+# Ragged chunks (30 steps, chunks of 4 and 8: two padding rows in the last chunk). The exact-dA chunked backward
+# once read the "previous step" of padding rows, i.e. the row past the end.
+PAD_WORKER = textwrap.dedent(r'''
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from nnunet_mamba.kernels import reference as R
+    from nnunet_mamba.kernels import triton_scan as T
+    from nnunet_mamba.kernels.directions import default_directions
+
+    g = torch.Generator().manual_seed(5)
+    grid, D, K, N, PAD = (3, 2, 5), 3, 2, 2, 8
+    L = 30
+
+    def padded(*shape):
+        """A (1, L, ...) tensor followed in memory by PAD rows of NaN."""
+        buf = torch.full((1, L + PAD) + shape, float("nan"))
+        buf[:, :L] = torch.randn((1, L) + shape, generator=g)
+        view = buf[:, :L]
+        assert view.is_contiguous()
+        return view
+
+    u, z, dout = padded(D), padded(D), padded(D)
+    delta = padded(K, D).mul_(0.5).sub_(1.0)
+    Bm, Cm = padded(K, N), padded(K, N)
+    A = -(torch.rand(K, D, N, generator=g) + 0.2)
+    Dk, db = torch.randn(K, D, generator=g), torch.randn(K, D, generator=g) * 0.3
+    args = (u, delta, A, Bm, Cm, Dk, db, z, grid, default_directions(3, K), True)
+    d64 = tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
+    want = (R.multidir_scan_fwd(*d64), *R.multidir_scan_bwd(dout.double(), *d64))
+    errs = {}
+    for name, cfg in (("chunked", dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2)),
+                      ("chunked_exact_da", dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2, exact_da=True)),
+                      ("chunked_vec1_exact_da", dict(BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, vec1=True, exact_da=True)),
+                      ("sequential", dict(seq=True, BLOCK_T=4, BLOCK_D=2, BLOCK_R=2, num_warps=1))):
+        T._CONFIG_OVERRIDE = cfg
+        out, carries = T.multidir_scan_fwd(*args, return_carries=True)
+        got = (out, *T.multidir_scan_bwd(dout, *args, carries=carries))
+        errs[name] = max(((a.double() - b).norm() / b.norm()).item() if torch.isfinite(a).all() else float("inf")
+                         for a, b in zip(got, want))
+    print("RESULTS" + json.dumps(errs))
+''')
+
+
+def test_kernels_read_nothing_past_the_sequence_end(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(PAD_WORKER)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    errs = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1][len("RESULTS"):])
+    assert all(e <= 1e-5 for e in errs.values()), errs
