@@ -7,7 +7,7 @@ Per forward+backward (``multidir_scan_fwd`` with carries, then ``multidir_scan_b
   * launches: kernels per call.
 When enqueue is close to wall and well above kernels, the launches (Python + driver) are the bottleneck.
 
-    python benchmarks/scan_launch_overhead.py --shape 2,512,16x16x16 --ks 1 2 3 [--dtype bf16] [--json out.json]
+    python benchmarks/scan_launch_overhead.py --shape 2,512,16x16x16 --ks 1 2 3 [--dtype bf16] [--launcher] [--json F]
 """
 from __future__ import annotations
 
@@ -54,6 +54,62 @@ def measure(shape: str, K: int, dtype, reps: int) -> dict:
                 launches=len(events) / reps)
 
 
+def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
+    """CPU time per forward+backward spent inside Triton's JIT launches (binder, cache lookup, launch), and what
+    the same launches cost when replayed straight through the compiled kernels' C launcher (``CompiledKernel.run``
+    with the bound arguments of the JIT call)."""
+    import inspect
+    from triton.runtime.jit import JITFunction
+    Bsz, D, grid = parse_shape(shape)
+    args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
+    rest = (grid, default_directions(len(grid), K), True)
+    spent, replay = [0.0], []
+    orig_run = JITFunction.run
+
+    def timed_run(self, *a, grid, warmup, **kw):
+        t0 = time.perf_counter()
+        kernel = orig_run(self, *a, grid=grid, warmup=warmup, **kw)
+        spent[0] += time.perf_counter() - t0
+        if record and kernel is not None:
+            bound = inspect.signature(self.fn).bind(*a, **{k: v for k, v in kw.items() if k in self.arg_names})
+            bound.apply_defaults()
+            g = grid(bound.arguments) if callable(grid) else tuple(grid) + (1,) * (3 - len(grid))
+            replay.append((kernel, g, [bound.arguments[n] for n in self.arg_names]))
+        return kernel
+
+    def fwd_bwd():
+        _, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
+        T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
+
+    JITFunction.run = timed_run
+    try:
+        record = False
+        for _ in range(3):
+            fwd_bwd()
+        torch.cuda.synchronize()
+        spent[0] = 0.0
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fwd_bwd()
+        total = (time.perf_counter() - t0) / reps
+        jit = spent[0] / reps
+        torch.cuda.synchronize()
+        record = True
+        fwd_bwd()
+        torch.cuda.synchronize()
+    finally:
+        JITFunction.run = orig_run
+    stream = torch.cuda.current_stream().cuda_stream
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for kernel, g, values in replay:
+            kernel.run(g[0], g[1], g[2], stream, kernel.function, kernel.packed_metadata, None, None, None, *values)
+    direct = (time.perf_counter() - t0) / reps
+    torch.cuda.synchronize()
+    return dict(shape=shape, K=K, enqueue_ms=total * 1e3, in_triton_jit_ms=jit * 1e3,
+                direct_replay_ms=direct * 1e3, triton_launches=len(replay))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="2,512,16x16x16", help="B,D,AxBxC")
@@ -61,6 +117,8 @@ def main():
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--launcher", action="store_true",
+                    help="also split the CPU time: inside Triton's JIT launches vs a direct replay of the same launches")
     a = ap.parse_args()
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     rows = []
@@ -69,6 +127,12 @@ def main():
         rows.append(r)
         print(f"{a.shape} K={K} {a.dtype}: enqueue {r['enqueue_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms, "
               f"kernels {r['kernels_ms']:.3f} ms, {r['launches']:.0f} launches", flush=True)
+        if a.launcher:
+            s = launcher_split(a.shape, K, dtype, a.reps)
+            r["launcher"] = s
+            print(f"    CPU per fwd+bwd: {s['enqueue_ms']:.3f} ms, of it in Triton's JIT launches "
+                  f"{s['in_triton_jit_ms']:.3f} ms ({s['triton_launches']} launches); the same launches replayed "
+                  f"through the compiled kernels' C launcher: {s['direct_replay_ms']:.3f} ms", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None),
