@@ -353,6 +353,20 @@ def _y_of_step(src, ind, j, u_expr):
     src(ind + 1, f"y{j} += dsk * {u_expr}")
 
 
+def _gradient_setup(src, ind, N, slab_ptrs):
+    """Emit what a kernel that writes dB / dC needs first: its channel block's slab of ``slab_ptrs`` (PARTIAL_BC),
+    the skip weight ``dsk`` (HAS_D) and the lane bookkeeping of the butterfly (SHFL)."""
+    src(ind, "if PARTIAL_BC:")
+    _index(src, ind + 1, "slab", "pid_d * (tl.num_programs(2) * L * K * N)")
+    for p in slab_ptrs:
+        src(ind + 1, f"{p} += slab")
+    src(ind, "if HAS_D:")
+    src(ind + 1, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
+    if _bfly_ok(N):
+        src(ind, "if SHFL:")
+        _lane_setup(src, ind + 1, N)
+
+
 def _y_dz_dc(src, ind, i, N):
     """Emit what the true state ``h`` after step i gives the backward: ``y`` (summed over directions in
     ``y_acc``; the last direction's ``dz``) when there is a gate z, and the step's dC (channel sums of
@@ -398,14 +412,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(1, "else:")
     src.per_s(2, "h#n = tl.zeros([BD], dtype=tl.float32)")
     src(1, "if DC_SUM:")
-    src(2, "if PARTIAL_BC:")
-    _index(src, 3, "slab", "pid_d * (tl.num_programs(2) * L * K * N)")
-    src(3, "dC += slab")
-    src(2, "if HAS_D:")
-    src(3, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
-    if _bfly_ok(N):
-        src(2, "if SHFL:")
-        _lane_setup(src, 3, N)
+    _gradient_setup(src, 2, N, ("dC",))
     src(1, "sdt = tl.zeros([BD], dtype=tl.float32)")
     src(1, "if SCR:")
     _index(src, 2, "sc0", f"(b * nC + c) * (T // {S})")
@@ -487,15 +494,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "            PFD=1, TRUE_SCR: tl.constexpr = False, DC_SUM: tl.constexpr = False):")
     src(1, "P = 2")
     _prologue(src, [(0, "h", +1), (1, "gp", -1)])
-    src(1, "if PARTIAL_BC:")
-    _index(src, 2, "slab", "pid_d * (tl.num_programs(2) * L * K * N)")
-    src(2, "dB += slab")
-    src(2, "dC += slab")
-    src(1, "if HAS_D:")
-    src(2, "dsk = tl.load(Dskip + k * D + d, mask=dmask, other=0.0)")
-    if _bfly_ok(N):
-        src(1, "if SHFL:")
-        _lane_setup(src, 2, N)
+    _gradient_setup(src, 1, N, ("dB", "dC"))
     src(1, f"MS = T // {S}")
     _index(src, 1, "sc0", "(b * nC + c) * MS")
     # walk 1: states at sub-chunk starts -> scratch (skipped when seq_summary wrote them: SCR_READY)

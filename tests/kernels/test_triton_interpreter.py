@@ -156,11 +156,16 @@ WORKER = textwrap.dedent(r'''
 
 @pytest.fixture(scope="module")
 def interpreter_results(tmp_path_factory):
-    script = tmp_path_factory.mktemp("triton_interp") / "worker.py"
-    script.write_text(WORKER)
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, str(script), json.dumps(CASES)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return run_worker(tmp_path_factory.mktemp("triton_interp"), WORKER, json.dumps(CASES))
+
+
+def run_worker(folder, source: str, *args: str):
+    """Run a worker script under TRITON_INTERPRET=1 (it must be set before triton is imported) and return the
+    JSON it prints after ``RESULTS``."""
+    script = folder / "worker.py"
+    script.write_text(source)
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1]
@@ -211,14 +216,7 @@ CANCEL_WORKER = textwrap.dedent(r'''
 
 @pytest.fixture(scope="module")
 def cancellation_errors(tmp_path_factory):
-    script = tmp_path_factory.mktemp("triton_cancel") / "worker.py"
-    script.write_text(CANCEL_WORKER)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1]
-    return json.loads(line[len("RESULTS"):])
+    return run_worker(tmp_path_factory.mktemp("triton_cancel"), CANCEL_WORKER)
 
 
 def test_sequential_and_exact_chunked_dA_are_accurate_at_huge_delta(cancellation_errors):
@@ -277,13 +275,7 @@ OP_WORKER = textwrap.dedent(r'''
 
 
 def test_public_operator_with_saved_carries_eager_and_compiled(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(OP_WORKER)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1][len("RESULTS"):])
+    res = run_worker(tmp_path, OP_WORKER)
     assert res["carries_shape"] == [1, 1, 2, 3, 2, 3], res  # (B, 1, K, nC = ceil(21 / 8), N, D)
     assert res["eager"] <= 1e-5 and res["compiled"] <= 1e-5, res
     assert res["used"] == [True, True], res  # both backward passes started from the saved carries
@@ -336,11 +328,5 @@ PAD_WORKER = textwrap.dedent(r'''
 
 
 def test_kernels_read_nothing_past_the_sequence_end(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(PAD_WORKER)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    errs = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")][-1][len("RESULTS"):])
+    errs = run_worker(tmp_path, PAD_WORKER)
     assert all(e <= 1e-5 for e in errs.values()), errs
