@@ -110,6 +110,26 @@ def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
                 direct_replay_ms=direct * 1e3, triton_launches=len(replay))
 
 
+def direct_vs_jit(shape: str, K: int, dtype, reps: int) -> dict:
+    """Timings with the JIT launches and with direct launches (``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1``), and the
+    largest relative difference between the two paths' outputs and gradients (the forward should be identical;
+    dB/dC are fp32 atomics, so their order may differ)."""
+    Bsz, D, grid = parse_shape(shape)
+    args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
+    rest = (grid, default_directions(len(grid), K), True)
+    res = {}
+    for mode in ("0", "1"):
+        os.environ["NNUNET_MAMBA_SCAN_DIRECT_LAUNCH"] = mode
+        out, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
+        got = [out, *T.multidir_scan_bwd(dout, *args, *rest, carries=carries)]
+        res[mode] = (measure(shape, K, dtype, reps), [g.float() if g is not None else None for g in got])
+    os.environ.pop("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
+    diffs = [((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+             for a, b in zip(res["1"][1], res["0"][1]) if a is not None]
+    return dict(jit=res["0"][0], direct=res["1"][0], forward_identical=bool(torch.equal(res["1"][1][0], res["0"][1][0])),
+                max_rel_diff=max(diffs))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="2,512,16x16x16", help="B,D,AxBxC")
@@ -117,6 +137,8 @@ def main():
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--direct", action="store_true",
+                    help="compare JIT launches with direct launches (NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1): times, outputs")
     ap.add_argument("--launcher", action="store_true",
                     help="also split the CPU time: inside Triton's JIT launches vs a direct replay of the same launches")
     a = ap.parse_args()
@@ -127,6 +149,12 @@ def main():
         rows.append(r)
         print(f"{a.shape} K={K} {a.dtype}: enqueue {r['enqueue_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms, "
               f"kernels {r['kernels_ms']:.3f} ms, {r['launches']:.0f} launches", flush=True)
+        if a.direct:
+            c = direct_vs_jit(a.shape, K, dtype, a.reps)
+            r["direct"] = c
+            print(f"    JIT launches: enqueue {c['jit']['enqueue_ms']:.3f} wall {c['jit']['wall_ms']:.3f} ms; direct: "
+                  f"enqueue {c['direct']['enqueue_ms']:.3f} wall {c['direct']['wall_ms']:.3f} ms; forward identical "
+                  f"{c['forward_identical']}, largest relative difference {c['max_rel_diff']:.1e}", flush=True)
         if a.launcher:
             s = launcher_split(a.shape, K, dtype, a.reps)
             r["launcher"] = s

@@ -72,6 +72,7 @@ import triton.language as tl
 
 from .directions import ScanDirection, scan_geometry
 from .dispatch import triton_interpreting
+from .launch import launcher
 from . import triton_seq
 from .triton_seq import _positions, _softplus  # device helpers shared by both kernel families
 
@@ -974,7 +975,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
     dummy = u
-    ks["summary"][(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
+    launcher(ks["summary"])[(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
         u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
         z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
@@ -994,7 +995,7 @@ def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
     i64 = _needs_i64(Bsz, nC, K, D, N, nC, P)
     BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
     BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
+    launcher(_carry_kernel)[(triton.cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
         st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0,
         num_warps=4)
 
@@ -1059,7 +1060,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
-        ks["fwd"][(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
+        launcher(ks["fwd"])[(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
@@ -1130,7 +1131,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
                                 delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, scr,
                                 cdt if cdt is not None else dummy, **extra)
             _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
-        ks["bwd"][(nC, nDB, Bsz)](
+        launcher(ks["bwd"])[(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
             cdt if cdt is not None else dummy,

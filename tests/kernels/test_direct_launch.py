@@ -1,0 +1,91 @@
+"""The direct launcher's specialisation key and launch path, with a stand-in for a ``triton.jit`` function
+(the real one needs a GPU; scan_launch_overhead.py --direct compares both paths there)."""
+import inspect
+import types
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from nnunet_mamba.kernels import launch  # noqa: E402
+
+
+def kernel_fn(x, y, n, L, FLAG, BLOCK=4):  # the stand-in kernel's signature
+    pass
+
+
+class FakeJit:
+    """Records JIT launches and the direct launches of the 'compiled kernel' it returns."""
+
+    def __init__(self):
+        self.signature = inspect.signature(kernel_fn)
+        self.params = [types.SimpleNamespace(name=n, is_constexpr=n in ("FLAG", "BLOCK"), do_not_specialize=n == "L")
+                       for n in self.signature.parameters]
+        self.jit_calls, self.direct_calls = [], []
+        self.kernel = types.SimpleNamespace(function="f", packed_metadata="m",
+                                            run=lambda *a: self.direct_calls.append(a))
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.jit_calls.append((grid, args, kwargs))
+            return self.kernel
+        return run
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=7))
+
+
+def test_spec_key_separates_what_triton_specialises_on():
+    t = torch.zeros(8)
+    assert launch.spec_key(t, False, True) == launch.spec_key(torch.ones(8), False, True)
+    assert launch.spec_key(t, False, True) != launch.spec_key(t[1:], False, True)  # 4-byte offset: unaligned
+    assert launch.spec_key(t, False, True) != launch.spec_key(t.bfloat16(), False, True)
+    assert launch.spec_key(16, False, True) != launch.spec_key(32, False, True)  # specialised ints: the value
+    assert launch.spec_key(16, False, False) == launch.spec_key(33, False, False)  # others: only the width
+    assert launch.spec_key(16, False, False) != launch.spec_key(2 ** 31, False, False)
+    assert launch.spec_key(True, True, True) != launch.spec_key(False, True, True)
+
+
+def test_direct_launcher_goes_through_the_jit_once_per_specialisation(fake_cuda):
+    fn = FakeJit()
+    d = launch.DirectLauncher(fn)
+    x, y = torch.zeros(8), torch.zeros(8)
+    d[(3, 2)](x, y, 5, 100, FLAG=True, num_warps=1)
+    assert len(fn.jit_calls) == 1 and not fn.direct_calls
+    d[(4,)](x, y, 5, 200, FLAG=True, num_warps=1)  # L is not specialised: same kernel, launched directly
+    assert len(fn.jit_calls) == 1
+    (call,) = fn.direct_calls
+    assert call[:7] == (4, 1, 1, 7, "f", "m", None)  # grid padded to 3-D, stream, kernel, no launch metadata
+    # (call[7:9]: Triton's launch hooks, passed on as they are when they do nothing)
+    assert list(call[9:]) == [x, y, 5, 200, True, 4]  # every argument in signature order, defaults filled in
+    for args, kwargs in (((x, y, 6, 200), dict(FLAG=True, num_warps=1)),  # a specialised int changed
+                         ((x, y, 5, 200), dict(FLAG=False, num_warps=1)),  # a constexpr changed
+                         ((x, y[1:], 5, 200), dict(FLAG=True, num_warps=1)),  # alignment changed
+                         ((x, y, 5, 200), dict(FLAG=True, num_warps=2))):  # a launch option changed
+        d[(1,)](*args, **kwargs)
+    assert len(fn.jit_calls) == 5 and len(fn.direct_calls) == 1
+
+
+def test_active_launch_hooks_take_the_jit_path(fake_cuda, monkeypatch):
+    from triton import knobs
+    fn = FakeJit()
+    d = launch.DirectLauncher(fn)
+    x = torch.zeros(8)
+    monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda *a: None)  # e.g. a profiler
+    for _ in range(2):
+        d[(1,)](x, x, 5, 100, FLAG=True)
+    assert len(fn.jit_calls) == 2 and not fn.direct_calls
+
+
+def test_launcher_is_the_jit_function_unless_asked(monkeypatch):
+    fn = FakeJit()
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", raising=False)
+    assert launch.launcher(fn) is fn
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")
+    monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: False)
+    assert isinstance(launch.launcher(fn), launch.DirectLauncher) and launch.launcher(fn) is launch.launcher(fn)
+    monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: True)
+    assert launch.launcher(fn) is fn
