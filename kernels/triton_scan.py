@@ -844,11 +844,13 @@ def _dc_in_summary(cfg: dict) -> bool:
     return _switch(cfg, "dc_in_summary", "NNUNET_MAMBA_SCAN_DC_IN_SUMMARY", True)
 
 
-def carries_shape(Bsz: int, L: int, D: int, K: int, N: int) -> tuple:
+def carries_shape(Bsz: int, L: int, D: int, K: int, N: int, fwd_cfg: Optional[dict] = None) -> tuple:
     """Shape of the chunk carries that :func:`multidir_scan_fwd` hands the backward (``return_carries``);
     ``(0,)`` when it hands none: the sequential kernels in both passes with one chunk length, more than one
-    chunk, the backward's summary writing the sub-chunk states, and ``_save_carries``."""
-    fwd, bwd = _config(L, D, bwd=False, Bsz=Bsz), _config(L, D, bwd=True, Bsz=Bsz)
+    chunk, the backward's summary writing the sub-chunk states, and ``_save_carries``. ``fwd_cfg``: the
+    forward's config where the caller has it."""
+    fwd = fwd_cfg if fwd_cfg is not None else _config(L, D, bwd=False, Bsz=Bsz)
+    bwd = _config(L, D, bwd=True, Bsz=Bsz)
     if not (fwd.get("seq") and bwd.get("seq") and fwd["BLOCK_T"] == bwd["BLOCK_T"] and _save_carries(bwd)
             and _switch(bwd, "scr", "NNUNET_MAMBA_SCAN_SCR", True)):
         return (0,)
@@ -868,7 +870,7 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
         out, st = _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
         if not return_carries:
             return out
-        return out, (st if st is not None and tuple(st.shape) == carries_shape(Bsz, L, D, K, N) else None)
+        return out, (st if st is not None and tuple(st.shape) == carries_shape(Bsz, L, D, K, N, cfg) else None)
     out = _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
     return (out, None) if return_carries else out
 
@@ -969,7 +971,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
 # Sequential path (kernels generated in triton_seq): one launch per direction
 # ----------------------------------------------------------------------------------------------
 def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus, cfg,
-                        nC, P, i64, vec_bc, scr=None, cdt=None, **true_scr):
+                        nC, P, i64, vec_bc, prefetch, scr=None, cdt=None, **true_scr):
     Bsz, L, D = u.shape
     K, N = st.shape[2], st.shape[4]
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
@@ -981,7 +983,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
         L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **_prefetch(cfg), **true_scr)
+        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **prefetch, **true_scr)
 
 
 def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
@@ -1004,9 +1006,10 @@ def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, d
     P = 2 if bwd else 1
     st, dts, i64 = _summary_buffers(u, len(directions), A.shape[-1], nC, P)
     vec_bc = _vector_bc(cfg, Bm, Cm, NL=A.shape[-1] // ks["split"])
+    prefetch = _prefetch(cfg)
     for k, dirn in enumerate(directions):
         _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
-                            cfg, nC, P, i64, vec_bc)
+                            cfg, nC, P, i64, vec_bc, prefetch)
     _seq_carry_launch(st, dts, A, directions, cfg)
     return st
 
@@ -1056,6 +1059,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
     vec_bc = _vector_bc(cfg, Bm, Cm, NL=N // ks["split"])
     shfl = _use_shuffles(cfg, N)
+    prefetch = _prefetch(cfg)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
@@ -1066,7 +1070,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
-            VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **_prefetch(cfg))
+            VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **prefetch)
     return out, (st if has_carry else None)
 
 
@@ -1116,6 +1120,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     shfl = _use_shuffles(cfg, N)
     NL = N // ks["split"]
     vec_bc, vec_bwd = _vector_bc(cfg, Bm, Cm, NL=NL), _vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL)
+    prefetch, prefetch_walk2 = _prefetch(cfg), _prefetch(cfg, bwd_walk2=True)
     dummy = u
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
@@ -1128,7 +1133,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
                              TRUE_SCR=True, DC_SUM=dc_sum, HAS_D=Dskip is not None, ATOMIC_BC=atomic,
                              PARTIAL_BC=partial, SHFL=shfl)
             _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
-                                delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, scr,
+                                delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, prefetch, scr,
                                 cdt if cdt is not None else dummy, **extra)
             _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
         launcher(ks["bwd"])[(nC, nDB, Bsz)](
@@ -1141,7 +1146,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
             I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd, TRUE_SCR=true_scr, DC_SUM=dc_sum,
-            num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True), **_prefetch(cfg, bwd_walk2=True))
+            num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True), **prefetch_walk2)
     dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
     dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
     dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
