@@ -68,7 +68,7 @@ class DirectLauncher:
             return kernel
         g = tuple(grid) + (1,) * (3 - len(grid))
         kernel.run(g[0], g[1], g[2], torch.cuda.current_stream().cuda_stream, kernel.function,
-                   kernel.packed_metadata, None, *hooks, *values)
+                   kernel.packed_metadata, None, None, None, *values)
         return kernel
 
 
