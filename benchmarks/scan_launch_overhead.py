@@ -24,6 +24,7 @@ from scan import bench, git_commit, make_inputs, parse_shape, scan_env, versions
 
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
+from nnunet_mamba.kernels.launch import launch_counts  # noqa: E402
 
 
 def measure(shape: str, K: int, dtype, reps: int) -> dict:
@@ -120,14 +121,41 @@ def direct_vs_jit(shape: str, K: int, dtype, reps: int) -> dict:
     res = {}
     for mode in ("0", "1"):
         os.environ["NNUNET_MAMBA_SCAN_DIRECT_LAUNCH"] = mode
+        counts0 = launch_counts()
         out, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
         got = [out, *T.multidir_scan_bwd(dout, *args, *rest, carries=carries)]
         res[mode] = (measure(shape, K, dtype, reps), [g.float() if g is not None else None for g in got])
+        res[mode][0]["jit_and_direct_launches"] = [b - a for a, b in zip(counts0, launch_counts())]
     os.environ.pop("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
     diffs = [((a - b).norm() / b.norm().clamp_min(1e-30)).item()
              for a, b in zip(res["1"][1], res["0"][1]) if a is not None]
     return dict(jit=res["0"][0], direct=res["1"][0], forward_identical=bool(torch.equal(res["1"][1][0], res["0"][1][0])),
                 max_rel_diff=max(diffs))
+
+
+def cpu_profile(shape: str, K: int, dtype, reps: int, top: int = 25):
+    """Where the CPU time of a forward+backward goes (cProfile; the profiler slows Python calls down)."""
+    import cProfile
+    import pstats
+    Bsz, D, grid = parse_shape(shape)
+    args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
+    rest = (grid, default_directions(len(grid), K), True)
+
+    def fwd_bwd():
+        _, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
+        T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
+
+    for _ in range(3):
+        fwd_bwd()
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        fwd_bwd()
+    prof.disable()
+    torch.cuda.synchronize()
+    print(f"    cProfile of {reps} forward+backward calls ({shape}, K={K}):")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
 def main():
@@ -141,6 +169,8 @@ def main():
                     help="compare JIT launches with direct launches (NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1): times, outputs")
     ap.add_argument("--launcher", action="store_true",
                     help="also split the CPU time: inside Triton's JIT launches vs a direct replay of the same launches")
+    ap.add_argument("--cprofile", action="store_true",
+                    help="also profile the CPU side of --reps forward+backward calls (cProfile, top functions)")
     a = ap.parse_args()
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     rows = []
@@ -154,7 +184,10 @@ def main():
             r["direct"] = c
             print(f"    JIT launches: enqueue {c['jit']['enqueue_ms']:.3f} wall {c['jit']['wall_ms']:.3f} ms; direct: "
                   f"enqueue {c['direct']['enqueue_ms']:.3f} wall {c['direct']['wall_ms']:.3f} ms; forward identical "
-                  f"{c['forward_identical']}, largest relative difference {c['max_rel_diff']:.1e}", flush=True)
+                  f"{c['forward_identical']}, largest relative difference {c['max_rel_diff']:.1e}; direct launcher: JIT / direct "
+                  f"launches {c['direct']['jit_and_direct_launches']}", flush=True)
+        if a.cprofile:
+            cpu_profile(a.shape, K, dtype, a.reps)
         if a.launcher:
             s = launcher_split(a.shape, K, dtype, a.reps)
             r["launcher"] = s

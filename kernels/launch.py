@@ -4,68 +4,66 @@ Triton's JIT launch binds and specialises every argument, builds a cache key and
 kernel's C launcher; with the ~50 arguments of the sequential scan kernels that costs tens of microseconds per
 launch, which bounds small maps (``benchmarks/scan_launch_overhead.py``). :class:`DirectLauncher` goes through
 the JIT once per specialisation and afterwards calls the compiled kernel's launcher itself. Its key holds
-everything Triton specialises on, and more (a finer key only costs extra JIT launches): constexpr values, the
-dtype and 16-byte alignment of every tensor, the value of every specialised integer, the width of the others,
-the launch options and the device. The interpreter and launch hooks (profilers) always take the JIT path.
+everything Triton specialises on, and more (a finer key only costs extra JIT launches): the dtype and 16-byte
+alignment of every tensor, the value of every other argument (constexprs, integers, flags), the launch options
+and the device. The interpreter and launch hooks (profilers) always take the JIT path.
 """
 from __future__ import annotations
 
 import os
 
 import torch
+from triton import knobs
 
 
 def direct_launch_enabled() -> bool:
     return os.environ.get("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0") == "1"
 
 
-def spec_key(value, constexpr: bool, specialise: bool):
-    """What Triton's specialisation can depend on for one argument (see the module docstring)."""
-    if constexpr:
-        return ("c", value)
+def arg_key(value):
+    """What Triton's specialisation can depend on for one argument, cheaply: a tensor's dtype and 16-byte
+    alignment; any other value itself (finer than Triton's key for integers: a new value only costs one JIT
+    launch)."""
     if isinstance(value, torch.Tensor):
-        return ("t", value.dtype, value.data_ptr() % 16 == 0)
-    if isinstance(value, bool) or value is None:
-        return ("v", value)
-    if isinstance(value, int):
-        wide = not -2 ** 31 <= value < 2 ** 31
-        return ("i", value if specialise else None, wide)
-    if isinstance(value, float):
-        return ("f",)
-    return ("v", value)
+        return (value.dtype, value.data_ptr() % 16 == 0)
+    return value
 
 
 class DirectLauncher:
     """``launcher[grid](*args, **kwargs)`` like a ``triton.jit`` function, launching compiled kernels directly
     once the JIT has compiled (or found) them for the same specialisation."""
 
+    MAX_KEYS = 4096  # distinct argument keys kept per kernel (a training run sees a handful of shapes)
+
     def __init__(self, jit_fn):
         self.fn = jit_fn
-        self.params = [(p.name, bool(p.is_constexpr), not p.do_not_specialize) for p in jit_fn.params]
-        self.names = {name for name, _, _ in self.params}
-        self.defaults = {name: p.default for name, p in jit_fn.signature.parameters.items()
-                         if p.default is not p.empty}
+        self.names = [p.name for p in jit_fn.params]
+        defaults = {name: p.default for name, p in jit_fn.signature.parameters.items() if p.default is not p.empty}
+        self.defaults = [defaults.get(name) for name in self.names]
         self.cache = {}
+        self.jit_launches = self.direct_launches = 0
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
     def launch(self, grid, args, kwargs):
-        from triton import knobs
-        hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
-        if any(_active(h) for h in hooks):
+        rt = knobs.runtime
+        if _active(rt.launch_enter_hook) or _active(rt.launch_exit_hook):
             return self.fn[grid](*args, **kwargs)
-        values = list(args)
-        for name, _, _ in self.params[len(args):]:
-            values.append(kwargs[name] if name in kwargs else self.defaults[name])
-        options = tuple(sorted((k, v) for k, v in kwargs.items() if k not in self.names))
-        key = (torch.cuda.current_device(), options,
-               tuple(spec_key(v, c, s) for v, (_, c, s) in zip(values, self.params)))
+        key = (torch.cuda.current_device(), tuple(map(arg_key, args)),
+               tuple((name, arg_key(v)) for name, v in kwargs.items()))
         kernel = self.cache.get(key)
         if kernel is None:
+            self.jit_launches += 1
             kernel = self.fn[grid](*args, **kwargs)
+            if len(self.cache) >= self.MAX_KEYS:
+                self.cache.clear()
             self.cache[key] = kernel
             return kernel
+        self.direct_launches += 1
+        n = len(args)
+        values = [*args, *(kwargs[name] if name in kwargs else default
+                           for name, default in zip(self.names[n:], self.defaults[n:]))]
         g = tuple(grid) + (1,) * (3 - len(grid))
         kernel.run(g[0], g[1], g[2], torch.cuda.current_stream().cuda_stream, kernel.function,
                    kernel.packed_metadata, None, None, None, *values)
@@ -78,6 +76,11 @@ def _active(hook) -> bool:
 
 
 _LAUNCHERS: dict = {}
+
+
+def launch_counts() -> tuple:
+    """(JIT launches, direct launches) of every direct launcher so far."""
+    return (sum(d.jit_launches for _, d in _LAUNCHERS.values()), sum(d.direct_launches for _, d in _LAUNCHERS.values()))
 
 
 def launcher(jit_fn):

@@ -729,12 +729,17 @@ def _sub_chunk(cfg: dict) -> int:
 
 
 def _seq_config(L: int, D: int, Bsz: int) -> dict:
-    """Sequential state-in-registers path (triton_seq): 32 channels per one-warp program; the
-    longest chunk (16..256 steps) that still gives >= ~4k programs per direction
-    (``NNUNET_MAMBA_SCAN_SEQ_PROGRAMS`` moves the 4096)."""
+    """Sequential state-in-registers path (triton_seq): 32 channels per one-warp program; the longest chunk
+    (16..256 steps) that still gives >= ~4k programs per direction, but no shorter than it takes to cut a
+    sequence into at most 64 chunks (the carry pass walks the chunks one after another). H100, bf16: 64- instead
+    of 32-step chunks made (2,512,16^3) 4-13 % faster at K = 2-4, 256 instead of 128 left 32^3 and (1,96,64^3)
+    unchanged, while the Hippocampus mixers (few steps, batch 58) lose 7-16 % with half as many programs
+    (SCAN_NOTES.md, session 10). ``NNUNET_MAMBA_SCAN_SEQ_PROGRAMS`` moves the 4096,
+    ``NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS`` the 64."""
     want = _env_count("NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", 4096)
+    max_chunks = _env_count("NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS", 64)
     T = 256
-    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < want:
+    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < want and triton.cdiv(L, T // 2) <= max_chunks:
         T //= 2
     return {"seq": True, "BLOCK_T": T, "BLOCK_D": _SEQ_BD, "BLOCK_R": 16, "num_warps": 1}
 

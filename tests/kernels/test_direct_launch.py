@@ -38,15 +38,14 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=7))
 
 
-def test_spec_key_separates_what_triton_specialises_on():
+def test_arg_key_separates_what_triton_specialises_on():
     t = torch.zeros(8)
-    assert launch.spec_key(t, False, True) == launch.spec_key(torch.ones(8), False, True)
-    assert launch.spec_key(t, False, True) != launch.spec_key(t[1:], False, True)  # 4-byte offset: unaligned
-    assert launch.spec_key(t, False, True) != launch.spec_key(t.bfloat16(), False, True)
-    assert launch.spec_key(16, False, True) != launch.spec_key(32, False, True)  # specialised ints: the value
-    assert launch.spec_key(16, False, False) == launch.spec_key(33, False, False)  # others: only the width
-    assert launch.spec_key(16, False, False) != launch.spec_key(2 ** 31, False, False)
-    assert launch.spec_key(True, True, True) != launch.spec_key(False, True, True)
+    assert launch.arg_key(t) == launch.arg_key(torch.ones(8))
+    assert launch.arg_key(t) == launch.arg_key(torch.nn.Parameter(torch.ones(8)))  # subclasses: still by dtype
+    assert launch.arg_key(t) != launch.arg_key(t[1:])  # 4-byte offset: unaligned
+    assert launch.arg_key(t) != launch.arg_key(t.bfloat16())
+    assert launch.arg_key(16) != launch.arg_key(32)  # integers: the value (finer than Triton's 1 / %16 / width)
+    assert launch.arg_key(True) != launch.arg_key(False)
 
 
 def test_direct_launcher_goes_through_the_jit_once_per_specialisation(fake_cuda):
@@ -55,18 +54,19 @@ def test_direct_launcher_goes_through_the_jit_once_per_specialisation(fake_cuda)
     x, y = torch.zeros(8), torch.zeros(8)
     d[(3, 2)](x, y, 5, 100, FLAG=True, num_warps=1)
     assert len(fn.jit_calls) == 1 and not fn.direct_calls
-    d[(4,)](x, y, 5, 200, FLAG=True, num_warps=1)  # L is not specialised: same kernel, launched directly
+    d[(4,)](torch.ones(8), y, 5, 100, FLAG=True, num_warps=1)  # other tensors, same key: launched directly
     assert len(fn.jit_calls) == 1
     (call,) = fn.direct_calls
-    assert call[:7] == (4, 1, 1, 7, "f", "m", None)  # grid padded to 3-D, stream, kernel, no launch metadata
-    # (call[7:9]: Triton's launch hooks, passed on as they are when they do nothing)
-    assert list(call[9:]) == [x, y, 5, 200, True, 4]  # every argument in signature order, defaults filled in
-    for args, kwargs in (((x, y, 6, 200), dict(FLAG=True, num_warps=1)),  # a specialised int changed
-                         ((x, y, 5, 200), dict(FLAG=False, num_warps=1)),  # a constexpr changed
-                         ((x, y[1:], 5, 200), dict(FLAG=True, num_warps=1)),  # alignment changed
-                         ((x, y, 5, 200), dict(FLAG=True, num_warps=2))):  # a launch option changed
+    assert call[:9] == (4, 1, 1, 7, "f", "m", None, None, None)  # grid padded to 3-D, stream, kernel, no hooks
+    assert torch.equal(call[9], torch.ones(8))
+    assert list(call[10:]) == [y, 5, 100, True, 4]  # every argument in signature order, defaults filled in
+    for args, kwargs in (((x, y, 6, 100), dict(FLAG=True, num_warps=1)),  # an integer changed
+                         ((x, y, 5, 100), dict(FLAG=False, num_warps=1)),  # a constexpr changed
+                         ((x, y[1:], 5, 100), dict(FLAG=True, num_warps=1)),  # alignment changed
+                         ((x, y.double(), 5, 100), dict(FLAG=True, num_warps=1)),  # dtype changed
+                         ((x, y, 5, 100), dict(FLAG=True, num_warps=2))):  # a launch option changed
         d[(1,)](*args, **kwargs)
-    assert len(fn.jit_calls) == 5 and len(fn.direct_calls) == 1
+    assert len(fn.jit_calls) == 6 and len(fn.direct_calls) == 1
 
 
 def test_active_launch_hooks_take_the_jit_path(fake_cuda, monkeypatch):

@@ -87,12 +87,16 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
     NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS move the two lines, NNUNET_MAMBA_SCAN_SEQ(_BWD)=0 turn them off."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
     for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ",
-                "NNUNET_MAMBA_SCAN_SEQ_BWD"):
+                "NNUNET_MAMBA_SCAN_SEQ_BWD", "NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS"):
         monkeypatch.delenv(var, raising=False)
     for bwd in (False, True):
         assert T._config(1400, 128, bwd, 58)["seq"]  # long map
         cfg = T._config(175, 256, bwd, 58)  # Hippocampus bottleneck: 8 x 58 x 11 = 5104 programs
         assert cfg["seq"] and cfg["BLOCK_T"] == 16
+        assert T._config(1400, 128, bwd, 58)["BLOCK_T"] == 64  # Hippocampus stage 2: 4 x 58 x 22 = 5104 programs
+        # long maps: at most 64 chunks, even with fewer programs (16^3: 2048 programs of 64 steps)
+        assert T._config(4096, 512, bwd, 2)["BLOCK_T"] == 64
+        assert T._config(32768, 256, bwd, 2)["BLOCK_T"] == 256
         assert not T._config(512, 320, bwd, 2).get("seq")  # BraTS-like 8^3: 640 programs
         assert not T._config(512, 640, bwd, 2).get("seq")  # the issue's 8^3 shape: 1280
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "6000")
@@ -180,7 +184,7 @@ def test_saved_carries_switches_and_shape(monkeypatch):
     """The forward hands its carries to the backward by default, only where both passes run the sequential
     kernels with one chunk length over more than one chunk; the switches turn it (and dC in the summary) off."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
-    for var in ("SAVE_CARRIES", "DC_IN_SUMMARY", "SCR", "SEQ_BWD", "SEQ_PROGRAMS"):
+    for var in ("SAVE_CARRIES", "DC_IN_SUMMARY", "SCR", "SEQ_BWD", "SEQ_PROGRAMS", "SEQ_MAX_CHUNKS"):
         monkeypatch.delenv("NNUNET_MAMBA_SCAN_" + var, raising=False)
     assert T._save_carries({}) and T._dc_in_summary({})
     L, D, Bsz, K, N = 32 ** 3, 256, 2, 3, 16
