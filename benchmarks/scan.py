@@ -171,6 +171,93 @@ def build_mamba_ssm(sdist, target):
     print(f"built mamba-ssm from {os.path.basename(sdist)} for sm_90 in {time.time() - t0:.0f} s", flush=True)
 
 
+def naive_paths(M, ssf, sets, args, rest) -> dict:
+    """The mamba-ssm timings of one row: the naive multi-directional path (permute copies, one selective_scan_fn
+    per direction, un-permute and sum; forward, and autograd forward + backward) and one bare direction with its
+    inputs already (B, D, L) contiguous (times K: the cost with a free permutation)."""
+    def naive_f(ar, do):
+        return M.multidir_scan_fwd(*ar, *rest)
+
+    leaf_sets = []
+    for ar, do in sets:
+        leaves = [x.detach().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                  for x in ar]
+        leaf_sets.append((leaves, do))
+
+    def naive_fb(ar, do):
+        for x in ar:
+            if isinstance(x, torch.Tensor):
+                x.grad = None
+        out = M.naive_forward(*ar, *rest)
+        out.backward(do)
+
+    u1 = sets[0][0][0][:, :, :].transpose(1, 2).contiguous()
+    dl1 = sets[0][0][1][:, :, 0].transpose(1, 2).contiguous()
+    B1 = sets[0][0][3][:, :, 0].transpose(1, 2).contiguous()
+    C1 = sets[0][0][4][:, :, 0].transpose(1, 2).contiguous()
+    A1, D1, db1 = args[2][0], args[5][0], args[6][0]
+    lv = [x.detach().requires_grad_(True) for x in (u1, dl1, A1, B1, C1, D1, db1)]
+    dy1 = torch.randn_like(u1)
+
+    def one_fb():
+        y = ssf(lv[0], lv[1], lv[2], lv[3], lv[4], D=lv[5], delta_bias=lv[6], delta_softplus=True)
+        y.backward(dy1)
+    return {"naive_fwd_ms": rotating(sets, naive_f), "naive_fwdbwd_ms": rotating(leaf_sets, naive_fb),
+            "mamba_1dir_fwd_ms": lambda: ssf(u1, dl1, A1, B1, C1, D=D1, delta_bias=db1, delta_softplus=True),
+            "mamba_1dir_fwdbwd_ms": one_fb}
+
+
+def time_case(case, row, T, M, ssf, l2, a, first: bool, dev: str = "cuda") -> dict:
+    """One pass over one row of the table: every path's do_bench median is appended to ``<path>_runs_ms``; the
+    row's time of a path is the lowest so far. The reference is timed in the first pass only."""
+    Bsz, D, grid, dtype, K = case
+    L = math.prod(grid)
+    args, dout = make_inputs(Bsz, D, grid, K, dtype, dev)
+    nbytes = input_bytes(args, dout)
+    nsets = 1 if nbytes * 2 > l2 else min(8, max(2, math.ceil(3 * l2 / nbytes)))
+    sets = [(args, dout)] + [make_inputs(Bsz, D, grid, K, dtype, dev, seed=i + 1) for i in range(nsets - 1)]
+    rest = (grid, default_directions(len(grid), K), True)
+    if row is None:
+        row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), L=L, K=K, dtype=str(dtype).replace("torch.", ""),
+                   input_sets=nsets)
+        s = torch.finfo(dtype).bits // 8
+        row["floor_bytes_fwdbwd"], row["floor_bytes_fwd"] = floor_bytes(Bsz, D, L, K, s)
+
+    def fused_f(ar, do):
+        return T.multidir_scan_fwd(*ar, *rest)
+
+    def fused_fb(ar, do):  # the backward starts from the forward's chunk carries where it keeps them
+        _, carries = T.multidir_scan_fwd(*ar, *rest, return_carries=True)
+        return T.multidir_scan_bwd(do, *ar, *rest, carries=carries)
+    paths = {"fused_fwd_ms": rotating(sets, fused_f), "fused_fwdbwd_ms": rotating(sets, fused_fb)}
+    if M is not None:
+        paths.update(naive_paths(M, ssf, sets, args, rest))
+    for name, fn in paths.items():  # one after another, so that a slow moment is not always the same path's
+        runs = row.setdefault(name.replace("_ms", "_runs_ms"), [])
+        runs.append(bench(fn, rep=a.rep_ms))
+        row[name] = min(runs)
+    fb, ff = row["floor_bytes_fwdbwd"], row["floor_bytes_fwd"]
+    row["fused_fwdbwd_GBps"] = fb / (row["fused_fwdbwd_ms"] * 1e-3) / 1e9
+    row["fused_fwd_GBps"] = ff / (row["fused_fwd_ms"] * 1e-3) / 1e9
+    if M is not None:
+        row["mamba_Kx1dir_fwd_ms"] = K * row["mamba_1dir_fwd_ms"]
+        row["mamba_Kx1dir_fwdbwd_ms"] = K * row["mamba_1dir_fwdbwd_ms"]
+        row["speedup_fwd"] = row["naive_fwd_ms"] / row["fused_fwd_ms"]
+        row["speedup_fwdbwd"] = row["naive_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
+    # reference: only where it is reasonably quick (it materialises (B,K,L,d,N) blocks)
+    work = Bsz * K * L * D
+    if first and a.reference and work <= a.ref_limit:
+        row["ref_fwd_ms"] = bench(lambda: R.multidir_scan_fwd(*args, *rest), warmup=1, rep=50)
+        row["ref_fwdbwd_ms"] = bench(lambda: (R.multidir_scan_fwd(*args, *rest),
+                                              R.multidir_scan_bwd(dout, *args, *rest)), warmup=1, rep=50)
+    elif first:
+        row["ref_fwd_ms"] = row["ref_fwdbwd_ms"] = None
+        row["ref_note"] = f"skipped (B*K*L*D={work} > {a.ref_limit}: too slow/too much memory)"
+    del sets, args, dout, paths
+    torch.cuda.empty_cache()
+    return row
+
+
 def run_gpu(a, on_row=None):
     import triton  # noqa: F401
     from nnunet_mamba.kernels import triton_scan as T
@@ -185,86 +272,18 @@ def run_gpu(a, on_row=None):
           f"{'yes' if have_mamba else 'NO (naive path skipped)'}", flush=True)
     shapes = [SHAPES[i] for i in a.shapes] if a.shapes else SHAPES
     dtypes = [dict(bf16=torch.bfloat16, fp32=torch.float32)[d] for d in a.dtypes]
-    rows = []
-    for Bsz, D, grid in shapes:
-        L = math.prod(grid)
-        for dtype in dtypes:
-            for K in a.ks:
-                dirs = default_directions(len(grid), K)
-                args, dout = make_inputs(Bsz, D, grid, K, dtype, dev)
-                nbytes = input_bytes(args, dout)
-                nsets = 1 if nbytes * 2 > l2 else min(8, max(2, math.ceil(3 * l2 / nbytes)))
-                sets = [(args, dout)] + [make_inputs(Bsz, D, grid, K, dtype, dev, seed=i + 1) for i in range(nsets - 1)]
-                rest = (grid, dirs, True)
-                row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), L=L, K=K, dtype=str(dtype).replace("torch.", ""),
-                           input_sets=nsets)
-                s = torch.finfo(dtype).bits // 8
-                fb, ff = floor_bytes(Bsz, D, L, K, s)
-                row["floor_bytes_fwdbwd"], row["floor_bytes_fwd"] = fb, ff
-
-                def fused_f(ar, do):
-                    return T.multidir_scan_fwd(*ar, *rest)
-
-                def fused_fb(ar, do):  # the backward starts from the forward's chunk carries where it keeps them
-                    _, carries = T.multidir_scan_fwd(*ar, *rest, return_carries=True)
-                    return T.multidir_scan_bwd(do, *ar, *rest, carries=carries)
-                row["fused_fwd_ms"] = bench(rotating(sets, fused_f))
-                row["fused_fwdbwd_ms"] = bench(rotating(sets, fused_fb))
-                row["fused_fwdbwd_GBps"] = fb / (row["fused_fwdbwd_ms"] * 1e-3) / 1e9
-                row["fused_fwd_GBps"] = ff / (row["fused_fwd_ms"] * 1e-3) / 1e9
-                if have_mamba:
-                    def naive_f(ar, do):
-                        return M.multidir_scan_fwd(*ar, *rest)
-
-                    leaf_sets = []
-                    for ar, do in sets:
-                        leaves = [x.detach().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point()
-                                  else x for x in ar]
-                        leaf_sets.append((leaves, do))
-
-                    def naive_fb(ar, do):
-                        for x in ar:
-                            if isinstance(x, torch.Tensor):
-                                x.grad = None
-                        out = M.naive_forward(*ar, *rest)
-                        out.backward(do)
-                    row["naive_fwd_ms"] = bench(rotating(sets, naive_f))
-                    row["naive_fwdbwd_ms"] = bench(rotating(leaf_sets, naive_fb))
-                    # one direction, inputs already (B, D, L) contiguous: the bare kernel cost, times K
-                    u1 = sets[0][0][0][:, :, :].transpose(1, 2).contiguous()
-                    dl1 = sets[0][0][1][:, :, 0].transpose(1, 2).contiguous()
-                    B1 = sets[0][0][3][:, :, 0].transpose(1, 2).contiguous()
-                    C1 = sets[0][0][4][:, :, 0].transpose(1, 2).contiguous()
-                    A1, D1, db1 = args[2][0], args[5][0], args[6][0]
-                    row["mamba_1dir_fwd_ms"] = bench(lambda: ssf(u1, dl1, A1, B1, C1, D=D1, delta_bias=db1,
-                                                                 delta_softplus=True))
-                    lv = [x.detach().requires_grad_(True) for x in (u1, dl1, A1, B1, C1, D1, db1)]
-                    dy1 = torch.randn_like(u1)
-
-                    def one_fb():
-                        y = ssf(lv[0], lv[1], lv[2], lv[3], lv[4], D=lv[5], delta_bias=lv[6], delta_softplus=True)
-                        y.backward(dy1)
-                    row["mamba_1dir_fwdbwd_ms"] = bench(one_fb)
-                    row["mamba_Kx1dir_fwd_ms"] = K * row["mamba_1dir_fwd_ms"]
-                    row["mamba_Kx1dir_fwdbwd_ms"] = K * row["mamba_1dir_fwdbwd_ms"]
-                    row["speedup_fwd"] = row["naive_fwd_ms"] / row["fused_fwd_ms"]
-                    row["speedup_fwdbwd"] = row["naive_fwdbwd_ms"] / row["fused_fwdbwd_ms"]
-                    del leaf_sets, lv
-                # reference: only where it is reasonably quick (it materialises (B,K,L,d,N) blocks)
-                work = Bsz * K * L * D
-                if a.reference and work <= a.ref_limit:
-                    row["ref_fwd_ms"] = bench(lambda: R.multidir_scan_fwd(*args, *rest), warmup=1, rep=50)
-                    row["ref_fwdbwd_ms"] = bench(lambda: (R.multidir_scan_fwd(*args, *rest),
-                                                          R.multidir_scan_bwd(dout, *args, *rest)), warmup=1, rep=50)
-                else:
-                    row["ref_fwd_ms"] = row["ref_fwdbwd_ms"] = None
-                    row["ref_note"] = f"skipped (B*K*L*D={work} > {a.ref_limit}: too slow/too much memory)"
-                rows.append(row)
-                print(fmt_row(row), flush=True)
+    cases = [(Bsz, D, grid, dtype, K) for Bsz, D, grid in shapes for dtype in dtypes for K in a.ks]
+    rows = [None] * len(cases)
+    # whole passes over the table, so that a slow spell of the machine (seconds) hits one pass of a row, not all
+    for p in range(a.repeats):
+        for i, case in enumerate(cases):
+            rows[i] = time_case(case, rows[i], T, M if have_mamba else None, ssf, l2, a, first=p == 0, dev=dev)
+            if p == a.repeats - 1:
+                print(fmt_row(rows[i]), flush=True)
                 if on_row is not None:
-                    on_row(rows)
-                del sets, args, dout
-                torch.cuda.empty_cache()
+                    on_row(rows[:i + 1])
+        if p < a.repeats - 1:
+            print(f"pass {p + 1} of {a.repeats} done", flush=True)
     meta = gpu_meta(a, bw_copy, l2)
     return meta, rows
 
@@ -275,7 +294,9 @@ def gpu_meta(a, bw_copy, l2):
                 notes="fused fwd+bwd = multidir_scan_fwd (returning its chunk carries) + multidir_scan_bwd (the bwd "
                       "recomputes the forward, from those carries where the forward keeps them); "
                       "naive fwd+bwd = autograd forward + backward through selective_scan_fn and the permute copies; "
-                      "times are medians of triton.testing.do_bench (ms)")
+                      f"times: {a.repeats} passes over the whole table, each path of a row timed once per pass "
+                      f"with triton.testing.do_bench ({a.rep_ms} ms of repetitions, median); the lowest of those "
+                      f"medians, the same rule for every path (ms; all of them in the JSON's *_runs_ms)")
 
 
 def fmt(x, p=3):
@@ -400,6 +421,9 @@ def main():
     ap.add_argument("--no-reference", dest="reference", action="store_false")
     ap.add_argument("--ref-limit", type=int, default=2 * 4 * 4096 * 512, help="max B*K*L*D for timing the reference")
     ap.add_argument("--cpu-reps", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="GPU: passes over the table; every path keeps its lowest median")
+    ap.add_argument("--rep-ms", type=int, default=100, help="GPU: milliseconds of repetitions per do_bench median")
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--commit", default=None)
     ap.add_argument("--build-mamba", default=None, help="mamba-ssm sdist to build for sm_90 first")

@@ -2,6 +2,7 @@
 
 Per forward+backward (``multidir_scan_fwd`` with carries, then ``multidir_scan_bwd``) it reports
   * enqueue: CPU time to issue the calls (no synchronisation: the GPU runs behind),
+  * CPU per call: median CPU time of one call issued onto an idle queue (no waiting for the GPU at all),
   * wall: time per call with the queue kept full, as ``triton.testing.do_bench`` sees it (median),
   * kernels: summed CUDA kernel time per call (torch.profiler),
   * launches: kernels per call.
@@ -44,6 +45,15 @@ def measure(shape: str, K: int, dtype, reps: int) -> dict:
         fwd_bwd()
     enqueue = (time.perf_counter() - t0) / reps
     torch.cuda.synchronize()
+    # CPU time of one call on an idle queue (a long queue of launches can make the CPU wait for the GPU)
+    cpu = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fwd_bwd()
+        cpu.append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    cpu_ms = sorted(cpu)[len(cpu) // 2] * 1e3
     wall = bench(fwd_bwd)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
@@ -51,8 +61,8 @@ def measure(shape: str, K: int, dtype, reps: int) -> dict:
         torch.cuda.synchronize()
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     kernels = sum(e.device_time for e in events) / 1000.0 / reps
-    return dict(shape=shape, K=K, enqueue_ms=enqueue * 1e3, wall_ms=wall, kernels_ms=kernels,
-                launches=len(events) / reps)
+    return dict(shape=shape, K=K, enqueue_ms=enqueue * 1e3, cpu_per_call_ms=cpu_ms, wall_ms=wall,
+                kernels_ms=kernels, launches=len(events) / reps)
 
 
 def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
@@ -177,13 +187,14 @@ def main():
     for K in a.ks:
         r = measure(a.shape, K, dtype, a.reps)
         rows.append(r)
-        print(f"{a.shape} K={K} {a.dtype}: enqueue {r['enqueue_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms, "
+        print(f"{a.shape} K={K} {a.dtype}: enqueue {r['enqueue_ms']:.3f} ms, CPU per call {r['cpu_per_call_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms, "
               f"kernels {r['kernels_ms']:.3f} ms, {r['launches']:.0f} launches", flush=True)
         if a.direct:
             c = direct_vs_jit(a.shape, K, dtype, a.reps)
             r["direct"] = c
-            print(f"    JIT launches: enqueue {c['jit']['enqueue_ms']:.3f} wall {c['jit']['wall_ms']:.3f} ms; direct: "
-                  f"enqueue {c['direct']['enqueue_ms']:.3f} wall {c['direct']['wall_ms']:.3f} ms; forward identical "
+            print(f"    JIT launches: CPU per call {c['jit']['cpu_per_call_ms']:.3f} wall {c['jit']['wall_ms']:.3f} ms; "
+                  f"direct: CPU per call {c['direct']['cpu_per_call_ms']:.3f} wall {c['direct']['wall_ms']:.3f} ms; "
+                  f"forward identical "
                   f"{c['forward_identical']}, largest relative difference {c['max_rel_diff']:.1e}; direct launcher: JIT / direct "
                   f"launches {c['direct']['jit_and_direct_launches']}", flush=True)
         if a.cprofile:

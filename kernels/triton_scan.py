@@ -534,6 +534,11 @@ _bwd_kernel = _KERNELS[False]["bwd"]
 _CONFIG_OVERRIDE: Optional[dict] = None  # tests: {"BLOCK_T":..., "BLOCK_D":..., "BLOCK_R":..., "num_warps":...}
 
 
+def _cdiv(a: int, b: int) -> int:
+    """Ceiling division on the host (``triton.cdiv`` is a JIT function: microseconds per call from Python)."""
+    return -(-a // b)
+
+
 def _pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
@@ -571,7 +576,7 @@ _SEQ_MIN_T = 16  # their shortest chunk
 
 def _seq_programs(L: int, D: int, Bsz: int, T: int = _SEQ_MIN_T) -> int:
     """One-warp programs per direction of the sequential kernels with T-step chunks."""
-    return triton.cdiv(D, _SEQ_BD) * Bsz * triton.cdiv(L, T)
+    return _cdiv(D, _SEQ_BD) * Bsz * _cdiv(L, T)
 
 
 def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
@@ -739,7 +744,7 @@ def _seq_config(L: int, D: int, Bsz: int) -> dict:
     want = _env_count("NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", 4096)
     max_chunks = _env_count("NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS", 64)
     T = 256
-    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < want and triton.cdiv(L, T // 2) <= max_chunks:
+    while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < want and _cdiv(L, T // 2) <= max_chunks:
         T //= 2
     return {"seq": True, "BLOCK_T": T, "BLOCK_D": _SEQ_BD, "BLOCK_R": 16, "num_warps": 1}
 
@@ -810,10 +815,10 @@ def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directi
     P = 2 if bwd else 1
     st, dts, i64 = _summary_buffers(u, K, N, nC, P)
     dummy = u
-    nDB = triton.cdiv(D, cfg["BLOCK_D"])
+    nDB = _cdiv(D, cfg["BLOCK_D"])
     for geo, kf, kr in groups:
         n_a, n_b, n_c, s_a, s_b, s_c = geo
-        _KERNELS[cfg["vec1"]]["summary"][(nC, nDB, Bsz)](
+        launcher(_KERNELS[cfg["vec1"]]["summary"])[(nC, nDB, Bsz)](
             u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
             z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
             L, D, N, K, nC, P, n_b, n_c, s_a, s_b, s_c, kf if kf is not None else 0, kr if kr is not None else 0,
@@ -827,7 +832,7 @@ def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directi
     # many chunks: taller, narrower tiles (fewer sequential steps, more programs)
     BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
     BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    _carry_kernel[(triton.cdiv(N * D, BLOCK_ND), P * K, Bsz)](
+    launcher(_carry_kernel)[(_cdiv(N * D, BLOCK_ND), P * K, Bsz)](
         st, dts, A, D, N, K, nC, P, rev_mask, -1, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
     return st
 
@@ -859,7 +864,7 @@ def carries_shape(Bsz: int, L: int, D: int, K: int, N: int, fwd_cfg: Optional[di
     if not (fwd.get("seq") and bwd.get("seq") and fwd["BLOCK_T"] == bwd["BLOCK_T"] and _save_carries(bwd)
             and _switch(bwd, "scr", "NNUNET_MAMBA_SCAN_SCR", True)):
         return (0,)
-    nC = triton.cdiv(L, fwd["BLOCK_T"])
+    nC = _cdiv(L, fwd["BLOCK_T"])
     return (Bsz, 1, K, nC, N, D) if nC > 1 else (0,)
 
 
@@ -884,8 +889,8 @@ def _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, de
     Bsz, L, D = u.shape
     K, N = len(directions), A.shape[-1]
     BT, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
-    nC = triton.cdiv(L, BT)
-    nDB = triton.cdiv(D, BD)
+    nC = _cdiv(L, BT)
+    nDB = _cdiv(D, BD)
     groups = _groups(grid, directions)
     has_carry = nC > 1
     i64 = _needs_i64(Bsz, L, K, D, N, nC)
@@ -901,7 +906,7 @@ def _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, de
     for gi, (geo, kf, kr) in enumerate(groups):
         n_a, n_b, n_c, s_a, s_b, s_c = geo
         final = gi == G - 1
-        _KERNELS[cfg["vec1"]]["fwd"][(nC, nDB, Bsz)](
+        launcher(_KERNELS[cfg["vec1"]]["fwd"])[(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
             out if final else acc,
@@ -927,8 +932,8 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
         return _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
                         A_dtype, Dskip_dtype, bias_dtype, carries)
     BT, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
-    nC = triton.cdiv(L, BT)
-    nDB = triton.cdiv(D, BD)
+    nC = _cdiv(L, BT)
+    nDB = _cdiv(D, BD)
     groups = _groups(grid, directions)
     has_carry = nC > 1
     i64 = _needs_i64(Bsz, L, K, D, N, nC)
@@ -955,7 +960,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
     for gi, (geo, kf, kr) in enumerate(groups):
         n_a, n_b, n_c, s_a, s_b, s_c = geo
         final = gi == G - 1
-        _KERNELS[cfg["vec1"]]["bwd"][(nC, nDB, Bsz)](
+        launcher(_KERNELS[cfg["vec1"]]["bwd"])[(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st,
             du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
@@ -982,7 +987,7 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
     dummy = u
-    launcher(ks["summary"])[(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
+    launcher(ks["summary"])[(nC, _cdiv(D, BD // ks["split"]), Bsz)](
         u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
         z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
         scr if scr is not None else dummy, cdt if cdt is not None else dummy,
@@ -1002,7 +1007,7 @@ def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
     i64 = _needs_i64(Bsz, nC, K, D, N, nC, P)
     BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
     BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    launcher(_carry_kernel)[(triton.cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
+    launcher(_carry_kernel)[(_cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
         st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0,
         num_warps=4)
 
@@ -1055,7 +1060,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     N = A.shape[-1]
     ks = _seq_kernels(cfg, N, bwd=False)
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
-    nC = triton.cdiv(L, T)
+    nC = _cdiv(L, T)
     has_carry = nC > 1
     st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, None, None, grid, directions, delta_softplus, cfg, nC,
                         False, ks) if has_carry else u
@@ -1069,7 +1074,7 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     for k, dirn in enumerate(directions):
         n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
         final = k == K - 1
-        launcher(ks["fwd"])[(nC, triton.cdiv(D, BD // ks["split"]), Bsz)](
+        launcher(ks["fwd"])[(nC, _cdiv(D, BD // ks["split"]), Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
             out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
@@ -1089,8 +1094,8 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
     if T % S:
         raise ValueError(f"chunk {T} is not a multiple of the sub-chunk {S}")
-    nC = triton.cdiv(L, T)
-    nDB = triton.cdiv(D, BD // ks["split"])
+    nC = _cdiv(L, T)
+    nDB = _cdiv(D, BD // ks["split"])
     dev = u.device
     has_carry = nC > 1
     # Summary walks write the zero-start states at the sub-chunk starts (with the running dt sum), so
