@@ -28,7 +28,8 @@ from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
 from nnunet_mamba.kernels.launch import launch_counts  # noqa: E402
 
 
-def measure(shape: str, K: int, dtype, reps: int) -> dict:
+def forward_backward(shape: str, K: int, dtype):
+    """(inputs, directions, a function running one forward (with carries) + backward) for B,D,AxBxC and K."""
     Bsz, D, grid = parse_shape(shape)
     args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
     rest = (grid, default_directions(len(grid), K), True)
@@ -36,6 +37,11 @@ def measure(shape: str, K: int, dtype, reps: int) -> dict:
     def fwd_bwd():
         _, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
         T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
+    return args, dout, rest, fwd_bwd
+
+
+def measure(shape: str, K: int, dtype, reps: int) -> dict:
+    fwd_bwd = forward_backward(shape, K, dtype)[3]
 
     for _ in range(3):
         fwd_bwd()
@@ -71,9 +77,7 @@ def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
     with the bound arguments of the JIT call)."""
     import inspect
     from triton.runtime.jit import JITFunction
-    Bsz, D, grid = parse_shape(shape)
-    args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
-    rest = (grid, default_directions(len(grid), K), True)
+    fwd_bwd = forward_backward(shape, K, dtype)[3]
     spent, replay = [0.0], []
     orig_run = JITFunction.run
 
@@ -87,10 +91,6 @@ def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
             g = grid(bound.arguments) if callable(grid) else tuple(grid) + (1,) * (3 - len(grid))
             replay.append((kernel, g, [bound.arguments[n] for n in self.arg_names]))
         return kernel
-
-    def fwd_bwd():
-        _, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
-        T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
 
     JITFunction.run = timed_run
     try:
@@ -125,9 +125,7 @@ def direct_vs_jit(shape: str, K: int, dtype, reps: int) -> dict:
     """Timings with the JIT launches and with direct launches (``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1``), and the
     largest relative difference between the two paths' outputs and gradients (the forward should be identical;
     dB/dC are fp32 atomics, so their order may differ)."""
-    Bsz, D, grid = parse_shape(shape)
-    args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
-    rest = (grid, default_directions(len(grid), K), True)
+    args, dout, rest, _ = forward_backward(shape, K, dtype)
     res = {}
     for mode in ("0", "1"):
         os.environ["NNUNET_MAMBA_SCAN_DIRECT_LAUNCH"] = mode
@@ -147,14 +145,7 @@ def cpu_profile(shape: str, K: int, dtype, reps: int, top: int = 25):
     """Where the CPU time of a forward+backward goes (cProfile; the profiler slows Python calls down)."""
     import cProfile
     import pstats
-    Bsz, D, grid = parse_shape(shape)
-    args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
-    rest = (grid, default_directions(len(grid), K), True)
-
-    def fwd_bwd():
-        _, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
-        T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
-
+    fwd_bwd = forward_backward(shape, K, dtype)[3]
     for _ in range(3):
         fwd_bwd()
     torch.cuda.synchronize()

@@ -13,6 +13,7 @@ seven integers (:func:`scan_geometry`) and never materialise permuted copies.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from math import prod
 from typing import Sequence
@@ -60,7 +61,11 @@ def default_directions(ndim: int, k: int) -> tuple[ScanDirection, ...]:
 
 def scan_geometry(grid: Sequence[int], direction: ScanDirection) -> tuple[int, int, int, int, int, int, bool]:
     """(n_a, n_b, n_c, s_a, s_b, s_c, reverse) for a direction, padded to three axes."""
-    grid = tuple(int(g) for g in grid)
+    return _geometry(tuple(int(g) for g in grid), direction)
+
+
+@functools.lru_cache(maxsize=4096)
+def _geometry(grid: tuple, direction: ScanDirection) -> tuple[int, int, int, int, int, int, bool]:
     if len(direction.order) != len(grid):
         raise ValueError(f"direction {direction.order} does not match a {len(grid)}D grid {grid}")
     strides = [prod(grid[i + 1:]) for i in range(len(grid))]

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from .env import getenv
+
 ENV_VAR = "NNUNET_MAMBA_SCAN_BACKEND"
 BACKENDS = ("triton", "reference", "mamba_ssm")
 _MODULES = {
@@ -24,7 +26,7 @@ _MODULES = {
 
 
 def triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return getenv("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 # Looked up once at import: find_spec inside a torch.compile'd forward would break the graph.

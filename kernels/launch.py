@@ -11,14 +11,14 @@ and the device. The interpreter and launch hooks (profilers) always take the JIT
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from triton import knobs
 
+from .env import getenv
+
 
 def direct_launch_enabled() -> bool:
-    return os.environ.get("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0") == "1"
+    return getenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0") == "1"
 
 
 def arg_key(value):

@@ -63,7 +63,6 @@ splits a channel's states over 2 or 4 lanes: slower), no register cap (``NNUNET_
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -72,6 +71,7 @@ import triton.language as tl
 
 from .directions import ScanDirection, scan_geometry
 from .dispatch import triton_interpreting
+from .env import getenv, snapshotted
 from .launch import launcher
 from . import triton_seq
 from .triton_seq import _positions, _softplus  # device helpers shared by both kernel families
@@ -544,7 +544,7 @@ def _pow2(x: int) -> int:
 
 
 def _env_count(name: str, default: int) -> int:
-    value = os.environ.get(name, str(default))
+    value = getenv(name, str(default))
     if not value.isdigit():
         raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
     return int(value)
@@ -552,7 +552,7 @@ def _env_count(name: str, default: int) -> int:
 
 def _switch(cfg: dict, key: str, var: str, default: bool) -> bool:
     """An on/off kernel switch: config ``key`` if given, else the environment variable ``var`` ("1" = on)."""
-    return bool(cfg.get(key, os.environ.get(var, "1" if default else "0") == "1"))
+    return bool(cfg.get(key, getenv(var, "1" if default else "0") == "1"))
 
 
 def _seq_min_length() -> int:
@@ -594,7 +594,7 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # scan on H100 once dB/dC use the shuffle butterfly (SCAN_NOTES.md, session 4); on short maps
     # only when batch x channels alone fill the GPU (large-batch low-resolution stages).
     # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
-    seq = os.environ.get("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
+    seq = getenv("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
     if L <= _seq_min_length() and (not seq or _seq_programs(L, D, Bsz) < _seq_min_programs()):
         return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
     if seq:
@@ -610,7 +610,7 @@ def _bc_mode(cfg: dict) -> int:
     reachable only through the benchmark's config override."""
     mode = cfg.get("bc_mode")
     if mode is None:
-        mode = 1 if os.environ.get("NNUNET_MAMBA_SCAN_BC", "0") == "1" else 0
+        mode = 1 if getenv("NNUNET_MAMBA_SCAN_BC", "0") == "1" else 0
     if mode == 1 and (cfg["BLOCK_T"] < 16 or cfg["BLOCK_D"] < 16):
         return 0  # tl.dot needs M, K >= 16
     return int(mode)
@@ -676,7 +676,7 @@ def _prefetch(cfg: dict, bwd_walk2: bool = False) -> dict:
 
 
 def _deterministic() -> bool:
-    return os.environ.get("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
+    return getenv("NNUNET_MAMBA_SCAN_DETERMINISTIC", "0") == "1"
 
 
 def _bc_slabs(cfg: dict) -> bool:
@@ -730,7 +730,7 @@ def _sub_chunk(cfg: dict) -> int:
     registers and writes one state per S steps to its scratch; also the walks' unroll). Default 2 (no
     register spills, with :func:`_reuse_steps`); config ``S`` or ``NNUNET_MAMBA_SCAN_SUBCHUNK`` (4 or 8 for
     comparisons; a chunk must be a multiple)."""
-    return int(cfg.get("S", os.environ.get("NNUNET_MAMBA_SCAN_SUBCHUNK", "2")))
+    return int(cfg.get("S", getenv("NNUNET_MAMBA_SCAN_SUBCHUNK", "2")))
 
 
 def _seq_config(L: int, D: int, Bsz: int) -> dict:
@@ -868,6 +868,7 @@ def carries_shape(Bsz: int, L: int, D: int, K: int, N: int, fwd_cfg: Optional[di
     return (Bsz, 1, K, nC, N, D) if nC > 1 else (0,)
 
 
+@snapshotted
 def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus,
                       return_carries=False):
     """Forward of the fused multi-directional scan (Triton). Same contract as the reference; with
@@ -917,6 +918,7 @@ def _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, de
     return out
 
 
+@snapshotted
 def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus,
                       carries=None):
     """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias, dz); recomputes the forward (Triton), from the

@@ -1,0 +1,98 @@
+"""Host-side cost of the fused scan's dispatch, without a GPU: Python, config, switches and torch bookkeeping.
+
+Runs ``multidir_scan_fwd`` (with carries) + ``multidir_scan_bwd`` on ``meta`` tensors (shapes and dtypes, no
+data, no compute) with every Triton launch replaced by a no-op, so what is left is the CPU work the dispatch adds
+around the launches (on a GPU add the launches themselves: ~9 us each through the C launcher, ~37 us each through
+Triton's JIT on the H100 machine; ``scan_launch_overhead.py``). Use it to see a host-side change pay off on the
+development machine.
+
+    python benchmarks/scan_dispatch_cpu.py [--shape 2,512,16x16x16] [--ks 1 2 3] [--dtype bf16] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
+from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
+
+
+class _NoLaunch:
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def meta_inputs(Bsz: int, D: int, grid: tuple, K: int, dtype, N: int = 16):
+    L = 1
+    for s in grid:
+        L *= s
+    e = lambda *shape, dt=dtype: torch.empty(shape, device="meta", dtype=dt)  # noqa: E731
+    args = (e(Bsz, L, D), e(Bsz, L, K, D), e(K, D, N, dt=torch.float32), e(Bsz, L, K, N), e(Bsz, L, K, N),
+            e(K, D, dt=torch.float32), e(K, D, dt=torch.float32), e(Bsz, L, D))
+    return args, e(Bsz, L, D)
+
+
+def per_call_us(shape: str, K: int, dtype, reps: int, profile: bool = False) -> float:
+    b, d, g = shape.split(",")
+    grid = tuple(int(x) for x in g.split("x"))
+    args, dout = meta_inputs(int(b), int(d), grid, K, dtype)
+    rest = (grid, default_directions(len(grid), K), True)
+
+    def fwd_bwd():
+        _, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
+        T.multidir_scan_bwd(dout, *args, *rest, carries=carries)
+
+    for _ in range(5):
+        fwd_bwd()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fwd_bwd()
+        times.append(time.perf_counter() - t0)
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(reps):
+            fwd_bwd()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    return sorted(times)[len(times) // 2] * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", action="append", default=[], metavar="B,D,AxBxC")
+    ap.add_argument("--ks", type=int, nargs="*", default=[1, 2, 3, 4])
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--reps", type=int, default=300)
+    ap.add_argument("--profile", action="store_true", help="cProfile the calls (top functions by own time)")
+    ap.add_argument("--json", default=None, help="also write the figures with the machine, commit and versions")
+    a = ap.parse_args()
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    T.launcher = lambda fn: _NoLaunch()  # every Triton launch becomes a no-op
+    T.triton_interpreting = lambda: False  # take the GPU code paths
+    rows = []
+    for shape in a.shape or ["2,640,8x8x8", "2,512,16x16x16"]:
+        for K in a.ks:
+            us = per_call_us(shape, K, dtype, a.reps, a.profile)
+            rows.append(dict(shape=shape, K=K, dtype=a.dtype, host_us_per_fwd_bwd=us))
+            print(f"{shape} K={K} {a.dtype}: {us:.0f} us of host work per forward+backward (launches not counted)",
+                  flush=True)
+    if a.json:
+        import json
+        import platform
+        from scan import git_commit, versions
+        with open(a.json, "w") as f:
+            json.dump(dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                           commit=git_commit(None), versions=versions(), reps=a.reps, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
