@@ -4,10 +4,9 @@ Triton's JIT launch binds and specialises every argument, builds a cache key and
 kernel's C launcher; with the ~50 arguments of the scan kernels that costs tens of microseconds per launch
 (37 us on the H100 machine's CPU, against 9 us for the C launcher alone), which bounds small maps
 (``benchmarks/scan_launch_overhead.py``). :class:`DirectLauncher` goes through the JIT once per specialisation
-and afterwards calls the compiled kernel's launcher itself. Its key holds
-everything Triton specialises on, and more (a finer key only costs extra JIT launches): the dtype and 16-byte
-alignment of every tensor, the value of every other argument (constexprs, integers, flags), the launch options
-and the device. The interpreter and launch hooks (profilers) always take the JIT path.
+and afterwards calls the compiled kernel's launcher itself. Its key holds everything Triton specialises on,
+and more (a finer key only costs extra JIT launches): the dtype and 16-byte alignment of every tensor, the type
+and value of every other argument (constexprs, integers, flags), the launch options and the device. The interpreter and launch hooks (profilers) always take the JIT path.
 """
 from __future__ import annotations
 
@@ -23,11 +22,11 @@ def direct_launch_enabled() -> bool:
 
 def arg_key(value):
     """What Triton's specialisation can depend on for one argument, cheaply: a tensor's dtype and 16-byte
-    alignment; any other value itself (finer than Triton's key for integers: a new value only costs one JIT
-    launch)."""
+    alignment; any other value with its type (``True`` and ``1`` compile differently; finer than Triton's key
+    for integers: a new value only costs one JIT launch)."""
     if isinstance(value, torch.Tensor):
         return (value.dtype, value.data_ptr() % 16 == 0)
-    return value
+    return (type(value), value)
 
 
 class DirectLauncher:
@@ -57,6 +56,8 @@ class DirectLauncher:
         if kernel is None:
             self.jit_launches += 1
             kernel = self.fn[grid](*args, **kwargs)
+            if hasattr(kernel, "result"):  # Triton's asynchronous compile mode hands back a future
+                kernel = kernel.result()
             if len(self.cache) >= self.MAX_KEYS:
                 self.cache.clear()
             self.cache[key] = kernel
@@ -81,7 +82,8 @@ _LAUNCHERS: dict = {}
 
 def launch_counts() -> tuple:
     """(JIT launches, direct launches) of every direct launcher so far."""
-    return (sum(d.jit_launches for _, d in _LAUNCHERS.values()), sum(d.direct_launches for _, d in _LAUNCHERS.values()))
+    launchers = [d for _, d in _LAUNCHERS.values()]
+    return sum(d.jit_launches for d in launchers), sum(d.direct_launches for d in launchers)
 
 
 def launcher(jit_fn):

@@ -46,6 +46,7 @@ def test_arg_key_separates_what_triton_specialises_on():
     assert launch.arg_key(t) != launch.arg_key(t.bfloat16())
     assert launch.arg_key(16) != launch.arg_key(32)  # integers: the value (finer than Triton's 1 / %16 / width)
     assert launch.arg_key(True) != launch.arg_key(False)
+    assert launch.arg_key(True) != launch.arg_key(1)  # equal in Python, but Triton types them i1 vs i32
 
 
 def test_direct_launcher_goes_through_the_jit_once_per_specialisation(fake_cuda):
