@@ -311,6 +311,29 @@ def fmt_row(r):
             f" | speedup fwd {fmt(r.get('speedup_fwd'), 2)} fwd+bwd {fmt(r.get('speedup_fwdbwd'), 2)}")
 
 
+def target_lines(rows) -> list:
+    """The issue's targets at K = 2-4 (fused forward+backward >= 2x the naive path, and faster than K x mamba-ssm's
+    single direction), the cells that miss them, and the rows whose medians moved > 20 % between passes."""
+    def cell(r):
+        return f"({r['B']},{r['D']},{r['grid']}) K={r['K']} {r['dtype']}"
+    timed = [r for r in rows if 2 <= r["K"] <= 4 and r.get("speedup_fwdbwd") is not None]
+    slow = [r for r in timed if r["speedup_fwdbwd"] < 2]
+    behind = [r for r in timed if r["fused_fwdbwd_ms"] >= r["mamba_Kx1dir_fwdbwd_ms"]]
+    out = [f"Targets, K = 2-4: fused forward+backward >= 2x the naive path in {len(timed) - len(slow)} of {len(timed)} "
+           f"cells; faster than K x 1-dir in {len(timed) - len(behind)} of {len(timed)}."]
+    out += [f"- below 2x: {cell(r)}: {r['speedup_fwdbwd']:.2f}x" for r in slow]
+    out += [f"- not faster than K x 1-dir: {cell(r)}: {r['fused_fwdbwd_ms']:.3f} vs {r['mamba_Kx1dir_fwdbwd_ms']:.3f} ms"
+            for r in behind]
+    moved = []
+    for r in rows:
+        for name, runs in r.items():
+            if name.endswith("_runs_ms") and len(runs) > 1 and max(runs) > 1.2 * min(runs):
+                moved.append(f"{cell(r)} {name[:-8]} {min(runs):.3f}-{max(runs):.3f}")
+    if moved:
+        out += ["", "Medians that moved more than 20 % between passes (lowest kept): " + "; ".join(moved) + "."]
+    return out
+
+
 def write_md(path, meta, rows, title):
     lines = [f"# {title}", ""]
     for k in ("device", "commit", "copy_GBps", "notes"):
@@ -334,6 +357,7 @@ def write_md(path, meta, rows, title):
                 f"{100 * r['fused_fwdbwd_GBps'] / meta['copy_GBps']:.1f} |")
         lines.append("")
         lines.append("Times in ms (median). '-' = not measured (see JSON `ref_note` / mamba_ssm availability).")
+        lines += [""] + target_lines(rows)
     else:
         for r in rows:
             lines.append(f"- {r}")
