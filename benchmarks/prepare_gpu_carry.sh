@@ -5,13 +5,15 @@
 #   .whl_sitk/  SimpleITK (53 MB: carry it alone in a first call, install it, then the rest while warm)
 #   .whl_nn/    nnunetv2 2.8.1 and the pure-Python / binary deps the GPU image lacks, plus our wheel
 #   .gpu_data/  Dataset004_Hippocampus in nnU-Net raw format (from ../shared/data)  -- training timings
+# (.mamba_site/ is excluded too: `scan.py --build-mamba ... --mamba-target .mamba_site` on the GPU machine keeps
+# the build there, an ignored output that survives between calls while the machine stays warm)
 # Wheels for CPython 3.12 on manylinux x86_64 (the GPU image: /opt/torch/.venv, Python 3.12.3).
 #   bash benchmarks/prepare_gpu_carry.sh [scan|train|all]   (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 PY=${PY:-.venv/bin/python}
-for d in .whl .whl_own .whl_sitk .whl_nn .gpu_data; do
+for d in .whl .whl_own .whl_sitk .whl_nn .gpu_data .mamba_site; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
 download() {  # download DIR SPEC...: binary wheels for the GPU machine's Python
