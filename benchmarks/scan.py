@@ -149,6 +149,7 @@ def build_mamba_ssm(sdist, target):
     import tarfile
     import tempfile
     t0 = time.time()
+    target = os.path.abspath(target)
     work = tempfile.mkdtemp()
     with tarfile.open(sdist) as tf:
         tf.extractall(work)
@@ -459,7 +460,7 @@ def main():
         if a.build_only:
             return
     elif os.path.isdir(a.mamba_target):
-        sys.path.insert(0, a.mamba_target)
+        sys.path.insert(0, os.path.abspath(a.mamba_target))
     os.makedirs(a.out_dir, exist_ok=True)
     if a.sweep:
         run_sweep(a)
