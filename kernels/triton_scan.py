@@ -561,13 +561,15 @@ def _seq_min_length() -> int:
     return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 1024)
 
 
-def _seq_min_programs() -> int:
+def _seq_min_programs(bwd: bool = False) -> int:
     """Programs per direction from which a short sequence also takes the sequential kernels (16-step
     chunks, 32 channels per one-warp program). Measured on H100 (K=6, bf16, SCAN_NOTES.md, session 7):
     at (58, 256, 5x7x5), 5,104 programs, 3.3 vs 6.8 ms forward+backward; at (2, 320, 8^3), 640 programs,
     a tie; at (2, 320, 4^3), 80 programs, chunked 2.6x faster. ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS``
-    overrides the 4096 (a very large value: short maps always chunked)."""
-    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
+    overrides the 4096 (a very large value: short maps always chunked), ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD``
+    the backward's alone (the forward's carries then go unused where the two passes differ)."""
+    both = _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
+    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", both) if bwd else both
 
 
 _SEQ_BD = 32  # channels per one-warp program of the sequential kernels
@@ -595,7 +597,7 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # only when batch x channels alone fill the GPU (large-batch low-resolution stages).
     # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
     seq = getenv("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
-    if L <= _seq_min_length() and (not seq or _seq_programs(L, D, Bsz) < _seq_min_programs()):
+    if L <= _seq_min_length() and (not seq or _seq_programs(L, D, Bsz) < _seq_min_programs(bwd)):
         return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
     if seq:
         return _seq_config(L, D, Bsz)

@@ -87,7 +87,8 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
     NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS move the two lines, NNUNET_MAMBA_SCAN_SEQ(_BWD)=0 turn them off."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
     for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ",
-                "NNUNET_MAMBA_SCAN_SEQ_BWD", "NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS"):
+                "NNUNET_MAMBA_SCAN_SEQ_BWD", "NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS",
+                "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD"):
         monkeypatch.delenv(var, raising=False)
     for bwd in (False, True):
         assert T._config(1400, 128, bwd, 58)["seq"]  # long map
@@ -99,6 +100,9 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
         assert T._config(32768, 256, bwd, 2)["BLOCK_T"] == 256
         assert not T._config(512, 320, bwd, 2).get("seq")  # BraTS-like 8^3: 640 programs
         assert not T._config(512, 640, bwd, 2).get("seq")  # the issue's 8^3 shape: 1280
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", "1")  # the backward alone: 8^3 sequential
+    assert T._config(512, 640, True, 2)["seq"] and not T._config(512, 640, False, 2).get("seq")
+    monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD")
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "6000")
     assert not T._config(175, 256, True, 58).get("seq")
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "128")

@@ -49,3 +49,20 @@ def test_outputs_and_gradients_have_the_inputs_shapes_and_dtypes(stubbed, Bsz, D
     grads = T.multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, bias, z, *rest, carries=carries)
     for g, x in zip(grads, (u, delta, A, Bm, Cm, Dskip, bias, z)):
         assert g.shape == x.shape and g.dtype == x.dtype
+
+
+def test_chunked_forward_with_sequential_backward(stubbed, monkeypatch):
+    """``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD`` moves only the backward to the sequential kernels: the forward
+    hands no carries, the backward starts its summary walks from zero."""
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", "1")
+    Bsz, D, grid, K, N, L = 2, 640, (8, 8, 8), 3, 16, 512
+    assert T._config(L, D, True, Bsz)["seq"] and not T._config(L, D, False, Bsz).get("seq")
+    u = meta(Bsz, L, D, dtype=torch.bfloat16)
+    delta, Bm = meta(Bsz, L, K, D, dtype=torch.bfloat16), meta(Bsz, L, K, N, dtype=torch.bfloat16)
+    A = meta(K, D, N, dtype=torch.float32)
+    rest = (grid, default_directions(3, K), True)
+    out, carries = T.multidir_scan_fwd(u, delta, A, Bm, Bm, None, None, None, *rest, return_carries=True)
+    assert carries is None and T.carries_shape(Bsz, L, D, K, N) == (0,)
+    grads = T.multidir_scan_bwd(u, u, delta, A, Bm, Bm, None, None, None, *rest, carries=carries)
+    assert [tuple(g.shape) for g in grads[:5]] == [tuple(x.shape) for x in (u, delta, A, Bm, Bm)]
+    assert grads[5:] == (None, None, None)
