@@ -283,8 +283,10 @@ def run_gpu(a, on_row=None):
                 print(fmt_row(rows[i]), flush=True)
                 if on_row is not None:
                     on_row(rows[:i + 1])
-        if p < a.repeats - 1:
-            print(f"pass {p + 1} of {a.repeats} done", flush=True)
+            else:  # progress of the earlier passes
+                r = rows[i]
+                print(f"pass {p + 1}/{a.repeats} row {i + 1}/{len(cases)} B={r['B']} D={r['D']} {r['grid']} K={r['K']} "
+                      f"{r['dtype']}: fused fwd+bwd {r['fused_fwdbwd_runs_ms'][-1]:.3f} ms", flush=True)
     meta = gpu_meta(a, bw_copy, l2)
     return meta, rows
 
