@@ -809,6 +809,23 @@ def _summary_buffers(u, K, N, nC, P):
     return st, dts, _needs_i64(Bsz, L, K, D, N, nC, P)
 
 
+def _carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
+    """Chunk carries from the summaries of either kernel family, in place: every direction, or only ``k_sel``
+    (its parts from ``part0`` on: 1 = only the adjoint's)."""
+    Bsz, P, K, nC, N, D = st.shape
+    rev_mask = 0
+    for k, dirn in enumerate(directions):
+        if dirn.reverse:
+            rev_mask |= 1 << k
+    i64 = _needs_i64(Bsz, nC, K, D, N, nC, P)
+    # many chunks: taller, narrower tiles (fewer sequential steps, more programs)
+    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
+    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
+    launcher(_carry_kernel)[(_cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
+        st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0,
+        num_warps=4)
+
+
 def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, groups, delta_softplus,
                          cfg, nC, bwd):
     Bsz, L, D = u.shape
@@ -827,15 +844,7 @@ def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directi
             HAS_F=kf is not None, HAS_R=kr is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=bool(delta_softplus), BWD=bwd, HAS_Z=z is not None,
             BLOCK_T=cfg["BLOCK_T"], BLOCK_D=cfg["BLOCK_D"], I64=i64, num_warps=cfg["sum_warps"])
-    rev_mask = 0
-    for k, dirn in enumerate(directions):
-        if dirn.reverse:
-            rev_mask |= 1 << k
-    # many chunks: taller, narrower tiles (fewer sequential steps, more programs)
-    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
-    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    launcher(_carry_kernel)[(_cdiv(N * D, BLOCK_ND), P * K, Bsz)](
-        st, dts, A, D, N, K, nC, P, rev_mask, -1, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, num_warps=4)
+    _carry_launch(st, dts, A, directions, cfg)
     return st
 
 
@@ -1000,22 +1009,6 @@ def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, s
         SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **prefetch, **true_scr)
 
 
-def _seq_carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
-    """Chunk carries from the summaries, in place: every direction, or only ``k_sel`` (its parts from ``part0``
-    on: 1 = only the adjoint's)."""
-    Bsz, P, K, nC, N, D = st.shape
-    rev_mask = 0
-    for k, dirn in enumerate(directions):
-        if dirn.reverse:
-            rev_mask |= 1 << k
-    i64 = _needs_i64(Bsz, nC, K, D, N, nC, P)
-    BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
-    BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    launcher(_carry_kernel)[(_cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
-        st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0,
-        num_warps=4)
-
-
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
     P = 2 if bwd else 1
     st, dts, i64 = _summary_buffers(u, len(directions), A.shape[-1], nC, P)
@@ -1024,7 +1017,7 @@ def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, d
     for k, dirn in enumerate(directions):
         _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
                             cfg, nC, P, i64, vec_bc, prefetch)
-    _seq_carry_launch(st, dts, A, directions, cfg)
+    _carry_launch(st, dts, A, directions, cfg)
     return st
 
 
@@ -1108,6 +1101,8 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     fused_scratch = has_carry and _switch(cfg, "scr", "NNUNET_MAMBA_SCAN_SCR", True)
     # the forward's carries: the summary walk starts from the true states (else from zero, corrected in walk 2)
     true_scr = fused_scratch and carries is not None and tuple(carries.shape) == (Bsz, 1, K, nC, N, D)
+    if true_scr:
+        carries = carries.contiguous()
     dc_sum = true_scr and _dc_in_summary(cfg)
     # states at the sub-chunk starts (written and read back per direction)
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
@@ -1142,14 +1137,14 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
         if fused_scratch:
             extra = {}
             if true_scr:
-                extra = dict(cst=carries.contiguous(), Dskip=Dskip if Dskip is not None else dummy, y_acc=y_acc,
+                extra = dict(cst=carries, Dskip=Dskip if Dskip is not None else dummy, y_acc=y_acc,
                              dz_out=dz if dz is not None else dummy, dC=dC, ACC_IN=int(k > 0), FINAL=int(final),
                              TRUE_SCR=True, DC_SUM=dc_sum, HAS_D=Dskip is not None, ATOMIC_BC=atomic,
                              PARTIAL_BC=partial, SHFL=shfl)
             _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
                                 delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, prefetch, scr,
                                 cdt if cdt is not None else dummy, **extra)
-            _seq_carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
+            _carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
         launcher(ks["bwd"])[(nC, nDB, Bsz)](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
