@@ -20,6 +20,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nnunet_mamba.kernels import param_grads as P  # noqa: E402
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
 
@@ -76,7 +77,7 @@ def main():
     ap.add_argument("--json", default=None, help="also write the figures with the machine, commit and versions")
     a = ap.parse_args()
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    T.launcher = lambda fn: _NoLaunch()  # every Triton launch becomes a no-op
+    T.launcher = P.launcher = lambda fn: _NoLaunch()  # every Triton launch becomes a no-op
     T.triton_interpreting = lambda: False  # take the GPU code paths
     rows = []
     for shape in a.shape or ["2,640,8x8x8", "2,512,16x16x16"]:

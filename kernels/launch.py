@@ -1,4 +1,5 @@
-"""Direct launches of already compiled Triton kernels (opt-in: ``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1``).
+"""Direct launches of already compiled Triton kernels (on by default with the Triton versions they were checked
+with; ``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=0`` turns them off, ``=1`` forces them on with other versions).
 
 Triton's JIT launch binds and specialises every argument, builds a cache key and then calls the compiled
 kernel's C launcher; with the ~50 arguments of the scan kernels that costs tens of microseconds per launch
@@ -6,18 +7,31 @@ kernel's C launcher; with the ~50 arguments of the scan kernels that costs tens 
 (``benchmarks/scan_launch_overhead.py``). :class:`DirectLauncher` goes through the JIT once per specialisation
 and afterwards calls the compiled kernel's launcher itself. Its key holds everything Triton specialises on,
 and more (a finer key only costs extra JIT launches): the dtype and 16-byte alignment of every tensor, the type
-and value of every other argument (constexprs, integers, flags), the launch options and the device. The interpreter and launch hooks (profilers) always take the JIT path.
+and value of every other argument (constexprs, integers, flags), the launch options and the device. The interpreter
+and launch hooks (profilers) always take the JIT path, and so does a launcher whose compiled kernel refuses the
+direct call (another Triton's launcher signature): it warns once and stays on the JIT path.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
+import triton
 from triton import knobs
 
 from .env import getenv
 
+# Triton releases whose compiled-kernel launcher (``CompiledKernel.run``) the direct path was checked against on a
+# GPU (float64 check of both kernel families, SCAN_NOTES.md sessions 10-11)
+CHECKED_TRITON = ("3.6",)
+
 
 def direct_launch_enabled() -> bool:
-    return getenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0") == "1"
+    """``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH``: "1" on, "0" off; unset: on with the checked Triton releases."""
+    value = getenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
+    if value is None:
+        return triton.__version__.startswith(tuple(v + "." for v in CHECKED_TRITON))
+    return value == "1"
 
 
 def arg_key(value):
@@ -42,13 +56,14 @@ class DirectLauncher:
         self.defaults = [defaults.get(name) for name in self.names]
         self.cache = {}
         self.jit_launches = self.direct_launches = 0
+        self.broken = False  # the compiled kernel refused a direct call: JIT launches from then on
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
     def launch(self, grid, args, kwargs):
         rt = knobs.runtime
-        if _active(rt.launch_enter_hook) or _active(rt.launch_exit_hook):
+        if self.broken or _active(rt.launch_enter_hook) or _active(rt.launch_exit_hook):
             return self.fn[grid](*args, **kwargs)
         key = (torch.cuda.current_device(), tuple(map(arg_key, args)),
                tuple((name, arg_key(v)) for name, v in kwargs.items()))
@@ -62,13 +77,20 @@ class DirectLauncher:
                 self.cache.clear()
             self.cache[key] = kernel
             return kernel
-        self.direct_launches += 1
         n = len(args)
         values = [*args, *(kwargs[name] if name in kwargs else default
                            for name, default in zip(self.names[n:], self.defaults[n:]))]
         g = tuple(grid) + (1,) * (3 - len(grid))
-        kernel.run(g[0], g[1], g[2], torch.cuda.current_stream().cuda_stream, kernel.function,
-                   kernel.packed_metadata, None, None, None, *values)
+        try:
+            kernel.run(g[0], g[1], g[2], torch.cuda.current_stream().cuda_stream, kernel.function,
+                       kernel.packed_metadata, None, None, None, *values)
+        except (TypeError, AttributeError) as e:  # the launcher parses its arguments before launching anything
+            self.broken = True
+            warnings.warn(f"nnunet_mamba: direct launches of {getattr(self.fn, '__name__', self.fn)} failed "
+                          f"({type(e).__name__}: {e}); using Triton's JIT launches (set "
+                          "NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=0 to silence this)", RuntimeWarning, stacklevel=3)
+            return self.fn[grid](*args, **kwargs)
+        self.direct_launches += 1
         return kernel
 
 
@@ -87,8 +109,8 @@ def launch_counts() -> tuple:
 
 
 def launcher(jit_fn):
-    """The JIT function itself, or its :class:`DirectLauncher` when direct launches are on (not in the
-    interpreter)."""
+    """The JIT function itself, or its :class:`DirectLauncher` when direct launches are on (the default with the
+    checked Triton releases; never in the interpreter)."""
     from .dispatch import triton_interpreting
     if not direct_launch_enabled() or triton_interpreting():
         return jit_fn

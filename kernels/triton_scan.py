@@ -49,8 +49,8 @@ block instead and sum them with torch (deterministic, more memory traffic).
 
 State is accumulated in fp32 for every input dtype.
 
-Long sequences (L > 1024), and short ones whose batch x channels alone give enough programs (large-batch
-low-resolution stages, see ``_seq_min_programs``), instead use the sequential state-in-registers kernels of
+Sequences longer than one chunk (L > 64), and shorter ones whose batch x channels alone give enough programs
+(large batches, see ``_seq_min_programs``), instead use the sequential state-in-registers kernels of
 :mod:`.triton_seq` (one launch per direction, sum over directions in fp32 in launch order:
 deterministic), forward and backward; ``NNUNET_MAMBA_SCAN_SEQ=0`` / ``NNUNET_MAMBA_SCAN_SEQ_BWD=0``
 switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` and
@@ -73,6 +73,7 @@ from .directions import ScanDirection, scan_geometry
 from .dispatch import triton_interpreting
 from .env import getenv, snapshotted
 from .launch import launcher
+from .param_grads import param_grads
 from . import triton_seq
 from .triton_seq import _positions, _softplus  # device helpers shared by both kernel families
 
@@ -556,22 +557,29 @@ def _switch(cfg: dict, key: str, var: str, default: bool) -> bool:
 
 
 def _seq_min_length() -> int:
-    """Longest sequence that may use the chunked kernels (1024, measured at the issue's shapes); longer
-    ones always use the sequential kernels. ``NNUNET_MAMBA_SCAN_SEQ_MIN_L`` overrides it."""
-    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 1024)
+    """Longest sequence that may use the chunked kernels: 64, one chunk of their short-map tiles (no summaries,
+    no carries: one launch per direction pair). Longer ones always use the sequential kernels, whose GPU time
+    since the prefetches and saved carries is lower at every such map measured: H200, forward+backward kernels,
+    K = 2 / 3 / 4, fp32, chunked vs sequential: (2, 640, 8^3) 0.473 / 0.658 / 0.935 vs 0.219 / 0.321 / 0.427 ms,
+    (2, 64, 8^3) 0.155 / 0.202 / 0.280 vs 0.130 / 0.190 / 0.246, (2, 256, 32x32) 0.351 / 0.486 / 0.697 vs
+    0.179 / 0.258 / 0.339; at 4^3 (64 steps) the chunked kernels stay faster, 0.114 / 0.140 / 0.199 vs 0.122 /
+    0.180 / 0.237 (SCAN_NOTES.md, session 11; the line was 1024 before). ``NNUNET_MAMBA_SCAN_SEQ_MIN_L``
+    overrides it."""
+    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 64)
 
 
 def _seq_min_programs(bwd: bool = False) -> int:
-    """Programs per direction from which a short sequence also takes the sequential kernels (16-step
-    chunks, 32 channels per one-warp program). Measured on H100 (K=6, bf16, SCAN_NOTES.md, session 7):
-    at (58, 256, 5x7x5), 5,104 programs, 3.3 vs 6.8 ms forward+backward; at (2, 320, 8^3), 640 programs,
-    a tie; at (2, 320, 4^3), 80 programs, chunked 2.6x faster. ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS``
+    """Programs per direction from which a sequence of at most :func:`_seq_min_length` steps also takes the
+    sequential kernels (16-step chunks, 32 channels per one-warp program). Measured on H100 (K=6, bf16,
+    SCAN_NOTES.md, session 7): at (58, 256, 5x7x5), 5,104 programs, 3.3 vs 6.8 ms forward+backward; at
+    (2, 320, 4^3), 80 programs, chunked 2.6x faster. ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS``
     overrides the 4096 (a very large value: short maps always chunked), ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD``
     the backward's alone (the forward's carries then go unused where the two passes differ)."""
     both = _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
     return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", both) if bwd else both
 
 
+_CHUNKED_SHORT_L = 1024  # the chunked kernels' short-map tiles up to this length (latency-bound), long-map ones above
 _SEQ_BD = 32  # channels per one-warp program of the sequential kernels
 _SEQ_MIN_T = 16  # their shortest chunk
 
@@ -592,15 +600,15 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # bound) prefer 64-step chunks over 16 channels; long ones prefer 16-step chunks with the
     # channels spread over all lanes and warps ("vec1": every thread scans a run of steps of one
     # channel in registers, no cross-warp scan).
-    # Sequential path (triton_seq), forward and backward: measured 2-8 % faster than the chunked
-    # scan on H100 once dB/dC use the shuffle butterfly (SCAN_NOTES.md, session 4); on short maps
-    # only when batch x channels alone fill the GPU (large-batch low-resolution stages).
+    # Sequential path (triton_seq), forward and backward: faster than the chunked scan on H100 once dB/dC use
+    # the shuffle butterfly (SCAN_NOTES.md, session 4) and, since the prefetches and saved carries, at every
+    # map longer than one chunk (session 11); on single-chunk maps only when batch x channels alone fill the GPU.
     # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
     seq = getenv("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
-    if L <= _seq_min_length() and (not seq or _seq_programs(L, D, Bsz) < _seq_min_programs(bwd)):
-        return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
-    if seq:
+    if seq and (L > _seq_min_length() or _seq_programs(L, D, Bsz) >= _seq_min_programs(bwd)):
         return _seq_config(L, D, Bsz)
+    if L <= _CHUNKED_SHORT_L:
+        return {"BLOCK_T": 64, "BLOCK_D": 16, "BLOCK_R": 16, "num_warps": 4, "sum_warps": 4, "vec1": True}
     bd = 64 if D % 64 == 0 or D > 128 else 32
     return {"BLOCK_T": 16, "BLOCK_D": bd, "BLOCK_R": 16, "num_warps": bd // 32, "sum_warps": 4, "vec1": True}
 
@@ -984,9 +992,7 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
             ATOMIC_BC=atomic, PARTIAL_BC=partial, BC_MODE=_bc_mode(cfg), EXACT_DA=_exact_da(cfg), BLOCK_T=BT,
             BLOCK_D=BD, I64=i64,
             num_warps=cfg["num_warps"])
-    dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
-    dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
-    dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
+    dA, dD, dbias = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype)
     return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz
 
 
@@ -1156,7 +1162,5 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
             I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd, TRUE_SCR=true_scr, DC_SUM=dc_sum,
             num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True), **prefetch_walk2)
-    dA = dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype)
-    dD = dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None
-    dbias = dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None
+    dA, dD, dbias = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype)
     return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz

@@ -81,12 +81,38 @@ def test_active_launch_hooks_take_the_jit_path(fake_cuda, monkeypatch):
     assert len(fn.jit_calls) == 2 and not fn.direct_calls
 
 
-def test_launcher_is_the_jit_function_unless_asked(monkeypatch):
+def test_launcher_default_follows_the_checked_triton_releases(monkeypatch):
     fn = FakeJit()
+    monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: False)
     monkeypatch.delenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", raising=False)
+    monkeypatch.setattr(launch.triton, "__version__", "3.6.0")
+    assert isinstance(launch.launcher(fn), launch.DirectLauncher) and launch.launcher(fn) is launch.launcher(fn)
+    for version in ("3.7.1", "3.60.0", "4.0.0"):
+        monkeypatch.setattr(launch.triton, "__version__", version)
+        assert launch.launcher(fn) is fn
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")  # forced on with an unchecked release
+    assert isinstance(launch.launcher(fn), launch.DirectLauncher)
+    monkeypatch.setattr(launch.triton, "__version__", "3.6.0")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0")  # switched off with a checked one
     assert launch.launcher(fn) is fn
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")
-    monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: False)
-    assert isinstance(launch.launcher(fn), launch.DirectLauncher) and launch.launcher(fn) is launch.launcher(fn)
     monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: True)
     assert launch.launcher(fn) is fn
+
+
+def test_a_refused_direct_call_falls_back_to_the_jit_for_good(fake_cuda):
+    """Another Triton's compiled-kernel launcher with other arguments: one warning, then JIT launches only."""
+    fn = FakeJit()
+
+    def refuse(*args):
+        raise TypeError("function takes exactly 12 arguments")
+
+    fn.kernel.run = refuse
+    d = launch.DirectLauncher(fn)
+    x = torch.zeros(8)
+    d[(1,)](x, x, 5, 100, FLAG=True)  # compiles through the JIT
+    with pytest.warns(RuntimeWarning, match="JIT launches"):
+        d[(1,)](x, x, 5, 100, FLAG=True)  # the direct call is refused: launched by the JIT instead
+    assert d.broken and len(fn.jit_calls) == 2
+    d[(1,)](x, x, 5, 100, FLAG=True)
+    assert len(fn.jit_calls) == 3 and d.direct_launches == 0

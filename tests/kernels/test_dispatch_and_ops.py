@@ -82,8 +82,8 @@ def test_backend_resolution_does_not_break_a_compiled_graph(device):
 
 
 def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
-    """Sequential kernels beyond 1024 steps, and on shorter maps when batch x channels give >= 4096
-    sequential programs; chunked ones otherwise. NNUNET_MAMBA_SCAN_SEQ_MIN_L and
+    """Sequential kernels beyond one chunk (64 steps), and on single-chunk maps when batch x channels give
+    >= 4096 sequential programs; chunked ones otherwise. NNUNET_MAMBA_SCAN_SEQ_MIN_L and
     NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS move the two lines, NNUNET_MAMBA_SCAN_SEQ(_BWD)=0 turn them off."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
     for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "NNUNET_MAMBA_SCAN_SEQ",
@@ -98,13 +98,19 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
         # long maps: at most 64 chunks, even with fewer programs (16^3: 2048 programs of 64 steps)
         assert T._config(4096, 512, bwd, 2)["BLOCK_T"] == 64
         assert T._config(32768, 256, bwd, 2)["BLOCK_T"] == 256
-        assert not T._config(512, 320, bwd, 2).get("seq")  # BraTS-like 8^3: 640 programs
-        assert not T._config(512, 640, bwd, 2).get("seq")  # the issue's 8^3 shape: 1280
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", "1")  # the backward alone: 8^3 sequential
-    assert T._config(512, 640, True, 2)["seq"] and not T._config(512, 640, False, 2).get("seq")
+        for D in (64, 320, 640):  # 8^3 at any width: sequential, 16-step chunks
+            cfg = T._config(512, D, bwd, 2)
+            assert cfg["seq"] and cfg["BLOCK_T"] == 16
+        assert T._config(65, 320, bwd, 2)["seq"]
+        assert not T._config(64, 320, bwd, 2).get("seq")  # BraTS-like 4^3: one chunk, 80 programs
+        assert T._config(64, 16384, bwd, 2)["seq"]  # one chunk, but 512 x 2 x 4 = 4096 programs
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", "1")  # the backward alone: 4^3 sequential
+    assert T._config(64, 320, True, 2)["seq"] and not T._config(64, 320, False, 2).get("seq")
     monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "1024")  # the line before session 11
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "6000")
-    assert not T._config(175, 256, True, 58).get("seq")
+    assert not T._config(175, 256, True, 58).get("seq") and not T._config(512, 640, True, 2).get("seq")
+    assert T._config(1025, 32, True, 1)["seq"]
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "128")
     assert T._config(175, 256, True, 58)["seq"] and T._config(175, 256, True, 2)["seq"]
     assert not T._config(100, 256, True, 58).get("seq")
@@ -113,10 +119,11 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_BWD", "0")
     assert T._config(175, 256, False, 58)["seq"] and not T._config(175, 256, True, 58).get("seq")
     assert T._config(175, 256, True, 58)["BLOCK_T"] == 64  # the short-map chunked tiles
+    assert T._config(4096, 256, True, 2)["BLOCK_T"] == 16  # the long-map ones
     for var in ("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS"):
         monkeypatch.setenv(var, "many")
         with pytest.raises(ValueError, match=var):
-            T._config(175, 256, False, 58)
+            T._config(64, 256, False, 2)
         monkeypatch.delenv(var)
 
 
@@ -194,7 +201,8 @@ def test_saved_carries_switches_and_shape(monkeypatch):
     L, D, Bsz, K, N = 32 ** 3, 256, 2, 3, 16
     nC = L // T._config(L, D, True, Bsz)["BLOCK_T"]
     assert T.carries_shape(Bsz, L, D, K, N) == (Bsz, 1, K, nC, N, D)
-    assert T.carries_shape(Bsz, 8 ** 3, 64, K, N) == (0,)  # short map: chunked kernels
+    assert T.carries_shape(Bsz, 8 ** 3, 64, K, N) == (Bsz, 1, K, 8 ** 3 // 16, N, 64)  # 8^3: 16-step chunks
+    assert T.carries_shape(Bsz, 4 ** 3, 64, K, N) == (0,)  # single-chunk map: chunked kernels
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_BWD", "0")
     assert T.carries_shape(Bsz, L, D, K, N) == (0,)  # chunked backward
     monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_BWD")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+from nnunet_mamba.kernels import param_grads as P  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
 
 
@@ -15,7 +16,8 @@ class _NoLaunch:
 
 @pytest.fixture
 def stubbed(monkeypatch):
-    monkeypatch.setattr(T, "launcher", lambda fn: _NoLaunch())
+    for module in (T, P):
+        monkeypatch.setattr(module, "launcher", lambda fn: _NoLaunch())
     monkeypatch.setattr(T, "triton_interpreting", lambda: False)
     for var in ("SEQ", "SEQ_BWD", "SAVE_CARRIES", "SEQ_PROGRAMS", "SEQ_MAX_CHUNKS", "SEQ_MIN_PROGRAMS"):
         monkeypatch.delenv("NNUNET_MAMBA_SCAN_" + var, raising=False)
@@ -26,7 +28,8 @@ def meta(*shape, dtype):
 
 
 @pytest.mark.parametrize("Bsz,D,grid,K,dtype", [
-    (2, 640, (8, 8, 8), 2, torch.bfloat16),  # short map: chunked kernels
+    (2, 320, (4, 4, 4), 2, torch.bfloat16),  # single-chunk map: chunked kernels
+    (2, 640, (8, 8, 8), 2, torch.bfloat16),  # short map: sequential kernels, 16-step chunks
     (2, 512, (16, 16, 16), 3, torch.bfloat16),  # sequential kernels, 64-step chunks, saved carries
     (1, 96, (64, 64, 64), 1, torch.float32),
     (58, 256, (5, 7, 5), 6, torch.float16),  # large batch, short map: sequential
@@ -55,7 +58,7 @@ def test_chunked_forward_with_sequential_backward(stubbed, monkeypatch):
     """``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD`` moves only the backward to the sequential kernels: the forward
     hands no carries, the backward starts its summary walks from zero."""
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", "1")
-    Bsz, D, grid, K, N, L = 2, 640, (8, 8, 8), 3, 16, 512
+    Bsz, D, grid, K, N, L = 2, 320, (4, 4, 4), 3, 16, 64
     assert T._config(L, D, True, Bsz)["seq"] and not T._config(L, D, False, Bsz).get("seq")
     u = meta(Bsz, L, D, dtype=torch.bfloat16)
     delta, Bm = meta(Bsz, L, K, D, dtype=torch.bfloat16), meta(Bsz, L, K, N, dtype=torch.bfloat16)

@@ -1,0 +1,68 @@
+"""The backward's parameter gradients from its per-(batch, chunk) fp32 partials, in one launch.
+
+Both kernel families write ``dA`` as partials of shape (B, nC, K, N, D) and ``dD`` / ``ddelta_bias`` as
+(B, nC, K, D) (no atomics: deterministic). :func:`param_grads` sums them over (batch, chunk) in a fixed order and
+writes ``dA`` as (K, D, N) and the others as (K, D) in the parameters' dtypes: one kernel instead of three torch
+reductions, a transposing copy and the casts (on short maps each launch costs more CPU time than the GPU needs).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .launch import launcher
+
+
+@triton.jit
+def _param_grads_kernel(dA_p, dD_p, dbias_p, dA, dD, dbias, R, K, D, N: tl.constexpr, NP: tl.constexpr,
+                        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Program (d block, k): sums rows r = 0..R-1 of the partials in tiles of BLOCK_R rows."""
+    k = tl.program_id(1).to(tl.int64)
+    d0 = tl.program_id(0) * BLOCK_D
+    c = tl.arange(0, NP * BLOCK_D)  # column c = n * BLOCK_D + j: state n of channel d0 + j
+    n = c // BLOCK_D
+    d = d0 + c % BLOCK_D
+    cmask = (n < N) & (d < D)
+    j = tl.arange(0, BLOCK_D)
+    jmask = d0 + j < D
+    acc = tl.zeros((NP * BLOCK_D,), tl.float32)
+    acc_d = tl.zeros((BLOCK_D,), tl.float32)
+    acc_b = tl.zeros((BLOCK_D,), tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R).to(tl.int64)
+        rmask = r < R
+        row = r * K + k  # row of the (B * nC, K) leading axes
+        acc += tl.sum(tl.load(dA_p + (row[:, None] * N + n[None, :]) * D + d[None, :],
+                              mask=rmask[:, None] & cmask[None, :], other=0.0), 0)
+        if HAS_D:
+            acc_d += tl.sum(tl.load(dD_p + row[:, None] * D + d0 + j[None, :],
+                                    mask=rmask[:, None] & jmask[None, :], other=0.0), 0)
+        if HAS_BIAS:
+            acc_b += tl.sum(tl.load(dbias_p + row[:, None] * D + d0 + j[None, :],
+                                    mask=rmask[:, None] & jmask[None, :], other=0.0), 0)
+    tl.store(dA + (k * D + d) * N + n, acc.to(dA.dtype.element_ty), mask=cmask)
+    if HAS_D:
+        tl.store(dD + k * D + d0 + j, acc_d.to(dD.dtype.element_ty), mask=jmask)
+    if HAS_BIAS:
+        tl.store(dbias + k * D + d0 + j, acc_b.to(dbias.dtype.element_ty), mask=jmask)
+
+
+def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optional[torch.Tensor],
+                A_dtype: torch.dtype, Dskip_dtype: Optional[torch.dtype], bias_dtype: Optional[torch.dtype]):
+    """(dA (K, D, N), dD (K, D) or None, ddelta_bias (K, D) or None) from contiguous fp32 partials
+    ``dA_p`` (B, nC, K, N, D) and ``dD_p`` / ``dbias_p`` (B, nC, K, D) (None where the input is absent)."""
+    Bsz, nC, K, N, D = dA_p.shape
+    dev = dA_p.device
+    dA = torch.empty((K, D, N), device=dev, dtype=A_dtype)
+    dD = torch.empty((K, D), device=dev, dtype=Dskip_dtype) if dD_p is not None else None
+    dbias = torch.empty((K, D), device=dev, dtype=bias_dtype) if dbias_p is not None else None
+    NP = triton.next_power_of_2(N)
+    BLOCK_D = max(1, min(32, triton.next_power_of_2(D), 512 // NP))
+    launcher(_param_grads_kernel)[(-(-D // BLOCK_D), K)](
+        dA_p, dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
+        dA, dD if dD is not None else dA, dbias if dbias is not None else dA, Bsz * nC, K, D,
+        N=N, NP=NP, HAS_D=dD_p is not None, HAS_BIAS=dbias_p is not None, BLOCK_R=16, BLOCK_D=BLOCK_D, num_warps=4)
+    return dA, dD, dbias

@@ -1,0 +1,71 @@
+"""The backward's one-launch parameter-gradient sum (``kernels/param_grads.py``) under TRITON_INTERPRET=1 against
+float64 sums of the same partials: rows over more than one row tile, channels over a ragged channel block, a state
+count that is no power of two, absent dD / ddelta_bias, and the parameters' dtypes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+pytestmark = pytest.mark.interpreter
+
+WORKER = textwrap.dedent(r'''
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from nnunet_mamba.kernels.param_grads import param_grads
+
+    out = {}
+    for name, (Bsz, nC, K, N, D, has_d, has_b, dtype) in json.loads(sys.argv[1]).items():
+        g = torch.Generator().manual_seed(len(out) + 11)
+        dA_p = torch.randn(Bsz, nC, K, N, D, generator=g)
+        dD_p = torch.randn(Bsz, nC, K, D, generator=g) if has_d else None
+        db_p = torch.randn(Bsz, nC, K, D, generator=g) if has_b else None
+        dt = getattr(torch, dtype)
+        dA, dD, db = param_grads(dA_p, dD_p, db_p, dt, dt if has_d else None, dt if has_b else None)
+        want = [dA_p.double().sum((0, 1)).transpose(1, 2), dD_p.double().sum((0, 1)) if has_d else None,
+                db_p.double().sum((0, 1)) if has_b else None]
+        res = {}
+        for key, got, ref in zip(("dA", "dD", "dbias"), (dA, dD, db), want):
+            if ref is None:
+                res[key] = None if got is None else "unexpected"
+                continue
+            res[key] = dict(shape=list(got.shape), dtype=str(got.dtype).replace("torch.", ""),
+                            rel=((got.double() - ref).norm() / ref.norm()).item())
+        out[name] = res
+    print(json.dumps(out))
+''')
+
+CASES = {
+    "rows_over_two_tiles_ragged_channels": (3, 7, 2, 3, 37, True, True, "float32"),
+    "no_dD_no_bias": (2, 9, 3, 16, 5, False, False, "float32"),
+    "bias_only_bf16": (1, 17, 1, 4, 33, False, True, "bfloat16"),
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(CASES)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_param_grads_match_float64_sums(results, name):
+    Bsz, nC, K, N, D, has_d, has_b, dtype = CASES[name]
+    res = results[name]
+    tol = 1e-6 if dtype == "float32" else 8e-3
+    assert res["dA"]["shape"] == [K, D, N] and res["dA"]["dtype"] == dtype and res["dA"]["rel"] < tol
+    for key, present in (("dD", has_d), ("dbias", has_b)):
+        if present:
+            assert res[key]["shape"] == [K, D] and res[key]["dtype"] == dtype and res[key]["rel"] < tol
+        else:
+            assert res[key] is None
