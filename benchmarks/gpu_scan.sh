@@ -12,11 +12,14 @@
 #   bash benchmarks/gpu_scan.sh profile ARGS   # scan_profile.py: CUDA time per kernel of one fwd+bwd (--shape, --K)
 #   bash benchmarks/gpu_scan.sh ncu KERNEL [SKIP] ARGS  # Nsight Compute on one launch of KERNEL (regex, e.g. seq_bwd)
 #                                              #   after SKIP launches -> $OUT/ncu_KERNEL.txt
-#   bash benchmarks/gpu_scan.sh mamba          # build mamba-ssm from .whl/ into .mamba_site (kept while the machine
-#                                              #   stays warm; skipped when already there), ~2.5 min
+#   bash benchmarks/gpu_scan.sh mamba          # build mamba-ssm from .whl/ into /tmp/mamba_site (kept while the machine
+#                                              #   stays warm; skipped when already there), ~2 min. Outside the working
+#                                              #   tree: a build in the ignored .mamba_site/ lost its extension and most of
+#                                              #   its modules by the next call (session 11)
 #   bash benchmarks/gpu_scan.sh table ARGS     # scan.py's side-by-side table with that build -> $OUT/table
 set -u
 OUT=${OUT:-/tmp/out}
+MSITE=/tmp/mamba_site
 mkdir -p $OUT
 case "$1" in
 setup)
@@ -66,13 +69,13 @@ ncu)
   grep -E "Duration|Throughput|Issued Warp|Registers Per|Spilling Requests  |Stall (Long|Wait|Short)" $OUT/ncu_$kernel.txt
   ;;
 mamba)
-  [ -d .mamba_site/mamba_ssm ] || python3 benchmarks/scan.py --build-mamba .whl/mamba_ssm-2.3.2.post1.tar.gz \
-    --build-only --mamba-target .mamba_site 2>&1 | tail -2
+  python3 -c "import sys; sys.path.insert(0, '$MSITE'); import torch, selective_scan_cuda" 2>/dev/null || \
+    python3 benchmarks/scan.py --build-mamba .whl/mamba_ssm-2.3.2.post1.tar.gz --build-only --mamba-target $MSITE 2>&1 | tail -2
   ;;
 table)
   shift
-  [ -d .mamba_site/mamba_ssm ] || { echo "no mamba-ssm build: run '$0 mamba' first"; exit 2; }
-  python3 benchmarks/scan.py --mamba-target .mamba_site --out-dir $OUT/table "$@" 2>&1 | grep -v Warning
+  [ -d $MSITE/mamba_ssm ] || { echo "no mamba-ssm build: run '$0 mamba' first"; exit 2; }
+  python3 benchmarks/scan.py --mamba-target $MSITE --out-dir $OUT/table "$@" 2>&1 | grep -v Warning
   ;;
 *)
   echo "usage: $0 setup|check [ARGS]|checkpar ARGS|bwd NAME [ARGS]|variants SPECS [ARGS]|profile ARGS|ncu KERNEL [SKIP] [ARGS]|mamba|table [ARGS]"

@@ -5,8 +5,8 @@
 #   .whl_sitk/  SimpleITK (53 MB: carry it alone in a first call, install it, then the rest while warm)
 #   .whl_nn/    nnunetv2 2.8.1 and the pure-Python / binary deps the GPU image lacks, plus our wheel
 #   .gpu_data/  Dataset004_Hippocampus in nnU-Net raw format (from ../shared/data)  -- training timings
-# (.mamba_site/ is excluded too: `scan.py --build-mamba ... --mamba-target .mamba_site` on the GPU machine keeps
-# the build there, an ignored output that survives between calls while the machine stays warm)
+# (.mamba_site/ stays excluded for old call scripts; `gpu_scan.sh mamba` now builds into /tmp/mamba_site on the GPU
+# machine, outside the working tree: a build inside it lost its extension by the next call, session 11)
 # Wheels for CPython 3.12 on manylinux x86_64 (the GPU image: /opt/torch/.venv, Python 3.12.3).
 #   bash benchmarks/prepare_gpu_carry.sh [scan|train|all]   (default all)
 set -euo pipefail

@@ -18,6 +18,7 @@ import warnings
 import torch
 import triton
 from triton import knobs
+from triton.runtime import driver
 
 from .env import getenv
 
@@ -34,13 +35,15 @@ def direct_launch_enabled() -> bool:
     return value == "1"
 
 
-def arg_key(value):
-    """What Triton's specialisation can depend on for one argument, cheaply: a tensor's dtype and 16-byte
-    alignment; any other value with its type (``True`` and ``1`` compile differently; finer than Triton's key
-    for integers: a new value only costs one JIT launch)."""
-    if isinstance(value, torch.Tensor):
-        return (value.dtype, value.data_ptr() % 16 == 0)
-    return (type(value), value)
+def launch_key(args, kwargs) -> tuple:
+    """What Triton's specialisation can depend on, cheaply: every tensor's dtype and 16-byte alignment; every other
+    value with its type (``True`` and ``1`` compile differently; finer than Triton's key for integers: a new value
+    only costs one JIT launch), keyword arguments with their names. One list comprehension per part: about 4 us for
+    45 arguments on the development machine, against 7 us for a function call per argument."""
+    Tensor = torch.Tensor
+    return (tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor) else (a.__class__, a) for a in args]),
+            tuple([(k, (v.dtype, v.data_ptr() % 16 == 0) if isinstance(v, Tensor) else (v.__class__, v))
+                   for k, v in kwargs.items()]))
 
 
 class DirectLauncher:
@@ -65,8 +68,8 @@ class DirectLauncher:
         rt = knobs.runtime
         if self.broken or _active(rt.launch_enter_hook) or _active(rt.launch_exit_hook):
             return self.fn[grid](*args, **kwargs)
-        key = (torch.cuda.current_device(), tuple(map(arg_key, args)),
-               tuple((name, arg_key(v)) for name, v in kwargs.items()))
+        device = driver.active.get_current_device()  # the device and stream calls of Triton's own launch
+        key = (device, launch_key(args, kwargs))
         kernel = self.cache.get(key)
         if kernel is None:
             self.jit_launches += 1
@@ -82,7 +85,7 @@ class DirectLauncher:
                            for name, default in zip(self.names[n:], self.defaults[n:]))]
         g = tuple(grid) + (1,) * (3 - len(grid))
         try:
-            kernel.run(g[0], g[1], g[2], torch.cuda.current_stream().cuda_stream, kernel.function,
+            kernel.run(g[0], g[1], g[2], driver.active.get_current_stream(device), kernel.function,
                        kernel.packed_metadata, None, None, None, *values)
         except (TypeError, AttributeError) as e:  # the launcher parses its arguments before launching anything
             self.broken = True

@@ -1,9 +1,13 @@
-"""The backward's parameter gradients from its per-(batch, chunk) fp32 partials, in one launch.
+"""The backward's parameter gradients from its per-(batch, chunk) fp32 partials.
 
 Both kernel families write ``dA`` as partials of shape (B, nC, K, N, D) and ``dD`` / ``ddelta_bias`` as
-(B, nC, K, D) (no atomics: deterministic). :func:`param_grads` sums them over (batch, chunk) in a fixed order and
-writes ``dA`` as (K, D, N) and the others as (K, D) in the parameters' dtypes: one kernel instead of three torch
-reductions, a transposing copy and the casts (on short maps each launch costs more CPU time than the GPU needs).
+(B, nC, K, D) (no atomics: deterministic). :func:`param_grads` sums them over the B * nC rows in a fixed order and
+returns ``dA`` as (K, D, N) and the others as (K, D) in the parameters' dtypes. With few rows (short maps, where
+each launch costs more CPU time than the GPU needs) one Triton launch does it all instead of three torch reductions,
+a transposing copy and the casts; with many rows (long maps, large batches: tens of MB of partials) torch's
+reductions, which spread the rows over the whole GPU, do it (one program per channel block and direction walking
+2,048 rows made (2, 128, 64^3) 4 % and (1, 96, 64^3) 7 % slower on H200, SCAN_NOTES.md session 11).
+``NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS`` moves the line (default 128 rows; 0: always torch).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .env import getenv
 from .launch import launcher
 
 
@@ -55,6 +60,13 @@ def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optio
     """(dA (K, D, N), dD (K, D) or None, ddelta_bias (K, D) or None) from contiguous fp32 partials
     ``dA_p`` (B, nC, K, N, D) and ``dD_p`` / ``dbias_p`` (B, nC, K, D) (None where the input is absent)."""
     Bsz, nC, K, N, D = dA_p.shape
+    max_rows = getenv("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", "128")
+    if not max_rows.isdigit():
+        raise ValueError(f"NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS must be a non-negative integer, not {max_rows!r}")
+    if Bsz * nC > int(max_rows):
+        return (dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype),
+                dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None,
+                dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None)
     dev = dA_p.device
     dA = torch.empty((K, D, N), device=dev, dtype=A_dtype)
     dD = torch.empty((K, D), device=dev, dtype=Dskip_dtype) if dD_p is not None else None

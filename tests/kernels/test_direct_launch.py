@@ -34,19 +34,26 @@ class FakeJit:
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=7))
+    active = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device: 7)
+    monkeypatch.setattr(launch, "driver", types.SimpleNamespace(active=active))
 
 
-def test_arg_key_separates_what_triton_specialises_on():
+def test_launch_key_separates_what_triton_specialises_on():
+    def key(value, kw=False):
+        return launch.launch_key((), {"x": value}) if kw else launch.launch_key((value,), {})
+
     t = torch.zeros(8)
-    assert launch.arg_key(t) == launch.arg_key(torch.ones(8))
-    assert launch.arg_key(t) == launch.arg_key(torch.nn.Parameter(torch.ones(8)))  # subclasses: still by dtype
-    assert launch.arg_key(t) != launch.arg_key(t[1:])  # 4-byte offset: unaligned
-    assert launch.arg_key(t) != launch.arg_key(t.bfloat16())
-    assert launch.arg_key(16) != launch.arg_key(32)  # integers: the value (finer than Triton's 1 / %16 / width)
-    assert launch.arg_key(True) != launch.arg_key(False)
-    assert launch.arg_key(True) != launch.arg_key(1)  # equal in Python, but Triton types them i1 vs i32
+    for kw in (False, True):
+        assert key(t, kw) == key(torch.ones(8), kw)
+        assert key(t, kw) == key(torch.nn.Parameter(torch.ones(8)), kw)  # subclasses: still by dtype
+        assert key(t, kw) != key(t[1:], kw)  # 4-byte offset: unaligned
+        assert key(t, kw) != key(t.bfloat16(), kw)
+        assert key(16, kw) != key(32, kw)  # integers: the value (finer than Triton's 1 / %16 / width)
+        assert key(True, kw) != key(False, kw)
+        assert key(True, kw) != key(1, kw)  # equal in Python, but Triton types them i1 vs i32
+        assert key(None, kw) != key(0, kw)
+    assert launch.launch_key((), {"a": 1}) != launch.launch_key((), {"b": 1})  # keyword names count
+    assert launch.launch_key((1, 2), {}) != launch.launch_key((2, 1), {})  # and positions
 
 
 def test_direct_launcher_goes_through_the_jit_once_per_specialisation(fake_cuda):

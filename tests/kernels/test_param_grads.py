@@ -22,7 +22,8 @@ WORKER = textwrap.dedent(r'''
     from nnunet_mamba.kernels.param_grads import param_grads
 
     out = {}
-    for name, (Bsz, nC, K, N, D, has_d, has_b, dtype) in json.loads(sys.argv[1]).items():
+    for name, (Bsz, nC, K, N, D, has_d, has_b, dtype, max_rows) in json.loads(sys.argv[1]).items():
+        os.environ["NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS"] = str(max_rows)
         g = torch.Generator().manual_seed(len(out) + 11)
         dA_p = torch.randn(Bsz, nC, K, N, D, generator=g)
         dD_p = torch.randn(Bsz, nC, K, D, generator=g) if has_d else None
@@ -42,10 +43,11 @@ WORKER = textwrap.dedent(r'''
     print(json.dumps(out))
 ''')
 
-CASES = {
-    "rows_over_two_tiles_ragged_channels": (3, 7, 2, 3, 37, True, True, "float32"),
-    "no_dD_no_bias": (2, 9, 3, 16, 5, False, False, "float32"),
-    "bias_only_bf16": (1, 17, 1, 4, 33, False, True, "bfloat16"),
+CASES = {  # B, nC, K, N, D, dD?, ddelta_bias?, dtype, most rows for the Triton kernel (more: torch's sums)
+    "rows_over_two_tiles_ragged_channels": (3, 7, 2, 3, 37, True, True, "float32", 128),
+    "no_dD_no_bias": (2, 9, 3, 16, 5, False, False, "float32", 128),
+    "bias_only_bf16": (1, 17, 1, 4, 33, False, True, "bfloat16", 128),
+    "many_rows_torch_sums": (3, 7, 2, 3, 37, True, True, "float32", 20),
 }
 
 
@@ -60,7 +62,7 @@ def results():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_param_grads_match_float64_sums(results, name):
-    Bsz, nC, K, N, D, has_d, has_b, dtype = CASES[name]
+    Bsz, nC, K, N, D, has_d, has_b, dtype, _ = CASES[name]
     res = results[name]
     tol = 1e-6 if dtype == "float32" else 8e-3
     assert res["dA"]["shape"] == [K, D, N] and res["dA"]["dtype"] == dtype and res["dA"]["rel"] < tol
@@ -69,3 +71,11 @@ def test_param_grads_match_float64_sums(results, name):
             assert res[key]["shape"] == [K, D] and res[key]["dtype"] == dtype and res[key]["rel"] < tol
         else:
             assert res[key] is None
+
+
+def test_bad_row_limit_is_named(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from nnunet_mamba.kernels.param_grads import param_grads
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", "lots")
+    with pytest.raises(ValueError, match="NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS"):
+        param_grads(torch.zeros(1, 2, 1, 2, 3), None, None, torch.float32, None, None)
