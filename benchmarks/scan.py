@@ -15,7 +15,10 @@ sets when one set fits in L2) of forward and forward+backward for
 
 plus the traffic floor ``s*((3K+5)E + 6KS)`` bytes for fwd+bwd (``s*((K+2)E + 2KS)`` for fwd; E=B*D*L,
 S=B*N*L) and the bandwidth it implies at the measured fused time, next to a device-to-device copy
-measured in the same run. Writes benchmarks/results/scan_<device>.json and .md.
+measured in the same run. In the first pass it also records the summed CUDA kernel time of (a) and (d) forward+
+backward (torch.profiler): the markdown then names the rows whose wall time is over 1.5x their kernel time (the
+host did not issue the launches in time) and gives both kernel times next to every cell that misses K x 1-dir.
+Writes benchmarks/results/scan_<device>.json and .md.
 
 CPU mode (``--cpu``): the reference's fwd+bwd time at (1, 64, 16^3), K=2, on this machine's CPU;
 writes benchmarks/results/scan_cpu.json and .md.
@@ -77,6 +80,24 @@ def floor_bytes(Bsz, D, L, K, s, N=N_STATE):
 def bench(fn, warmup=25, rep=100):
     import triton
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def kernel_ms(fn, iters: int = 5):
+    """Summed CUDA kernel time of one call of ``fn`` (torch.profiler, mean over ``iters`` calls): the time a host
+    that issues the launches in no time would see. None where the profiler records no CUDA kernels or fails (a
+    profiler problem must not cost the table)."""
+    try:
+        fn()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(iters):
+                fn()
+            torch.cuda.synchronize()
+        total_us = sum(ev.device_time for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CUDA)
+    except Exception as e:  # noqa: BLE001
+        print(f"kernel time not measured: {type(e).__name__}: {str(e)[:200]}", flush=True)
+        return None
+    return total_us / iters / 1000.0 if total_us > 0 else None
 
 
 def rotating(sets, body):
@@ -237,6 +258,10 @@ def time_case(case, row, T, M, ssf, l2, a, first: bool, dev: str = "cuda") -> di
         runs = row.setdefault(name.replace("_ms", "_runs_ms"), [])
         runs.append(bench(fn, rep=a.rep_ms))
         row[name] = min(runs)
+    if first:  # kernel time of the forward+backward rows: does the wall time above follow the GPU or the host?
+        for name in ("fused_fwdbwd_ms", "mamba_1dir_fwdbwd_ms"):
+            if name in paths:
+                row[name.replace("_ms", "_kernels_ms")] = kernel_ms(paths[name])
     fb, ff = row["floor_bytes_fwdbwd"], row["floor_bytes_fwd"]
     row["fused_fwdbwd_GBps"] = fb / (row["fused_fwdbwd_ms"] * 1e-3) / 1e9
     row["fused_fwd_GBps"] = ff / (row["fused_fwd_ms"] * 1e-3) / 1e9
@@ -314,6 +339,14 @@ def fmt_row(r):
             f" | speedup fwd {fmt(r.get('speedup_fwd'), 2)} fwd+bwd {fmt(r.get('speedup_fwdbwd'), 2)}")
 
 
+def kernel_note(r) -> str:
+    """' (kernels: fused X vs K x 1-dir Y ms)' where both kernel times were measured, else ''."""
+    fused, one = r.get("fused_fwdbwd_kernels_ms"), r.get("mamba_1dir_fwdbwd_kernels_ms")
+    if not fused or not one:
+        return ""
+    return f" (kernels: {fused:.3f} vs {r['K'] * one:.3f} ms)"
+
+
 def target_lines(rows) -> list:
     """The issue's targets at K = 2-4 (fused forward+backward >= 2x the naive path, and faster than K x mamba-ssm's
     single direction), the cells that miss them, and the rows whose medians moved > 20 % between passes."""
@@ -326,7 +359,12 @@ def target_lines(rows) -> list:
            f"cells; faster than K x 1-dir in {len(timed) - len(behind)} of {len(timed)}."]
     out += [f"- below 2x: {cell(r)}: {r['speedup_fwdbwd']:.2f}x" for r in slow]
     out += [f"- not faster than K x 1-dir: {cell(r)}: {r['fused_fwdbwd_ms']:.3f} vs {r['mamba_Kx1dir_fwdbwd_ms']:.3f} ms"
-            for r in behind]
+            + kernel_note(r) for r in behind]
+    host = [r for r in rows if r.get("fused_fwdbwd_kernels_ms") and r["fused_fwdbwd_ms"] > 1.5 * r["fused_fwdbwd_kernels_ms"]]
+    if host:
+        out += ["", "Rows whose fused forward+backward took over 1.5x its kernel time (the host did not issue the launches "
+                "in time; wall / kernels, ms): " + "; ".join(f"{cell(r)} {r['fused_fwdbwd_ms']:.3f} / "
+                                                            f"{r['fused_fwdbwd_kernels_ms']:.3f}" for r in host) + "."]
     moved = []
     for r in rows:
         for name, runs in r.items():
