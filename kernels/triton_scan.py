@@ -630,8 +630,10 @@ def _exact_da(cfg: dict) -> bool:
     """Whether the chunked backward gets ``a_t h_{t-1}`` (for dA, ddelta) from a second scan over the previous
     steps instead of as ``h_t - dt_t u_t B_t``, which cancels when ``a_t = exp(dt A)`` is tiny (huge deltas:
     1e-2 relative error in dA at dt ~ 24, tests/kernels/test_triton_interpreter.py). One more scan and
-    exp2 per state: opt-in (``NNUNET_MAMBA_SCAN_EXACT_DA=1``, config ``exact_da``) until checked and timed on a
-    GPU. The sequential kernels keep ``h_{t-1}`` and are exact either way."""
+    exp2 per state: opt-in (``NNUNET_MAMBA_SCAN_EXACT_DA=1``, config ``exact_da``). It passes the float64 check on a
+    GPU and cost a third more backward time at 8^3 (H200, SCAN_NOTES.md session 9, when 8^3 still ran these
+    kernels); they now see only single-chunk maps, where its cost is not yet timed on a GPU-bound host. The
+    sequential kernels keep ``h_{t-1}`` and are exact either way."""
     return _switch(cfg, "exact_da", "NNUNET_MAMBA_SCAN_EXACT_DA", False)
 
 
