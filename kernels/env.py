@@ -22,6 +22,14 @@ def getenv(name: str, default: Optional[str] = None) -> Optional[str]:
     return snap.get(name, default)
 
 
+def env_count(name: str, default: int) -> int:
+    """A non-negative integer switch, ``default`` when unset; a clear error naming the variable otherwise."""
+    value = getenv(name, str(default))
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+    return int(value)
+
+
 def _read() -> dict:
     data = getattr(os.environ, "_data", None)
     if os.name == "posix" and isinstance(data, dict):  # bytes keys and values: filter before decoding

@@ -27,11 +27,19 @@ from .env import getenv
 CHECKED_TRITON = ("3.6",)
 
 
+def checked_release(version: str) -> bool:
+    """Whether a Triton version string belongs to one of the :data:`CHECKED_TRITON` releases."""
+    return version.startswith(tuple(v + "." for v in CHECKED_TRITON))
+
+
+TRITON_CHECKED = checked_release(triton.__version__)  # once: launcher() asks on every launch
+
+
 def direct_launch_enabled() -> bool:
     """``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH``: "1" on, "0" off; unset: on with the checked Triton releases."""
     value = getenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
     if value is None:
-        return triton.__version__.startswith(tuple(v + "." for v in CHECKED_TRITON))
+        return TRITON_CHECKED
     return value == "1"
 
 

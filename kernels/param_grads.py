@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .env import getenv
+from .env import env_count
 from .launch import launcher
 
 
@@ -60,10 +60,7 @@ def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optio
     """(dA (K, D, N), dD (K, D) or None, ddelta_bias (K, D) or None) from contiguous fp32 partials
     ``dA_p`` (B, nC, K, N, D) and ``dD_p`` / ``dbias_p`` (B, nC, K, D) (None where the input is absent)."""
     Bsz, nC, K, N, D = dA_p.shape
-    max_rows = getenv("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", "128")
-    if not max_rows.isdigit():
-        raise ValueError(f"NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS must be a non-negative integer, not {max_rows!r}")
-    if Bsz * nC > int(max_rows):
+    if Bsz * nC > env_count("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", 128):
         return (dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype),
                 dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None,
                 dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None)

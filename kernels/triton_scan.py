@@ -71,7 +71,7 @@ import triton.language as tl
 
 from .directions import ScanDirection, scan_geometry
 from .dispatch import triton_interpreting
-from .env import getenv, snapshotted
+from .env import env_count, getenv, snapshotted
 from .launch import launcher
 from .param_grads import param_grads
 from . import triton_seq
@@ -544,13 +544,6 @@ def _pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def _env_count(name: str, default: int) -> int:
-    value = getenv(name, str(default))
-    if not value.isdigit():
-        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
-    return int(value)
-
-
 def _switch(cfg: dict, key: str, var: str, default: bool) -> bool:
     """An on/off kernel switch: config ``key`` if given, else the environment variable ``var`` ("1" = on)."""
     return bool(cfg.get(key, getenv(var, "1" if default else "0") == "1"))
@@ -565,7 +558,7 @@ def _seq_min_length() -> int:
     0.179 / 0.258 / 0.339; at 4^3 (64 steps) the chunked kernels stay faster, 0.114 / 0.140 / 0.199 vs 0.122 /
     0.180 / 0.237 (SCAN_NOTES.md, session 11; the line was 1024 before). ``NNUNET_MAMBA_SCAN_SEQ_MIN_L``
     overrides it."""
-    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 64)
+    return env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 64)
 
 
 def _seq_min_programs(bwd: bool = False) -> int:
@@ -575,8 +568,8 @@ def _seq_min_programs(bwd: bool = False) -> int:
     (2, 320, 4^3), 80 programs, chunked 2.6x faster. ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS``
     overrides the 4096 (a very large value: short maps always chunked), ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD``
     the backward's alone (the forward's carries then go unused where the two passes differ)."""
-    both = _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
-    return _env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", both) if bwd else both
+    both = env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", 4096)
+    return env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", both) if bwd else both
 
 
 _CHUNKED_SHORT_L = 1024  # the chunked kernels' short-map tiles up to this length (latency-bound), long-map ones above
@@ -655,7 +648,7 @@ def _lane_split(cfg: dict, N: int, bwd: bool) -> int:
     the backward's the backward's. Falls back to 1 where N or the program's lanes do not divide, and under
     ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``."""
     key = "split_bwd" if bwd else "split_fwd"
-    split = int(cfg.get(key, _env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 1)))
+    split = int(cfg.get(key, env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 1)))
     if split not in (1, 2, 4):
         raise ValueError(f"NNUNET_MAMBA_SCAN_{key.upper()} must be 1, 2 or 4, not {split}")
     if N % split or cfg["BLOCK_D"] % split or _deterministic():
@@ -668,7 +661,7 @@ def _register_cap(cfg: dict, bwd: bool) -> dict:
     resident warps, possibly spills), from config ``maxnreg_fwd`` / ``maxnreg_bwd`` or
     ``NNUNET_MAMBA_SCAN_MAXNREG_FWD`` / ``_BWD``; none by default (ptxas decides)."""
     key = "maxnreg_bwd" if bwd else "maxnreg_fwd"
-    cap = int(cfg.get(key, _env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 0)))
+    cap = int(cfg.get(key, env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 0)))
     return {"maxnreg": cap} if cap else {}
 
 
@@ -679,11 +672,11 @@ def _prefetch(cfg: dict, bwd_walk2: bool = False) -> dict:
     faster at 16^3-64^3; into L1 equally fast; further ahead slower; SCAN_NOTES.md, session 9).
     ``NNUNET_MAMBA_SCAN_PREFETCH`` (config ``prefetch``), ``NNUNET_MAMBA_SCAN_PREFETCH_DIST`` / ``_DIST_BWD``
     (config ``prefetch_dist`` / ``prefetch_dist_bwd``). Off in the interpreter (no PTX)."""
-    mode = int(cfg.get("prefetch", _env_count("NNUNET_MAMBA_SCAN_PREFETCH", 1)))
+    mode = int(cfg.get("prefetch", env_count("NNUNET_MAMBA_SCAN_PREFETCH", 1)))
     if mode not in (0, 1, 2):
         raise ValueError(f"NNUNET_MAMBA_SCAN_PREFETCH must be 0, 1 or 2, not {mode}")
     key = "prefetch_dist_bwd" if bwd_walk2 else "prefetch_dist"
-    dist = int(cfg.get(key, _env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 1)))
+    dist = int(cfg.get(key, env_count("NNUNET_MAMBA_SCAN_" + key.upper(), 1)))
     return {"PF": 0 if triton_interpreting() else mode, "PFD": max(dist, 1)}
 
 
@@ -728,7 +721,7 @@ def _walk_unroll(cfg: dict, S: int) -> int:
     """Steps per loop iteration of the summary and forward walks (their loads are issued together, so a longer
     unroll waits for memory less often, for more registers): a multiple of the sub-chunk S, at most the chunk.
     Config ``SF`` or ``NNUNET_MAMBA_SCAN_WALK_UNROLL``; default S."""
-    SF = int(cfg.get("SF", _env_count("NNUNET_MAMBA_SCAN_WALK_UNROLL", S)))
+    SF = int(cfg.get("SF", env_count("NNUNET_MAMBA_SCAN_WALK_UNROLL", S)))
     if SF < S or SF % S:
         raise ValueError(f"NNUNET_MAMBA_SCAN_WALK_UNROLL must be a multiple of the sub-chunk {S}, not {SF}")
     SF = min(SF, max(S, cfg["BLOCK_T"]))
@@ -753,8 +746,8 @@ def _seq_config(L: int, D: int, Bsz: int) -> dict:
     unchanged, while the Hippocampus mixers (few steps, batch 58) lose 7-16 % with half as many programs
     (SCAN_NOTES.md, session 10). ``NNUNET_MAMBA_SCAN_SEQ_PROGRAMS`` moves the 4096,
     ``NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS`` the 64."""
-    want = _env_count("NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", 4096)
-    max_chunks = _env_count("NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS", 64)
+    want = env_count("NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", 4096)
+    max_chunks = env_count("NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS", 64)
     T = 256
     while T > _SEQ_MIN_T and _seq_programs(L, D, Bsz, T) < want and _cdiv(L, T // 2) <= max_chunks:
         T //= 2

@@ -92,14 +92,16 @@ def test_launcher_default_follows_the_checked_triton_releases(monkeypatch):
     fn = FakeJit()
     monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: False)
     monkeypatch.delenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", raising=False)
-    monkeypatch.setattr(launch.triton, "__version__", "3.6.0")
-    assert isinstance(launch.launcher(fn), launch.DirectLauncher) and launch.launcher(fn) is launch.launcher(fn)
+    assert launch.checked_release("3.6.0") and launch.checked_release("3.6.1")
     for version in ("3.7.1", "3.60.0", "4.0.0"):
-        monkeypatch.setattr(launch.triton, "__version__", version)
-        assert launch.launcher(fn) is fn
+        assert not launch.checked_release(version)
+    monkeypatch.setattr(launch, "TRITON_CHECKED", True)
+    assert isinstance(launch.launcher(fn), launch.DirectLauncher) and launch.launcher(fn) is launch.launcher(fn)
+    monkeypatch.setattr(launch, "TRITON_CHECKED", False)
+    assert launch.launcher(fn) is fn
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")  # forced on with an unchecked release
     assert isinstance(launch.launcher(fn), launch.DirectLauncher)
-    monkeypatch.setattr(launch.triton, "__version__", "3.6.0")
+    monkeypatch.setattr(launch, "TRITON_CHECKED", True)
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0")  # switched off with a checked one
     assert launch.launcher(fn) is fn
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")
