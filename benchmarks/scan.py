@@ -82,22 +82,31 @@ def bench(fn, warmup=25, rep=100):
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # the benchmarks' dtype names
+
+
+def cuda_kernels(fn, iters: int) -> list:
+    """(kernel name, CUDA time in ms) of every kernel that ``iters`` calls of ``fn`` launched (torch.profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    return [(ev.name, ev.device_time / 1000.0) for ev in prof.events()
+            if ev.device_type == torch.autograd.DeviceType.CUDA]
+
+
 def kernel_ms(fn, iters: int = 5):
-    """Summed CUDA kernel time of one call of ``fn`` (torch.profiler, mean over ``iters`` calls): the time a host
-    that issues the launches in no time would see. None where the profiler records no CUDA kernels or fails (a
-    profiler problem must not cost the table)."""
+    """Summed CUDA kernel time of one call of ``fn`` (mean over ``iters`` calls): the time a host that issues the
+    launches in no time would see. None where the profiler records no CUDA kernels or fails (a profiler problem
+    must not cost the table)."""
     try:
         fn()
         torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(iters):
-                fn()
-            torch.cuda.synchronize()
-        total_us = sum(ev.device_time for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CUDA)
+        total = sum(ms for _, ms in cuda_kernels(fn, iters))
     except Exception as e:  # noqa: BLE001
         print(f"kernel time not measured: {type(e).__name__}: {str(e)[:200]}", flush=True)
         return None
-    return total_us / iters / 1000.0 if total_us > 0 else None
+    return total / iters if total > 0 else None
 
 
 def rotating(sets, body):
@@ -297,7 +306,7 @@ def run_gpu(a, on_row=None):
     print(f"device {torch.cuda.get_device_name()} | copy bandwidth {bw_copy / 1e9:.0f} GB/s | mamba_ssm "
           f"{'yes' if have_mamba else 'NO (naive path skipped)'}", flush=True)
     shapes = [SHAPES[i] for i in a.shapes] if a.shapes else SHAPES
-    dtypes = [dict(bf16=torch.bfloat16, fp32=torch.float32)[d] for d in a.dtypes]
+    dtypes = [DTYPES[d] for d in a.dtypes]
     cases = [(Bsz, D, grid, dtype, K) for Bsz, D, grid in shapes for dtype in dtypes for K in a.ks]
     rows = [None] * len(cases)
     # whole passes over the table, so that a slow spell of the machine (seconds) hits one pass of a row, not all

@@ -22,12 +22,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import SHAPES, bench, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
+from scan import DTYPES, SHAPES, bench, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
 
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def main():

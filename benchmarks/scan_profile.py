@@ -23,12 +23,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import bench, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
+from scan import DTYPES, bench, cuda_kernels, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
 
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
-
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def profile_case(shape: str, K: int, dtype: str, iters: int, ncu_once: bool = False) -> dict:
@@ -53,15 +51,10 @@ def profile_case(shape: str, K: int, dtype: str, iters: int, ncu_once: bool = Fa
     per_kernel = {}
     for phase, call in (("fwd", lambda: T.multidir_scan_fwd(*args, *rest)),
                         ("bwd", lambda: T.multidir_scan_bwd(dout, *args, *rest, carries=carries))):
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(iters):
-                call()
-            torch.cuda.synchronize()
-        for ev in prof.events():
-            if ev.device_type == torch.autograd.DeviceType.CUDA:
-                name = f"{phase}: " + ev.name.split("(")[0][:55]
-                t, n = per_kernel.get(name, (0.0, 0))
-                per_kernel[name] = (t + ev.device_time / 1000.0, n + 1)
+        for kernel, ms in cuda_kernels(call, iters):
+            name = f"{phase}: " + kernel.split("(")[0][:55]
+            t, n = per_kernel.get(name, (0.0, 0))
+            per_kernel[name] = (t + ms, n + 1)
     rows = sorted(((t / iters, n // iters, name) for name, (t, n) in per_kernel.items()), reverse=True)
     phase_ms = {p: sum(ms for ms, _, name in rows if name.startswith(p)) for p in ("fwd", "bwd")}
     return dict(shape=shape, K=K, dtype=dtype, L=math.prod(grid), cfg_bwd=T._config(math.prod(grid), D, True, Bsz),
@@ -74,7 +67,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", action="append", default=None, help="B,D,AxBxC (repeatable; default 2,256,32x32x32)")
     ap.add_argument("--K", type=int, nargs="+", default=[3])
-    ap.add_argument("--dtype", nargs="+", default=["bf16"], choices=sorted(DTYPES))
+    ap.add_argument("--dtype", nargs="+", default=["bf16"], choices=["bf16", "fp32"])
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--totals", action="store_true", help="one line per case instead of the per-kernel table")
     ap.add_argument("--ncu-once", action="store_true", help="warm up, then exactly one fwd + bwd (for ncu)")
