@@ -7,6 +7,7 @@ Triton's JIT on the H100 machine; ``scan_launch_overhead.py``). Use it to see a 
 development machine.
 
     python benchmarks/scan_dispatch_cpu.py [--shape 2,512,16x16x16] [--ks 1 2 3] [--dtype bf16] [--profile]
+        [--direct [--unnumbered]]
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nnunet_mamba.kernels import launch as L  # noqa: E402
 from nnunet_mamba.kernels import param_grads as P  # noqa: E402
 from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
@@ -28,6 +30,27 @@ from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
 class _NoLaunch:
     def __getitem__(self, grid):
         return lambda *args, **kwargs: None
+
+
+class _CompiledNoOp:
+    """What the direct launcher gets from the stand-in JIT: a compiled kernel whose C launcher does nothing."""
+    function = packed_metadata = 0
+
+    @staticmethod
+    def run(*args):
+        pass
+
+
+_DIRECT: dict = {}
+
+
+def _direct_no_launch(fn):
+    """The real DirectLauncher (key, launch numbering, argument list) around a JIT stand-in and a no-op kernel."""
+    if id(fn) not in _DIRECT:
+        d = L.DirectLauncher(fn)
+        d.fn = type("_Jit", (), {"__getitem__": lambda self, grid: lambda *a, **k: _CompiledNoOp()})()
+        _DIRECT[id(fn)] = d
+    return _DIRECT[id(fn)]
 
 
 def meta_inputs(Bsz: int, D: int, grid: tuple, K: int, dtype, N: int = 16):
@@ -63,7 +86,7 @@ def per_call_us(shape: str, K: int, dtype, reps: int, profile: bool = False) -> 
         for _ in range(reps):
             fwd_bwd()
         prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+        pstats.Stats(prof).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "20")))
     return sorted(times)[len(times) // 2] * 1e6
 
 
@@ -73,19 +96,33 @@ def main():
     ap.add_argument("--ks", type=int, nargs="*", default=[1, 2, 3, 4])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--reps", type=int, default=300)
-    ap.add_argument("--profile", action="store_true", help="cProfile the calls (top functions by own time)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the calls (top functions by own time; SORT=cumulative "
+                    "and TOP=N in the environment change the order and the length)")
+    ap.add_argument("--direct", action="store_true",
+                    help="count the direct launcher's host work too (its key, launch numbering and argument list; the "
+                         "compiled kernel's C launcher is a no-op)")
     ap.add_argument("--json", default=None, help="also write the figures with the machine, commit and versions")
+    ap.add_argument("--unnumbered", action="store_true",
+                    help="with --direct: no launch numbering (every launch builds its argument key)")
     a = ap.parse_args()
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    T.launcher = P.launcher = lambda fn: _NoLaunch()  # every Triton launch becomes a no-op
+    if a.direct:
+        import types
+        L.driver = types.SimpleNamespace(active=types.SimpleNamespace(get_current_device=lambda: 0,
+                                                                      get_current_stream=lambda device: 0))
+        T.launcher = P.launcher = _direct_no_launch
+        if a.unnumbered:
+            T._numbered = lambda *args: L.NumberedLaunches(None)
+    else:
+        T.launcher = P.launcher = lambda fn: _NoLaunch()  # every Triton launch becomes a no-op
     T.triton_interpreting = lambda: False  # take the GPU code paths
     rows = []
     for shape in a.shape or ["2,640,8x8x8", "2,512,16x16x16"]:
         for K in a.ks:
             us = per_call_us(shape, K, dtype, a.reps, a.profile)
-            rows.append(dict(shape=shape, K=K, dtype=a.dtype, host_us_per_fwd_bwd=us))
-            print(f"{shape} K={K} {a.dtype}: {us:.0f} us of host work per forward+backward (launches not counted)",
-                  flush=True)
+            rows.append(dict(shape=shape, K=K, dtype=a.dtype, direct_launcher=a.direct, numbered=not a.unnumbered, host_us_per_fwd_bwd=us))
+            what = "the direct launcher's Python counted, its C launcher not" if a.direct else "launches not counted"
+            print(f"{shape} K={K} {a.dtype}: {us:.0f} us of host work per forward+backward ({what})", flush=True)
     if a.json:
         import json
         import platform

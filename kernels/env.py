@@ -22,6 +22,12 @@ def getenv(name: str, default: Optional[str] = None) -> Optional[str]:
     return snap.get(name, default)
 
 
+def snapshot_items() -> tuple:
+    """The switches of the current snapshot as a hashable tuple (part of an operator call's launch key)."""
+    snap = _SNAPSHOT.get()
+    return tuple((_read() if snap is None else snap).items())
+
+
 def env_count(name: str, default: int) -> int:
     """A non-negative integer switch, ``default`` when unset; a clear error naming the variable otherwise."""
     value = getenv(name, str(default))

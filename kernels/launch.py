@@ -13,7 +13,10 @@ direct call (another Triton's launcher signature): it warns once and stays on th
 """
 from __future__ import annotations
 
+import contextvars
+import itertools
 import warnings
+from typing import Optional
 
 import torch
 import triton
@@ -43,15 +46,60 @@ def direct_launch_enabled() -> bool:
     return value == "1"
 
 
-def launch_key(args, kwargs) -> tuple:
-    """What Triton's specialisation can depend on, cheaply: every tensor's dtype and 16-byte alignment; every other
-    value with its type (``True`` and ``1`` compile differently; finer than Triton's key for integers: a new value
-    only costs one JIT launch), keyword arguments with their names. One list comprehension per part: about 4 us for
-    45 arguments on the development machine, against 7 us for a function call per argument."""
+def pointers_as_ints() -> bool:
+    """``NNUNET_MAMBA_SCAN_DIRECT_PTRS``: "1" (default) hands the compiled kernel every tensor as its address,
+    "0" as the tensor."""
+    return getenv("NNUNET_MAMBA_SCAN_DIRECT_PTRS", "1") == "1"
+
+
+def launch_key(values, ptrs, options) -> tuple:
+    """What Triton's specialisation can depend on, cheaply, from the arguments in signature order (``values``),
+    their addresses where they are tensors (``ptrs``) and the launch options: every tensor's dtype, whether it is
+    on the GPU (a direct launch hands over bare addresses, which nothing checks any more) and its 16-byte
+    alignment; every other value with its type (``True`` and ``1`` compile differently; finer than Triton's key
+    for integers: a new value only costs one JIT launch). One list comprehension: about 4 us for 45 arguments on
+    the development machine, against 7 us for a function call per argument."""
     Tensor = torch.Tensor
-    return (tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor) else (a.__class__, a) for a in args]),
-            tuple([(k, (v.dtype, v.data_ptr() % 16 == 0) if isinstance(v, Tensor) else (v.__class__, v))
-                   for k, v in kwargs.items()]))
+    return (tuple([(v.dtype, v.is_cuda, p % 16 == 0) if isinstance(v, Tensor) else (v.__class__, v)
+                   for v, p in zip(values, ptrs)]), options)
+
+
+# [key, launches so far] of the operator call in progress (see NumberedLaunches)
+_SITES: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("nnunet_mamba_launch_sites", default=None)
+
+
+class NumberedLaunches:
+    """``with NumberedLaunches(key):`` around one operator call whose launches are a function of ``key`` alone
+    (every non-tensor argument, every tensor's dtype, device type and alignment, the order of the launches): the
+    n-th launch inside is then identified by ``(key, n)``, and a :class:`DirectLauncher` that has launched it
+    before skips building the per-argument key. ``key=None`` numbers nothing."""
+    __slots__ = ("key", "token")
+    _ids: dict = {}  # operator key -> a number never handed out again (hashed once per call, not per launch)
+    _next = itertools.count()
+
+    def __init__(self, key):
+        if key is not None:
+            ids = NumberedLaunches._ids
+            number = ids.get(key)
+            if number is None:
+                if len(ids) >= DirectLauncher.MAX_KEYS:
+                    ids.clear()
+                number = ids[key] = next(NumberedLaunches._next)
+            key = number
+        self.key = key
+
+    def __enter__(self):
+        self.token = None if self.key is None else _SITES.set([self.key, 0])
+
+    def __exit__(self, *exc):
+        if self.token is not None:
+            _SITES.reset(self.token)
+
+
+def current_operator() -> Optional[int]:
+    """The number of the operator key that the launches in progress are numbered under (None: not numbered)."""
+    numbered = _SITES.get()
+    return None if numbered is None else numbered[0]
 
 
 class DirectLauncher:
@@ -63,9 +111,12 @@ class DirectLauncher:
     def __init__(self, jit_fn):
         self.fn = jit_fn
         self.names = [p.name for p in jit_fn.params]
+        self.params = frozenset(self.names)
         defaults = {name: p.default for name, p in jit_fn.signature.parameters.items() if p.default is not p.empty}
         self.defaults = [defaults.get(name) for name in self.names]
         self.cache = {}
+        self.tails = {}  # positional arguments given -> (names, defaults) of the rest
+        self.sites = {}  # (operator key, launch number, device) -> (compiled kernel, positions of the tensors)
         self.jit_launches = self.direct_launches = 0
         self.broken = False  # the compiled kernel refused a direct call: JIT launches from then on
 
@@ -73,11 +124,32 @@ class DirectLauncher:
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
     def launch(self, grid, args, kwargs):
+        numbered = _SITES.get()
+        if numbered is not None:  # counted first, whatever path this launch takes
+            site = (numbered[0], numbered[1])
+            numbered[1] += 1
         rt = knobs.runtime
         if self.broken or _active(rt.launch_enter_hook) or _active(rt.launch_exit_hook):
             return self.fn[grid](*args, **kwargs)
         device = driver.active.get_current_device()  # the device and stream calls of Triton's own launch
-        key = (device, launch_key(args, kwargs))
+        tail = self.tails.get(len(args))
+        if tail is None:
+            n = len(args)
+            tail = self.tails[n] = (self.names[n:], self.defaults[n:])
+        values = [*args, *map(kwargs.get, *tail)]  # signature order, defaults filled in
+        as_ints = pointers_as_ints()
+        if numbered is not None:
+            site = (site, device)
+            known = self.sites.get(site)
+            if known is not None:  # this launch of this operator call: its kernel and where its tensors are
+                kernel, tensors = known
+                if as_ints:
+                    for i in tensors:
+                        values[i] = values[i].data_ptr()
+                return self._run(kernel, grid, device, values, args, kwargs)
+        Tensor = torch.Tensor
+        ptrs = [v.data_ptr() if isinstance(v, Tensor) else v for v in values]
+        key = (device, launch_key(values, ptrs, tuple([kv for kv in kwargs.items() if kv[0] not in self.params])))
         kernel = self.cache.get(key)
         if kernel is None:
             self.jit_launches += 1
@@ -88,9 +160,15 @@ class DirectLauncher:
                 self.cache.clear()
             self.cache[key] = kernel
             return kernel
-        n = len(args)
-        values = [*args, *(kwargs[name] if name in kwargs else default
-                           for name, default in zip(self.names[n:], self.defaults[n:]))]
+        if numbered is not None:
+            if len(self.sites) >= self.MAX_KEYS:
+                self.sites.clear()
+            self.sites[site] = (kernel, [i for i, v in enumerate(values) if isinstance(v, Tensor)])
+        # Triton's C launcher takes an int as the address itself: no data_ptr() call and no cuPointerGetAttribute
+        # per tensor (the key holds every tensor's dtype and device type)
+        return self._run(kernel, grid, device, ptrs if as_ints else values, args, kwargs)
+
+    def _run(self, kernel, grid, device, values, args, kwargs):
         g = tuple(grid) + (1,) * (3 - len(grid))
         try:
             kernel.run(g[0], g[1], g[2], driver.active.get_current_stream(device), kernel.function,
@@ -99,7 +177,7 @@ class DirectLauncher:
             self.broken = True
             warnings.warn(f"nnunet_mamba: direct launches of {getattr(self.fn, '__name__', self.fn)} failed "
                           f"({type(e).__name__}: {e}); using Triton's JIT launches (set "
-                          "NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=0 to silence this)", RuntimeWarning, stacklevel=3)
+                          "NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=0 to silence this)", RuntimeWarning, stacklevel=4)
             return self.fn[grid](*args, **kwargs)
         self.direct_launches += 1
         return kernel

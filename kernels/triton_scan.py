@@ -71,8 +71,8 @@ import triton.language as tl
 
 from .directions import ScanDirection, scan_geometry
 from .dispatch import triton_interpreting
-from .env import env_count, getenv, snapshotted
-from .launch import launcher
+from .env import env_count, getenv, snapshot_items, snapshotted
+from .launch import NumberedLaunches, current_operator, launcher
 from .param_grads import param_grads
 from . import triton_seq
 from .triton_seq import _positions, _softplus  # device helpers shared by both kernel families
@@ -815,6 +815,12 @@ def _summary_buffers(u, K, N, nC, P):
 def _carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
     """Chunk carries from the summaries of either kernel family, in place: every direction, or only ``k_sel``
     (its parts from ``part0`` on: 1 = only the adjoint's)."""
+    launch_grid, ints, opts = _memo(("carry", k_sel, part0), _carry_setup, st, directions, cfg, k_sel, part0)
+    launcher(_carry_kernel)[launch_grid](st, dts, A, *ints, **opts)
+
+
+def _carry_setup(st, directions, cfg, k_sel, part0):
+    """A carry launch's grid, integer arguments and launch options."""
     Bsz, P, K, nC, N, D = st.shape
     rev_mask = 0
     for k, dirn in enumerate(directions):
@@ -824,9 +830,8 @@ def _carry_launch(st, dts, A, directions, cfg, k_sel=-1, part0=0):
     # many chunks: taller, narrower tiles (fewer sequential steps, more programs)
     BLOCK_R = cfg["BLOCK_R"] if (nC < 256 or _CONFIG_OVERRIDE is not None) else 64
     BLOCK_ND = min(256 if BLOCK_R <= 16 else 64, _pow2(N * D))
-    launcher(_carry_kernel)[(_cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz)](
-        st, dts, A, D, N, K, nC, P, rev_mask, k_sel, BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0,
-        num_warps=4)
+    return ((_cdiv(N * D, BLOCK_ND), P - part0 if k_sel >= 0 else P * K, Bsz), (D, N, K, nC, P, rev_mask, k_sel),
+            dict(BLOCK_R=BLOCK_R, BLOCK_ND=BLOCK_ND, I64=i64, PART0=part0, num_warps=4))
 
 
 def _summaries_and_carry(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, groups, delta_softplus,
@@ -882,6 +887,39 @@ def carries_shape(Bsz: int, L: int, D: int, K: int, N: int, fwd_cfg: Optional[di
     return (Bsz, 1, K, nC, N, D) if nC > 1 else (0,)
 
 
+def _numbered(tensors, *statics) -> NumberedLaunches:
+    """Numbers the launches of one operator call by everything they depend on: the (contiguous) tensors' shapes,
+    dtypes, device types and 16-byte alignment, the other arguments (``statics``) and the switches. The host-side
+    decisions (:func:`_memo`) and the direct launcher's kernel lookups are then made once per key: at (2, 640, 8^3),
+    K = 2, fp32, 126 instead of 273 us of host Python per forward+backward on the development CPU
+    (``benchmarks/scan_dispatch_cpu.py --direct``). A config override (tests, benchmarks) is part of the key by
+    its contents; ``NNUNET_MAMBA_SCAN_NUMBERED=0`` numbers nothing (every call decides and keys every launch anew)."""
+    if getenv("NNUNET_MAMBA_SCAN_NUMBERED", "1") == "0":
+        return NumberedLaunches(None)
+    override = None if _CONFIG_OVERRIDE is None else repr(_CONFIG_OVERRIDE)
+    return NumberedLaunches((tuple([None if t is None else (t.shape, t.dtype, t.is_cuda, t.data_ptr() % 16 == 0)
+                                    for t in tensors]), statics, snapshot_items(), override))
+
+
+_MEMO: dict = {}
+
+
+def _memo(tag, fn, *args):
+    """``fn(*args)`` once per operator key (see :func:`_numbered`) and ``tag``: for host-side decisions that depend
+    only on what that key holds (shapes, dtypes, alignment, switches); evaluated on every call outside a
+    numbered call."""
+    op = current_operator()
+    if op is None:
+        return fn(*args)
+    key = (op, tag)
+    value = _MEMO.get(key, _MEMO)
+    if value is _MEMO:
+        if len(_MEMO) >= 4096:
+            _MEMO.clear()
+        value = _MEMO[key] = fn(*args)
+    return value
+
+
 @snapshotted
 def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus,
                       return_carries=False):
@@ -889,13 +927,20 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
     ``return_carries`` it returns ``(out, carries)`` for :func:`multidir_scan_bwd` (``carries`` None where
     :func:`carries_shape` says none)."""
     u, delta, A, Bm, Cm, Dskip, delta_bias, z = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
-    Bsz, L, D, K, N = _check(u, delta, A, Bm, Cm, grid, directions)
-    cfg = _config(L, D, bwd=False, Bsz=Bsz)
+    with _numbered((u, delta, A, Bm, Cm, Dskip, delta_bias, z), "fwd", tuple(grid), tuple(directions),
+                   bool(delta_softplus), bool(return_carries)):
+        return _fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, return_carries)
+
+
+def _fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, return_carries):
+    Bsz, L, D, K, N = _memo("check", _check, u, delta, A, Bm, Cm, grid, directions)
+    cfg = _memo("config", _config, L, D, False, Bsz)
     if cfg.get("seq"):
         out, st = _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
         if not return_carries:
             return out
-        return out, (st if st is not None and tuple(st.shape) == carries_shape(Bsz, L, D, K, N, cfg) else None)
+        keep = st is not None and tuple(st.shape) == _memo("carries", carries_shape, Bsz, L, D, K, N, cfg)
+        return out, (st if keep else None)
     out = _chunked_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg)
     return (out, None) if return_carries else out
 
@@ -942,8 +987,16 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
     bias_dtype = None if delta_bias is None else delta_bias.dtype
     u, delta, A, Bm, Cm, Dskip, delta_bias, z = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
     dout = dout.contiguous()
-    Bsz, L, D, K, N = _check(u, delta, A, Bm, Cm, grid, directions)
-    cfg = _config(L, D, bwd=True, Bsz=Bsz)
+    with _numbered((dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, carries), "bwd", tuple(grid),
+                   tuple(directions), bool(delta_softplus), A_dtype, Dskip_dtype, bias_dtype):
+        return _bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, carries,
+                    A_dtype, Dskip_dtype, bias_dtype)
+
+
+def _bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, carries,
+         A_dtype, Dskip_dtype, bias_dtype):
+    Bsz, L, D, K, N = _memo("check", _check, u, delta, A, Bm, Cm, grid, directions)
+    cfg = _memo("config", _config, L, D, True, Bsz)
     if cfg.get("seq"):
         return _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
                         A_dtype, Dskip_dtype, bias_dtype, carries)
@@ -996,18 +1049,26 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
 # ----------------------------------------------------------------------------------------------
 def _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus, cfg,
                         nC, P, i64, vec_bc, prefetch, scr=None, cdt=None, **true_scr):
-    Bsz, L, D = u.shape
-    K, N = st.shape[2], st.shape[4]
-    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
-    n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
     dummy = u
-    launcher(ks["summary"])[(nC, _cdiv(D, BD // ks["split"]), Bsz)](
+    launch_grid, ints, opts = _memo(("summary", P, k, scr is not None), _seq_summary_setup, ks, k, dirn, u, st, grid,
+                                    cfg, nC, P, i64, vec_bc, prefetch, delta_bias is not None, z is not None,
+                                    delta_softplus, scr is not None)
+    launcher(ks["summary"])[launch_grid](
         u, delta, Bm, Cm, A, delta_bias if delta_bias is not None else dummy,
         z if z is not None else dummy, dout if dout is not None else dummy, st, dts,
-        scr if scr is not None else dummy, cdt if cdt is not None else dummy,
-        L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=z is not None, T=T, BD=BD, I64=i64,
-        SCR=scr is not None, VEC_BC=vec_bc, num_warps=cfg["num_warps"], **prefetch, **true_scr)
+        scr if scr is not None else dummy, cdt if cdt is not None else dummy, *ints, **opts, **true_scr)
+
+
+def _seq_summary_setup(ks, k, dirn, u, st, grid, cfg, nC, P, i64, vec_bc, prefetch, has_bias, has_z, delta_softplus,
+                       has_scr):
+    """A summary launch's grid, integer arguments and launch options."""
+    Bsz, L, D = u.shape
+    K, N = st.shape[2], st.shape[4]
+    n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+    opts = dict(N=N, REV=int(bool(rev)), HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=has_z,
+                T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=i64, SCR=has_scr, VEC_BC=vec_bc, num_warps=cfg["num_warps"],
+                **prefetch)
+    return ((nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), (L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k), opts)
 
 
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
@@ -1052,49 +1113,53 @@ def _use_shuffles(cfg: dict, N: int) -> bool:
         and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N)
 
 
+def _seq_fwd_setup(u, A, Bm, Cm, grid, directions, cfg):
+    """The forward's host-side decisions: kernels, chunks, flags, each direction's geometry and launch options."""
+    Bsz, L, D = u.shape
+    N = A.shape[-1]
+    ks = _seq_kernels(cfg, N, bwd=False)
+    nC = _cdiv(L, cfg["BLOCK_T"])
+    opts = dict(N=N, T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=_needs_i64(Bsz, L, len(directions), D, N, nC),
+                VEC_BC=_vector_bc(cfg, Bm, Cm, NL=N // ks["split"]), SHFL=_use_shuffles(cfg, N),
+                num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **_prefetch(cfg))
+    geometry = [scan_geometry(grid, dirn) for dirn in directions]
+    return ks, nC, (nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), opts, geometry
+
+
 def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg):
     Bsz, L, D = u.shape
     K = len(directions)
-    N = A.shape[-1]
-    ks = _seq_kernels(cfg, N, bwd=False)
-    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
-    nC = _cdiv(L, T)
+    ks, nC, launch_grid, opts, geometry = _memo("seq_fwd", _seq_fwd_setup, u, A, Bm, Cm, grid, directions, cfg)
     has_carry = nC > 1
     st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, None, None, grid, directions, delta_softplus, cfg, nC,
                         False, ks) if has_carry else u
-    i64 = _needs_i64(Bsz, L, K, D, N, nC)
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
-    vec_bc = _vector_bc(cfg, Bm, Cm, NL=N // ks["split"])
-    shfl = _use_shuffles(cfg, N)
-    prefetch = _prefetch(cfg)
     dummy = u
-    for k, dirn in enumerate(directions):
-        n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+    for k, (n_a, n_b, n_c, s_a, s_b, s_c, rev) in enumerate(geometry):
         final = k == K - 1
-        launcher(ks["fwd"])[(nC, _cdiv(D, BD // ks["split"]), Bsz)](
+        launcher(ks["fwd"])[launch_grid](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
-            out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)),
+            out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, REV=int(bool(rev)),
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-            SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), T=T, BD=BD, I64=i64,
-            VEC_BC=vec_bc, SHFL=shfl, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **prefetch)
+            SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), **opts)
     return out, (st if has_carry else None)
 
 
-def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
-             A_dtype, Dskip_dtype, bias_dtype, carries=None):
+def _seq_bwd_setup(u, A, Bm, Cm, grid, directions, cfg, carries):
+    """The backward's host-side decisions: kernels, chunks, scratch and dB/dC modes, flags, each direction's geometry
+    and launch options."""
     Bsz, L, D = u.shape
     K = len(directions)
     N = A.shape[-1]
     ks = _seq_kernels(cfg, N, bwd=True)
     S = ks["S"]
-    T, BD = cfg["BLOCK_T"], cfg["BLOCK_D"]
+    T = cfg["BLOCK_T"]
     if T % S:
         raise ValueError(f"chunk {T} is not a multiple of the sub-chunk {S}")
     nC = _cdiv(L, T)
-    nDB = _cdiv(D, BD // ks["split"])
-    dev = u.device
+    nDB = _cdiv(D, cfg["BLOCK_D"] // ks["split"])
     has_carry = nC > 1
     # Summary walks write the zero-start states at the sub-chunk starts (with the running dt sum), so
     # the backward kernel needs no walk 1; then summary, carry and backward run per direction and share
@@ -1102,23 +1167,48 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     fused_scratch = has_carry and _switch(cfg, "scr", "NNUNET_MAMBA_SCAN_SCR", True)
     # the forward's carries: the summary walk starts from the true states (else from zero, corrected in walk 2)
     true_scr = fused_scratch and carries is not None and tuple(carries.shape) == (Bsz, 1, K, nC, N, D)
+    dc_sum = true_scr and _dc_in_summary(cfg)
+    partial = nDB > 1 and (_deterministic() or _bc_slabs(cfg))
+    atomic = nDB > 1 and not partial
+    scr_numel = Bsz * nC * (T // S) * N * D
+    i64 = _needs_i64(Bsz, L, K, D, N, nC) or scr_numel >= 2 ** 31 - 1 or \
+        (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
+    st_i64 = _needs_i64(Bsz, L, K, D, N, nC, 2)
+    NL = N // ks["split"]
+    shfl = _use_shuffles(cfg, N)
+    flags = dict(fused_scratch=fused_scratch, true_scr=true_scr, dc_sum=dc_sum, partial=partial, atomic=atomic,
+                 i64=i64, st_i64=st_i64, shfl=shfl, vec_bc=_vector_bc(cfg, Bm, Cm, NL=NL), prefetch=_prefetch(cfg))
+    opts = dict(N=N, ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=cfg["BLOCK_D"], I64=i64, SHFL=shfl,
+                SCR_READY=fused_scratch, VEC_BC=_vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL), TRUE_SCR=true_scr,
+                DC_SUM=dc_sum, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True),
+                **_prefetch(cfg, bwd_walk2=True))
+    geometry = [scan_geometry(grid, dirn) for dirn in directions]
+    return ks, nC, nDB, (nC, nDB, Bsz), flags, opts, geometry
+
+
+def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg,
+             A_dtype, Dskip_dtype, bias_dtype, carries=None):
+    Bsz, L, D = u.shape
+    K = len(directions)
+    N = A.shape[-1]
+    ks, nC, nDB, launch_grid, f, opts, geometry = _memo("seq_bwd", _seq_bwd_setup, u, A, Bm, Cm, grid, directions,
+                                                        cfg, carries)
+    T, S = cfg["BLOCK_T"], ks["S"]
+    dev = u.device
+    has_carry = nC > 1
+    fused_scratch, true_scr, partial, atomic = f["fused_scratch"], f["true_scr"], f["partial"], f["atomic"]
     if true_scr:
         carries = carries.contiguous()
-    dc_sum = true_scr and _dc_in_summary(cfg)
     # states at the sub-chunk starts (written and read back per direction)
     scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
     cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch and not true_scr \
         else None
     if fused_scratch:
-        st, dts, st_i64 = _summary_buffers(u, K, N, nC, 2)
+        st, dts, _ = _summary_buffers(u, K, N, nC, 2)
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
                             True, ks) if has_carry else u
-    partial = nDB > 1 and (_deterministic() or _bc_slabs(cfg))
-    atomic = nDB > 1 and not partial
     dB, dC = _bc_buffers(nDB, partial, Bm, Cm, L, K)
-    i64 = _needs_i64(Bsz, L, K, D, N, nC) or scr.numel() >= 2 ** 31 - 1 or \
-        (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
     ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)
     dA_p = torch.empty((Bsz, nC, K, N, D), device=dev, dtype=torch.float32)
     dD_p = torch.empty((Bsz, nC, K, D), device=dev, dtype=torch.float32) if Dskip is not None else None
@@ -1127,35 +1217,28 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     dz = torch.empty((Bsz, L, D), device=dev, dtype=z.dtype) if z is not None else None
     du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if K > 1 else du
     y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (K > 1 and z is not None) else du_acc
-    shfl = _use_shuffles(cfg, N)
-    NL = N // ks["split"]
-    vec_bc, vec_bwd = _vector_bc(cfg, Bm, Cm, NL=NL), _vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL)
-    prefetch, prefetch_walk2 = _prefetch(cfg), _prefetch(cfg, bwd_walk2=True)
     dummy = u
-    for k, dirn in enumerate(directions):
-        n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+    for k, (dirn, (n_a, n_b, n_c, s_a, s_b, s_c, rev)) in enumerate(zip(directions, geometry)):
         final = k == K - 1
         if fused_scratch:
             extra = {}
             if true_scr:
                 extra = dict(cst=carries, Dskip=Dskip if Dskip is not None else dummy, y_acc=y_acc,
                              dz_out=dz if dz is not None else dummy, dC=dC, ACC_IN=int(k > 0), FINAL=int(final),
-                             TRUE_SCR=True, DC_SUM=dc_sum, HAS_D=Dskip is not None, ATOMIC_BC=atomic,
-                             PARTIAL_BC=partial, SHFL=shfl)
+                             TRUE_SCR=True, DC_SUM=f["dc_sum"], HAS_D=Dskip is not None, ATOMIC_BC=atomic,
+                             PARTIAL_BC=partial, SHFL=f["shfl"])
             _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
-                                delta_softplus, cfg, nC, 2, st_i64 or i64, vec_bc, prefetch, scr,
+                                delta_softplus, cfg, nC, 2, f["st_i64"] or f["i64"], f["vec_bc"], f["prefetch"], scr,
                                 cdt if cdt is not None else dummy, **extra)
             _carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
-        launcher(ks["bwd"])[(nC, nDB, Bsz)](
+        launcher(ks["bwd"])[launch_grid](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, dout, st, scr,
             cdt if cdt is not None else dummy,
             du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
             dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
-            L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, N=N, REV=int(bool(rev)), HAS_D=Dskip is not None,
+            L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
-            HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=BD,
-            I64=i64, SHFL=shfl, SCR_READY=fused_scratch, VEC_BC=vec_bwd, TRUE_SCR=true_scr, DC_SUM=dc_sum,
-            num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True), **prefetch_walk2)
+            HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), **opts)
     dA, dD, dbias = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype)
     return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz
