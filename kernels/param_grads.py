@@ -69,9 +69,21 @@ def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optio
     dD = torch.empty((K, D), device=dev, dtype=Dskip_dtype) if dD_p is not None else None
     dbias = torch.empty((K, D), device=dev, dtype=bias_dtype) if dbias_p is not None else None
     NP = triton.next_power_of_2(N)
-    BLOCK_D = max(1, min(32, triton.next_power_of_2(D), 512 // NP))
+    BLOCK_D, BLOCK_R = _tiles(K, D, NP)
     launcher(_param_grads_kernel)[(-(-D // BLOCK_D), K)](
         dA_p, dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
         dA, dD if dD is not None else dA, dbias if dbias is not None else dA, Bsz * nC, K, D,
-        N=N, NP=NP, HAS_D=dD_p is not None, HAS_BIAS=dbias_p is not None, BLOCK_R=16, BLOCK_D=BLOCK_D, num_warps=4)
+        N=N, NP=NP, HAS_D=dD_p is not None, HAS_BIAS=dbias_p is not None, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D,
+        num_warps=4)
     return dA, dD, dbias
+
+
+def _tiles(K: int, D: int, NP: int, programs: int = 256) -> tuple:
+    """(channels, rows) per tile: channel blocks of 32 halved down to 8 (one 32-byte sector of a state's channels)
+    until K x blocks reach ``programs`` (at (2, 512, 16^3), K = 3: 48 programs of 32 channels walked 128 rows in
+    39 us on H200, a third of the GPU idle), with rows raised so that a tile stays at 8,192 values."""
+    BLOCK_D = 32
+    while BLOCK_D > 8 and -(-D // BLOCK_D) * K < programs:
+        BLOCK_D //= 2
+    BLOCK_D = max(1, min(BLOCK_D, triton.next_power_of_2(D), 512 // NP))
+    return BLOCK_D, max(16, min(64, 8192 // (NP * BLOCK_D)))

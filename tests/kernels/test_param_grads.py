@@ -44,7 +44,8 @@ WORKER = textwrap.dedent(r'''
 ''')
 
 CASES = {  # B, nC, K, N, D, dD?, ddelta_bias?, dtype, most rows for the Triton kernel (more: torch's sums)
-    "rows_over_two_tiles_ragged_channels": (3, 7, 2, 3, 37, True, True, "float32", 128),
+    "ragged_channels": (3, 7, 2, 3, 37, True, True, "float32", 128),
+    "rows_over_two_64_row_tiles": (4, 25, 1, 16, 37, True, False, "float32", 128),  # 8 channels x 16 states
     "no_dD_no_bias": (2, 9, 3, 16, 5, False, False, "float32", 128),
     "bias_only_bf16": (1, 17, 1, 4, 33, False, True, "bfloat16", 128),
     "many_rows_torch_sums": (3, 7, 2, 3, 37, True, True, "float32", 20),
@@ -71,6 +72,14 @@ def test_param_grads_match_float64_sums(results, name):
             assert res[key]["shape"] == [K, D] and res[key]["dtype"] == dtype and res[key]["rel"] < tol
         else:
             assert res[key] is None
+
+
+def test_tiles_spread_short_maps_over_the_gpu():
+    from nnunet_mamba.kernels.param_grads import _tiles
+    assert _tiles(3, 512, 16) == (8, 64)  # (2, 512, 16^3), K = 3: 192 programs instead of 48
+    assert _tiles(4, 4096, 16) == (32, 16)  # enough channel blocks already
+    assert _tiles(2, 37, 4) == (8, 64) and _tiles(1, 5, 16) == (8, 64)  # never below one 32-byte sector
+    assert _tiles(1, 3, 16) == (4, 64)  # ... unless the channels are fewer
 
 
 def test_bad_row_limit_is_named(monkeypatch):
