@@ -25,6 +25,7 @@ case "$1" in
 setup)
   w=$(ls .whl_own/nnunet_mamba-*.whl 2>/dev/null || ls .whl_nn/nnunet_mamba-*.whl)
   python3 -m pip install -q --no-index --no-deps --no-compile --force-reinstall $w
+  [ -f "$(dirname $w)/COMMIT" ] && cp "$(dirname $w)/COMMIT" .bench_commit  # scan.py's commit field
   python3 -c "import nnunet_mamba.kernels.triton_scan as t; print('kernels ok')"
   ;;
 check)

@@ -16,6 +16,7 @@ PY=${PY:-.venv/bin/python}
 for d in .whl .whl_own .whl_sitk .whl_nn .gpu_data .mamba_site; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
+grep -qx "/.bench_commit" .git/info/exclude 2>/dev/null || echo "/.bench_commit" >> .git/info/exclude
 download() {  # download DIR SPEC...: binary wheels for the GPU machine's Python
   local dir=$1; shift
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -23,6 +24,8 @@ download() {  # download DIR SPEC...: binary wheels for the GPU machine's Python
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d "$dir" "$@"
 }
 rm -rf .whl_own && $PY -m pip wheel -q --no-deps --no-build-isolation . -w .whl_own
+# the commit the wheel is built from (+ "-dirty" with uncommitted changes): gpu_scan.sh setup hands it to scan.py
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benchmarks/_call.sh' || echo -dirty)" > .whl_own/COMMIT
 if [ "$what" = scan ] || [ "$what" = all ]; then
   mkdir -p .whl
   ls .whl/mamba_ssm-2.3.2.post1.tar.gz >/dev/null 2>&1 || \

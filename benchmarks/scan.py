@@ -160,8 +160,14 @@ def scan_env() -> dict:
 
 
 def git_commit(arg):
+    """``arg``, else the commit the GPU machine's wheel was built from (``.bench_commit``, written by
+    ``gpu_scan.sh setup``: that machine's copy of the checkout can answer ``git rev-parse`` with an older commit),
+    else git's HEAD."""
     if arg:
         return arg
+    stamp = os.path.join(HERE, "..", ".bench_commit")
+    if os.path.exists(stamp):
+        return open(stamp).read().strip()
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE,
                               check=True).stdout.strip()
