@@ -11,7 +11,7 @@ reductions, which spread the rows over the whole GPU, do it (one program per cha
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import triton
@@ -22,9 +22,23 @@ from .launch import launcher
 
 
 @triton.jit
-def _param_grads_kernel(dA_p, dD_p, dbias_p, dA, dD, dbias, R, K, D, N: tl.constexpr, NP: tl.constexpr,
-                        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Program (d block, k): sums rows r = 0..R-1 of the partials in tiles of BLOCK_R rows."""
+def _param_grads_kernel(dA_p, dD_p, dbias_p, dA, dD, dbias, R, K, D, src0, src1, dst0, dst1, n_cast,
+                        N: tl.constexpr, NP: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CAST: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (d block, k): sums rows r = 0..R-1 of the partials in tiles of BLOCK_R rows; with CAST it also
+    converts its share of the fp32 pair src0 / src1 (n_cast values each) into dst0 / dst1."""
+    if CAST:
+        nprog = tl.num_programs(0) * tl.num_programs(1)
+        per = tl.cdiv(tl.cdiv(n_cast, nprog), BLOCK_C) * BLOCK_C
+        lo = (tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)).to(tl.int64) * per
+        for off in range(0, per, BLOCK_C):
+            i = lo + off + tl.arange(0, BLOCK_C)
+            m = i < n_cast
+            # round to nearest even, as torch's .to() (the interpreter truncates whatever is asked)
+            x0 = tl.load(src0 + i, mask=m).to(dst0.dtype.element_ty, fp_downcast_rounding="rtne")
+            x1 = tl.load(src1 + i, mask=m).to(dst1.dtype.element_ty, fp_downcast_rounding="rtne")
+            tl.store(dst0 + i, x0, mask=m)
+            tl.store(dst1 + i, x1, mask=m)
     k = tl.program_id(1).to(tl.int64)
     d0 = tl.program_id(0) * BLOCK_D
     c = tl.arange(0, NP * BLOCK_D)  # column c = n * BLOCK_D + j: state n of channel d0 + j
@@ -56,26 +70,37 @@ def _param_grads_kernel(dA_p, dD_p, dbias_p, dA, dD, dbias, R, K, D, N: tl.const
 
 
 def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optional[torch.Tensor],
-                A_dtype: torch.dtype, Dskip_dtype: Optional[torch.dtype], bias_dtype: Optional[torch.dtype]):
-    """(dA (K, D, N), dD (K, D) or None, ddelta_bias (K, D) or None) from contiguous fp32 partials
-    ``dA_p`` (B, nC, K, N, D) and ``dD_p`` / ``dbias_p`` (B, nC, K, D) (None where the input is absent)."""
+                A_dtype: torch.dtype, Dskip_dtype: Optional[torch.dtype], bias_dtype: Optional[torch.dtype],
+                casts: Sequence = ()):
+    """(dA (K, D, N), dD (K, D) or None, ddelta_bias (K, D) or None, converted) from contiguous fp32 partials
+    ``dA_p`` (B, nC, K, N, D) and ``dD_p`` / ``dbias_p`` (B, nC, K, D) (None where the input is absent).
+    ``casts``: (fp32 tensor, dtype) pairs handed back converted (``converted``, a list), in the same launch where
+    they are two contiguous tensors of one size (the backward's dB and dC: two launches fewer), else by torch."""
     Bsz, nC, K, N, D = dA_p.shape
     if Bsz * nC > env_count("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", 128):
         return (dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype),
                 dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None,
-                dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None)
+                dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None,
+                [x.to(dtype) for x, dtype in casts])
     dev = dA_p.device
     dA = torch.empty((K, D, N), device=dev, dtype=A_dtype)
     dD = torch.empty((K, D), device=dev, dtype=Dskip_dtype) if dD_p is not None else None
     dbias = torch.empty((K, D), device=dev, dtype=bias_dtype) if dbias_p is not None else None
+    fused = len(casts) == 2 and casts[0][0].shape == casts[1][0].shape and \
+        all(x.dtype == torch.float32 and x.is_contiguous() for x, _ in casts)
+    converted = [torch.empty_like(x, dtype=dtype) for x, dtype in casts] if fused else \
+        [x.to(dtype) for x, dtype in casts]
     NP = triton.next_power_of_2(N)
     BLOCK_D, BLOCK_R = _tiles(K, D, NP)
+    src = [x for x, _ in casts] if fused else [dA_p, dA_p]
+    dst = converted if fused else [dA_p, dA_p]
     launcher(_param_grads_kernel)[(-(-D // BLOCK_D), K)](
         dA_p, dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
         dA, dD if dD is not None else dA, dbias if dbias is not None else dA, Bsz * nC, K, D,
+        src[0], src[1], dst[0], dst[1], src[0].numel() if fused else 0,
         N=N, NP=NP, HAS_D=dD_p is not None, HAS_BIAS=dbias_p is not None, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D,
-        num_warps=4)
-    return dA, dD, dbias
+        CAST=fused, BLOCK_C=1024, num_warps=4)
+    return dA, dD, dbias, converted
 
 
 def _tiles(K: int, D: int, NP: int, programs: int = 256) -> tuple:

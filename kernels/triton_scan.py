@@ -694,21 +694,30 @@ def _bc_slabs(cfg: dict) -> bool:
 
 
 def _bc_buffers(nDB: int, partial: bool, Bm, Cm, L: int, K: int):
-    """dB, dC outputs of a backward kernel: fp32 zeros for atomics (several channel blocks), one fp32
+    """dB, dC outputs of a backward kernel: fp32 zeros for atomics (several channel blocks; one zero fill for both
+    where they are converted to other dtypes afterwards, so that they are no outputs sharing a buffer), one fp32
     slab per channel block (``partial``), or the final tensors (one channel block)."""
     Bsz, N, dev = Bm.shape[0], Bm.shape[-1], Bm.device
     if nDB > 1 and partial:
         return (torch.empty((nDB, Bsz, L, K, N), device=dev, dtype=torch.float32) for _ in range(2))
+    if nDB > 1 and Bm.dtype != torch.float32 and Cm.dtype != torch.float32:
+        return torch.zeros((2, Bsz, L, K, N), device=dev, dtype=torch.float32).unbind(0)
     if nDB > 1:
         return (torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32) for _ in range(2))
     return (torch.empty((Bsz, L, K, N), device=dev, dtype=x.dtype) for x in (Bm, Cm))
 
 
-def _bc_finish(dB, dC, nDB: int, partial: bool, Bm, Cm):
-    """dB, dC in the input dtypes from what :func:`_bc_buffers` gave the kernel."""
+def _finish_grads(dA_p, dD_p, dbias_p, dB, dC, nDB: int, partial: bool, Bm, Cm, A_dtype, Dskip_dtype, bias_dtype):
+    """(dA, dD, ddelta_bias, dB, dC): the parameter gradients from their partials, dB and dC in the input dtypes from
+    what :func:`_bc_buffers` gave the kernel (converted in the parameter-gradient launch where it can)."""
     if nDB > 1 and partial:
         dB, dC = dB.sum(0), dC.sum(0)
-    return dB.to(Bm.dtype), dC.to(Cm.dtype)
+    casts = [(x, want.dtype) for x, want in ((dB, Bm), (dC, Cm)) if x.dtype != want.dtype]
+    dA, dD, dbias, converted = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype, casts)
+    if casts:
+        dB, dC = converted if len(casts) == 2 else \
+            ((converted[0], dC) if dB.dtype != Bm.dtype else (dB, converted[0]))
+    return dA, dD, dbias, dB, dC
 
 
 def _seq_kernels(cfg: dict, N: int, bwd: bool) -> dict:
@@ -1040,8 +1049,9 @@ def _bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delt
             ATOMIC_BC=atomic, PARTIAL_BC=partial, BC_MODE=_bc_mode(cfg), EXACT_DA=_exact_da(cfg), BLOCK_T=BT,
             BLOCK_D=BD, I64=i64,
             num_warps=cfg["num_warps"])
-    dA, dD, dbias = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype)
-    return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz
+    dA, dD, dbias, dB, dC = _finish_grads(dA_p, dD_p, dbias_p, dB, dC, nDB, partial, Bm, Cm, A_dtype, Dskip_dtype,
+                                          bias_dtype)
+    return du, ddelta, dA, dB, dC, dD, dbias, dz
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1240,5 +1250,6 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, REV=int(bool(rev)), HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), **opts)
-    dA, dD, dbias = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype)
-    return du, ddelta, dA, *_bc_finish(dB, dC, nDB, partial, Bm, Cm), dD, dbias, dz
+    dA, dD, dbias, dB, dC = _finish_grads(dA_p, dD_p, dbias_p, dB, dC, nDB, partial, Bm, Cm, A_dtype, Dskip_dtype,
+                                          bias_dtype)
+    return du, ddelta, dA, dB, dC, dD, dbias, dz

@@ -215,19 +215,32 @@ def test_saved_carries_switches_and_shape(monkeypatch):
     assert T._save_carries({"save_carries": True})
 
 
-def test_bc_buffers_and_finish_reduce_slabs():
+def test_bc_buffers_and_finish_reduce_slabs(monkeypatch):
     """Slabs are summed over channel blocks; atomic buffers and single-block outputs only change dtype."""
     T = pytest.importorskip("nnunet_mamba.kernels.triton_scan")
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", "0")  # torch's sums: no Triton launch on a CPU
     Bm = torch.zeros(2, 5, 3, 4, dtype=torch.bfloat16)  # (B, L, K, N)
     Cm = torch.zeros(2, 5, 3, 4, dtype=torch.float32)
+    dA_p = torch.ones(2, 1, 3, 4, 6)  # (B, nC, K, N, D)
     dB, dC = T._bc_buffers(3, True, Bm, Cm, 5, 3)
     assert dB.shape == (3, 2, 5, 3, 4) and dB.dtype == torch.float32
     dB.copy_(torch.arange(3.0).view(3, 1, 1, 1, 1).expand_as(dB))
     dC.fill_(0.5)
-    oB, oC = T._bc_finish(dB, dC, 3, True, Bm, Cm)
+    dA, dD, dbias, oB, oC = T._finish_grads(dA_p, None, None, dB, dC, 3, True, Bm, Cm, torch.float32, None, None)
     assert oB.dtype == torch.bfloat16 and oC.dtype == torch.float32 and oB.shape == Bm.shape
     assert torch.all(oB == 3.0) and torch.all(oC == 1.5)
+    assert dA.shape == (3, 6, 4) and torch.all(dA == 2.0) and dD is None and dbias is None
     aB, aC = T._bc_buffers(3, False, Bm, Cm, 5, 3)
     assert aB.shape == Bm.shape and aB.dtype == torch.float32 and not aB.any()
+    assert aB.untyped_storage().data_ptr() != aC.untyped_storage().data_ptr()  # fp32 dC is an output itself
+    both = Cm.bfloat16()  # both converted afterwards: one zero fill for the pair
+    pB, pC = T._bc_buffers(3, False, Bm, both, 5, 3)
+    assert pB.dtype == pC.dtype == torch.float32 and not pB.any() and not pC.any()
+    assert pC.data_ptr() == pB.data_ptr() + pB.numel() * 4
+    pB.fill_(1.0)
+    pC.fill_(-2.0)
+    *_, oB, oC = T._finish_grads(dA_p, None, None, pB, pC, 3, False, Bm, both, torch.float32, None, None)
+    assert oB.dtype == oC.dtype == torch.bfloat16 and torch.all(oB == 1.0) and torch.all(oC == -2.0)
+    assert oB.untyped_storage().data_ptr() != oC.untyped_storage().data_ptr()
     one_B, one_C = T._bc_buffers(1, True, Bm, Cm, 5, 3)
     assert one_B.dtype == torch.bfloat16 and one_C.dtype == torch.float32 and one_B.shape == Bm.shape

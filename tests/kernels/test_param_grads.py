@@ -22,14 +22,16 @@ WORKER = textwrap.dedent(r'''
     from nnunet_mamba.kernels.param_grads import param_grads
 
     out = {}
-    for name, (Bsz, nC, K, N, D, has_d, has_b, dtype, max_rows) in json.loads(sys.argv[1]).items():
+    for name, (Bsz, nC, K, N, D, has_d, has_b, dtype, max_rows, cast) in json.loads(sys.argv[1]).items():
         os.environ["NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS"] = str(max_rows)
         g = torch.Generator().manual_seed(len(out) + 11)
         dA_p = torch.randn(Bsz, nC, K, N, D, generator=g)
         dD_p = torch.randn(Bsz, nC, K, D, generator=g) if has_d else None
         db_p = torch.randn(Bsz, nC, K, D, generator=g) if has_b else None
         dt = getattr(torch, dtype)
-        dA, dD, db = param_grads(dA_p, dD_p, db_p, dt, dt if has_d else None, dt if has_b else None)
+        pair = torch.randn(2, *cast, generator=g).unbind(0) if cast else ()  # like the backward's dB, dC
+        dA, dD, db, conv = param_grads(dA_p, dD_p, db_p, dt, dt if has_d else None, dt if has_b else None,
+                                       [(x, torch.bfloat16) for x in pair])
         want = [dA_p.double().sum((0, 1)).transpose(1, 2), dD_p.double().sum((0, 1)) if has_d else None,
                 db_p.double().sum((0, 1)) if has_b else None]
         res = {}
@@ -39,16 +41,22 @@ WORKER = textwrap.dedent(r'''
                 continue
             res[key] = dict(shape=list(got.shape), dtype=str(got.dtype).replace("torch.", ""),
                             rel=((got.double() - ref).norm() / ref.norm()).item())
+        # within one bf16 step of every value (the interpreter truncates where a GPU rounds to nearest even); a value
+        # left unwritten (empty memory) is far off
+        res["casts"] = [dict(shape=list(c.shape), dtype=str(c.dtype),
+                             close=bool(((c.double() - x.double()).abs() <= x.double().abs() * 2 ** -7).all()))
+                        for c, x in zip(conv, pair)]
         out[name] = res
     print(json.dumps(out))
 ''')
 
-CASES = {  # B, nC, K, N, D, dD?, ddelta_bias?, dtype, most rows for the Triton kernel (more: torch's sums)
-    "ragged_channels": (3, 7, 2, 3, 37, True, True, "float32", 128),
-    "rows_over_two_64_row_tiles": (4, 25, 1, 16, 37, True, False, "float32", 128),  # 8 channels x 16 states
-    "no_dD_no_bias": (2, 9, 3, 16, 5, False, False, "float32", 128),
-    "bias_only_bf16": (1, 17, 1, 4, 33, False, True, "bfloat16", 128),
-    "many_rows_torch_sums": (3, 7, 2, 3, 37, True, True, "float32", 20),
+CASES = {  # B, nC, K, N, D, dD?, ddelta_bias?, dtype, most rows for the Triton kernel (more: torch's sums), cast pair
+    "ragged_channels": (3, 7, 2, 3, 37, True, True, "float32", 128, None),
+    "rows_over_two_64_row_tiles": (4, 25, 1, 16, 37, True, False, "float32", 128, None),  # 8 channels x 16 states
+    "no_dD_no_bias": (2, 9, 3, 16, 5, False, False, "float32", 128, None),
+    "bias_only_bf16": (1, 17, 1, 4, 33, False, True, "bfloat16", 128, None),
+    "many_rows_torch_sums": (3, 7, 2, 3, 37, True, True, "float32", 20, [5, 7]),
+    "casts_over_several_programs": (2, 3, 2, 4, 40, True, True, "float32", 128, [3, 2001, 2]),  # 10 x 2 blocks
 }
 
 
@@ -63,8 +71,11 @@ def results():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_param_grads_match_float64_sums(results, name):
-    Bsz, nC, K, N, D, has_d, has_b, dtype, _ = CASES[name]
+    Bsz, nC, K, N, D, has_d, has_b, dtype, _, cast = CASES[name]
     res = results[name]
+    assert len(res["casts"]) == (2 if cast else 0)
+    for c in res["casts"]:  # the pair converted, every value (several programs share the work)
+        assert c == dict(shape=cast, dtype="torch.bfloat16", close=True)
     tol = 1e-6 if dtype == "float32" else 8e-3
     assert res["dA"]["shape"] == [K, D, N] and res["dA"]["dtype"] == dtype and res["dA"]["rel"] < tol
     for key, present in (("dD", has_d), ("dbias", has_b)):
