@@ -88,7 +88,7 @@ def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optio
     dbias = torch.empty((K, D), device=dev, dtype=bias_dtype) if dbias_p is not None else None
     fused = len(casts) == 2 and casts[0][0].shape == casts[1][0].shape and \
         all(x.dtype == torch.float32 and x.is_contiguous() for x, _ in casts)
-    converted = [torch.empty_like(x, dtype=dtype) for x, dtype in casts] if fused else \
+    converted = [torch.empty(x.shape, device=dev, dtype=dtype) for x, dtype in casts] if fused else \
         [x.to(dtype) for x, dtype in casts]
     NP = triton.next_power_of_2(N)
     BLOCK_D, BLOCK_R = _tiles(K, D, NP)
