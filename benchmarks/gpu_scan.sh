@@ -17,6 +17,7 @@
 #                                              #   tree: a build in the ignored .mamba_site/ lost its extension and most of
 #                                              #   its modules by the next call (session 11)
 #   bash benchmarks/gpu_scan.sh table ARGS     # scan.py's side-by-side table with that build -> $OUT/table
+# Keep at most 8 files under $OUT per device call: the rest do not come back (session 12 lost a table that way).
 set -u
 OUT=${OUT:-/tmp/out}
 MSITE=/tmp/mamba_site

@@ -538,6 +538,8 @@ def main():
         json.dump(dict(meta=meta, rows=rows), f, indent=1, default=str)
     write_md(os.path.join(a.out_dir, f"scan_{name}.md"), meta, rows, title)
     print(f"wrote {a.out_dir}/scan_{name}.json/.md")
+    if not a.cpu:  # the verdict in the output too (a GPU call's files can fail to come back)
+        print("\n".join(target_lines(rows)[:12]))
 
 
 if __name__ == "__main__":
