@@ -714,9 +714,8 @@ def _finish_grads(dA_p, dD_p, dbias_p, dB, dC, nDB: int, partial: bool, Bm, Cm, 
         dB, dC = dB.sum(0), dC.sum(0)
     casts = [(x, want.dtype) for x, want in ((dB, Bm), (dC, Cm)) if x.dtype != want.dtype]
     dA, dD, dbias, converted = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype, casts)
-    if casts:
-        dB, dC = converted if len(casts) == 2 else \
-            ((converted[0], dC) if dB.dtype != Bm.dtype else (dB, converted[0]))
+    done = iter(converted)
+    dB, dC = (next(done) if x.dtype != want.dtype else x for x, want in ((dB, Bm), (dC, Cm)))
     return dA, dD, dbias, dB, dC
 
 
@@ -1183,11 +1182,10 @@ def _seq_bwd_setup(u, A, Bm, Cm, grid, directions, cfg, carries):
     scr_numel = Bsz * nC * (T // S) * N * D
     i64 = _needs_i64(Bsz, L, K, D, N, nC) or scr_numel >= 2 ** 31 - 1 or \
         (partial and nDB * Bsz * L * K * N >= 2 ** 31 - 1)
-    st_i64 = _needs_i64(Bsz, L, K, D, N, nC, 2)
     NL = N // ks["split"]
     shfl = _use_shuffles(cfg, N)
     flags = dict(fused_scratch=fused_scratch, true_scr=true_scr, dc_sum=dc_sum, partial=partial, atomic=atomic,
-                 i64=i64, st_i64=st_i64, shfl=shfl, vec_bc=_vector_bc(cfg, Bm, Cm, NL=NL), prefetch=_prefetch(cfg))
+                 i64=i64, shfl=shfl, vec_bc=_vector_bc(cfg, Bm, Cm, NL=NL), prefetch=_prefetch(cfg))
     opts = dict(N=N, ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=cfg["BLOCK_D"], I64=i64, SHFL=shfl,
                 SCR_READY=fused_scratch, VEC_BC=_vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL), TRUE_SCR=true_scr,
                 DC_SUM=dc_sum, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True),
@@ -1214,7 +1212,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch and not true_scr \
         else None
     if fused_scratch:
-        st, dts, _ = _summary_buffers(u, K, N, nC, 2)
+        st, dts, st_i64 = _summary_buffers(u, K, N, nC, 2)
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
                             True, ks) if has_carry else u
@@ -1238,7 +1236,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
                              TRUE_SCR=True, DC_SUM=f["dc_sum"], HAS_D=Dskip is not None, ATOMIC_BC=atomic,
                              PARTIAL_BC=partial, SHFL=f["shfl"])
             _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid,
-                                delta_softplus, cfg, nC, 2, f["st_i64"] or f["i64"], f["vec_bc"], f["prefetch"], scr,
+                                delta_softplus, cfg, nC, 2, st_i64 or f["i64"], f["vec_bc"], f["prefetch"], scr,
                                 cdt if cdt is not None else dummy, **extra)
             _carry_launch(st, dts, A, directions, cfg, k_sel=k, part0=1 if true_scr else 0)
         launcher(ks["bwd"])[launch_grid](
