@@ -24,7 +24,8 @@ from triton.compiler import ASTSource
 from nnunet_mamba.kernels import triton_seq
 
 BF16_PTRS = {"u", "delta", "Bm", "Cm", "z", "dout", "du_out", "dz_out", "ddelta", "out"}
-INTS = {"L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "k", "REV", "ACC_IN", "FINAL", "T"}
+INTS = {"L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "mul_b", "shr_b", "mul_c", "shr_c", "k", "REV",
+        "ACC_IN", "FINAL", "T"}
 FLAGS = dict(HAS_D=True, HAS_BIAS=True, HAS_Z=True, SOFTPLUS=True, HAS_CARRY=True, ATOMIC_BC=True, PARTIAL_BC=False,
              BD=32, I64=False, SHFL=True, SCR_READY=True, SCR=True, BWD=True, TRUE_SCR=False, DC_SUM=False)
 

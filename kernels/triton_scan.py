@@ -1077,7 +1077,8 @@ def _seq_summary_setup(ks, k, dirn, u, st, grid, cfg, nC, P, i64, vec_bc, prefet
     opts = dict(N=N, REV=int(bool(rev)), HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=has_z,
                 T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=i64, SCR=has_scr, VEC_BC=vec_bc, num_warps=cfg["num_warps"],
                 **prefetch)
-    return ((nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), (L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, k), opts)
+    return ((nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz),
+            (L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, *triton_seq.position_args(n_b, n_c), k), opts)
 
 
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
@@ -1122,6 +1123,13 @@ def _use_shuffles(cfg: dict, N: int) -> bool:
         and cfg["num_warps"] == 1 and triton_seq._bfly_ok(N)
 
 
+def _seq_geometry(grid, dirn) -> tuple:
+    """A direction's position arguments of the sequential kernels (``n_b, n_c, s_a, s_b, s_c`` and the constants
+    that divide by ``n_b`` and ``n_c``) and its REV flag."""
+    n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
+    return (n_b, n_c, s_a, s_b, s_c, *triton_seq.position_args(n_b, n_c)), int(bool(rev))
+
+
 def _seq_fwd_setup(u, A, Bm, Cm, grid, directions, cfg):
     """The forward's host-side decisions: kernels, chunks, flags, each direction's geometry and launch options."""
     Bsz, L, D = u.shape
@@ -1131,7 +1139,7 @@ def _seq_fwd_setup(u, A, Bm, Cm, grid, directions, cfg):
     opts = dict(N=N, T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=_needs_i64(Bsz, L, len(directions), D, N, nC),
                 VEC_BC=_vector_bc(cfg, Bm, Cm, NL=N // ks["split"]), SHFL=_use_shuffles(cfg, N),
                 num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **_prefetch(cfg))
-    geometry = [scan_geometry(grid, dirn) for dirn in directions]
+    geometry = [_seq_geometry(grid, dirn) for dirn in directions]
     return ks, nC, (nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), opts, geometry
 
 
@@ -1145,12 +1153,12 @@ def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
     dummy = u
-    for k, (n_a, n_b, n_c, s_a, s_b, s_c, rev) in enumerate(geometry):
+    for k, (positions, rev) in enumerate(geometry):
         final = k == K - 1
         launcher(ks["fwd"])[launch_grid](
             u, delta, A, Bm, Cm, Dskip if Dskip is not None else dummy,
             delta_bias if delta_bias is not None else dummy, z if z is not None else dummy, st, acc,
-            out if final else acc, L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, REV=int(bool(rev)),
+            out if final else acc, L, D, K, nC, *positions, k, REV=rev,
             HAS_D=Dskip is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), **opts)
     return out, (st if has_carry else None)
@@ -1190,7 +1198,7 @@ def _seq_bwd_setup(u, A, Bm, Cm, grid, directions, cfg, carries):
                 SCR_READY=fused_scratch, VEC_BC=_vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL), TRUE_SCR=true_scr,
                 DC_SUM=dc_sum, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True),
                 **_prefetch(cfg, bwd_walk2=True))
-    geometry = [scan_geometry(grid, dirn) for dirn in directions]
+    geometry = [_seq_geometry(grid, dirn) for dirn in directions]
     return ks, nC, nDB, (nC, nDB, Bsz), flags, opts, geometry
 
 
@@ -1226,7 +1234,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     du_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if K > 1 else du
     y_acc = torch.empty((Bsz, L, D), device=dev, dtype=torch.float32) if (K > 1 and z is not None) else du_acc
     dummy = u
-    for k, (dirn, (n_a, n_b, n_c, s_a, s_b, s_c, rev)) in enumerate(zip(directions, geometry)):
+    for k, (dirn, (positions, rev)) in enumerate(zip(directions, geometry)):
         final = k == K - 1
         if fused_scratch:
             extra = {}
@@ -1245,7 +1253,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
             cdt if cdt is not None else dummy,
             du_acc, y_acc, du, dz if dz is not None else dummy, ddelta, dB, dC, dA_p,
             dD_p if dD_p is not None else dA_p, dbias_p if dbias_p is not None else dA_p,
-            L, D, K, nC, n_b, n_c, s_a, s_b, s_c, k, REV=int(bool(rev)), HAS_D=Dskip is not None,
+            L, D, K, nC, *positions, k, REV=rev, HAS_D=Dskip is not None,
             HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(delta_softplus),
             HAS_CARRY=has_carry, ACC_IN=int(k > 0), FINAL=int(final), **opts)
     dA, dD, dbias, dB, dC = _finish_grads(dA_p, dD_p, dbias_p, dB, dC, nDB, partial, Bm, Cm, A_dtype, Dskip_dtype,
