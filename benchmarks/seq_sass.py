@@ -5,7 +5,7 @@ spills and the SASS instruction mix (``cuobjdump -sass``). A static count is evi
 a timing: the GPU decides (``gpu_scan.sh variants``). The local Triton may differ from the GPU machine's.
 
     python benchmarks/seq_sass.py [--kernel bwd|fwd|summary] [--N 16] [--S 4] [--vec-bc 0|1] [--reuse-steps 0|1]
-        [--split 1|2|4] [--pf 0|1|2] [--true-scr 0|1] [--vec-scr 0|1]
+        [--split 1|2|4] [--pf 0|1|2] [--true-scr 0|1]
 """
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ BF16_PTRS = {"u", "delta", "Bm", "Cm", "z", "dout", "du_out", "dz_out", "ddelta"
 INTS = {"L", "D", "K", "nC", "P", "n_b", "n_c", "s_a", "s_b", "s_c", "mul_b", "shr_b", "mul_c", "shr_c", "k", "REV",
         "ACC_IN", "FINAL", "T"}
 FLAGS = dict(HAS_D=True, HAS_BIAS=True, HAS_Z=True, SOFTPLUS=True, HAS_CARRY=True, ATOMIC_BC=True, PARTIAL_BC=False,
-             BD=32, I64=False, SHFL=True, SCR_READY=True, SCR=True, BWD=True, TRUE_SCR=False, DC_SUM=False,
-             VEC_SCR=True)
+             BD=32, I64=False, SHFL=True, SCR_READY=True, SCR=True, BWD=True, TRUE_SCR=False, DC_SUM=False)
 
 
 def compile_kernel(kernel: str, N: int, S: int, vec_bc: int, reuse_steps: bool, split: int = 1, pf: int = 0,
-                   true_scr: bool = False, vec_scr: bool = True):
+                   true_scr: bool = False):
     fn = triton_seq.kernels(N, S, S, reuse_steps=reuse_steps, split=split)[kernel]
-    flags = dict(FLAGS, N=N, VEC_BC=vec_bc, PF=pf, TRUE_SCR=true_scr, DC_SUM=true_scr, VEC_SCR=vec_scr)
+    flags = dict(FLAGS, N=N, VEC_BC=vec_bc, PF=pf, TRUE_SCR=true_scr, DC_SUM=true_scr)
     constexprs = {name: value for name, value in flags.items() if name in fn.arg_names}
     signature = {}
     for name in fn.arg_names:
@@ -73,13 +72,10 @@ def main():
     ap.add_argument("--pf", type=int, default=0, help="prefetch: 0 none, 1 into L2, 2 into L1")
     ap.add_argument("--true-scr", type=int, default=0,
                     help="1: the backward starts from the forward's carries (y, dz, dC in the summary walk)")
-    ap.add_argument("--vec-scr", type=int, default=1, help="1: scratch states as 16-byte vectors")
     a = ap.parse_args()
-    compiled = compile_kernel(a.kernel, a.N, a.S, a.vec_bc, bool(a.reuse_steps), a.split, a.pf, bool(a.true_scr),
-                              bool(a.vec_scr))
+    compiled = compile_kernel(a.kernel, a.N, a.S, a.vec_bc, bool(a.reuse_steps), a.split, a.pf, bool(a.true_scr))
     mix, resources = sass_mix(compiled)
-    row = dict(kernel=a.kernel, N=a.N, S=a.S, vec_bc=a.vec_bc, reuse_steps=a.reuse_steps, split=a.split, pf=a.pf,
-               true_scr=a.true_scr, vec_scr=a.vec_scr, triton=triton.__version__,
+    row = dict(kernel=a.kernel, N=a.N, S=a.S, vec_bc=a.vec_bc, reuse_steps=a.reuse_steps, split=a.split, pf=a.pf, true_scr=a.true_scr, triton=triton.__version__,
                registers=resources.get("REG"), stack_bytes=resources.get("STACK"), local_bytes=resources.get("LOCAL"),
                instructions=sum(mix.values()), top=dict(mix.most_common(14)))
     print(json.dumps(row))

@@ -1076,7 +1076,7 @@ def _seq_summary_setup(ks, k, dirn, u, st, grid, cfg, nC, P, i64, vec_bc, prefet
     n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
     opts = dict(N=N, REV=int(bool(rev)), HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=has_z,
                 T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=i64, SCR=has_scr, VEC_BC=vec_bc, num_warps=cfg["num_warps"],
-                VEC_SCR=has_scr and _vector_scratch(cfg, N, ks["split"]), **prefetch)
+                **prefetch)
     return ((nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz),
             (L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, *triton_seq.position_args(n_b, n_c), k), opts)
 
@@ -1111,15 +1111,6 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False, NL: Optional[int] = 
     NL = Bm.shape[-1] if NL is None else NL  # a multiple of 16 bytes per lane is one for all N states too
     aligned = all(x.data_ptr() % 16 == 0 for x in (Bm, Cm)) and (NL * Bm.element_size()) % 16 == 0
     return kind if aligned else 0
-
-
-def _vector_scratch(cfg: dict, N: int, split: int) -> bool:
-    """Whether the sequential backward moves its sub-chunk states to and from the scratch as 16-byte vectors
-    (inline PTX: four fp32 states of a lane per access instead of four accesses with their own addresses): needs
-    the states per lane (N / split) to be a multiple of 4 and a real GPU. ``NNUNET_MAMBA_SCAN_VEC_SCR=0`` (or
-    config ``vec_scr``) keeps one access per state. The scratch is (B, chunks, sub-chunks, D, N) either way."""
-    return _switch(cfg, "vec_scr", "NNUNET_MAMBA_SCAN_VEC_SCR", True) and not triton_interpreting() \
-        and (N // split) % 4 == 0
 
 
 def _use_shuffles(cfg: dict, N: int) -> bool:
@@ -1205,7 +1196,6 @@ def _seq_bwd_setup(u, A, Bm, Cm, grid, directions, cfg, carries):
                  i64=i64, shfl=shfl, vec_bc=_vector_bc(cfg, Bm, Cm, NL=NL), prefetch=_prefetch(cfg))
     opts = dict(N=N, ATOMIC_BC=atomic, PARTIAL_BC=partial, T=T, BD=cfg["BLOCK_D"], I64=i64, SHFL=shfl,
                 SCR_READY=fused_scratch, VEC_BC=_vector_bc(cfg, Bm, Cm, bwd_kernel=True, NL=NL), TRUE_SCR=true_scr,
-                VEC_SCR=_vector_scratch(cfg, N, ks["split"]),
                 DC_SUM=dc_sum, num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=True),
                 **_prefetch(cfg, bwd_walk2=True))
     geometry = [_seq_geometry(grid, dirn) for dirn in directions]
@@ -1226,7 +1216,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     if true_scr:
         carries = carries.contiguous()
     # states at the sub-chunk starts (written and read back per direction)
-    scr = torch.empty((Bsz, nC, T // S, D, N), device=dev, dtype=torch.float32)
+    scr = torch.empty((Bsz, nC, T // S, N, D), device=dev, dtype=torch.float32)
     cdt = torch.empty((Bsz, nC, T // S, D), device=dev, dtype=torch.float32) if fused_scratch and not true_scr \
         else None
     if fused_scratch:

@@ -162,45 +162,6 @@ def _load_bc(src, ind, j, what):
 
 _V4 = ("tl.inline_asm_elementwise('ld.global.nc.v4.b32 {{$0, $1, $2, $3}}, [$4];', '=r,=r,=r,=r,l', [{p}], "
        "dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)")
-# the scratch: four fp32 states of a lane per 16-byte access (plain ld: the backward kernel's own walk 1 may have
-# written them); masked lanes store nothing
-_SCR_V4_LOAD = ("tl.inline_asm_elementwise('ld.global.v4.f32 {{$0, $1, $2, $3}}, [$4];', '=f,=f,=f,=f,l', [{p}], "
-                "dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)")
-_SCR_V4_STORE = ("tl.inline_asm_elementwise('{{ .reg .pred p; setp.ne.b32 p, $6, 0; "
-                 "@p st.global.v4.f32 [$1], {{$2, $3, $4, $5}}; mov.u32 $0, 0; }}', '=r,l,f,f,f,f,r', "
-                 "[({p}).to(tl.int64), {v0}, {v1}, {v2}, {v3}, dmask.to(tl.int32)], dtype=tl.int32, is_pure=False, "
-                 "pack=1)")
-
-
-def _scr_lane(src, sq: str, d: str = "d") -> str:
-    """Pointer to the lane's first state in scratch row ``sq``: layout (rows, D, N), a lane's states contiguous."""
-    return f"scr + (({sq}) * D + {d}) * N" + (f" + part * {src.NL}" if src.split > 1 else "")
-
-
-def _scr_store(src, ind, sq: str, var: str = "h"):
-    """Emit the store of the lane's states ``{var}0..`` to scratch row ``sq``: 16-byte vectors with ``VEC_SCR``
-    (states per lane a multiple of 4, a real GPU), else one masked store per state."""
-    src(ind, "if VEC_SCR:")
-    if src.NL % 4:
-        src(ind + 1, f"tl.static_assert(False, 'VEC_SCR needs the states per lane ({src.NL}) to be a multiple of 4')")
-    for v in range(0, src.NL, 4):
-        src(ind + 1, "pf_ = " + _SCR_V4_STORE.format(p=f"{_scr_lane(src, sq)} + {v}",
-                                                       **{f"v{i}": f"{var}{v + i}" for i in range(4)}))
-    src(ind, "else:")
-    src.per_s(ind + 1, f"tl.store({_scr_lane(src, sq)} + #n, {var}#n, mask=dmask)")
-
-
-def _scr_load(src, ind, sq: str, var: str = "h"):
-    """Emit the load of the lane's states ``{var}0..`` from scratch row ``sq`` (see :func:`_scr_store`); vector
-    loads of masked lanes read the last channel's states instead (finite; their steps change nothing)."""
-    src(ind, "if VEC_SCR:")
-    if src.NL % 4:
-        src(ind + 1, f"tl.static_assert(False, 'VEC_SCR needs the states per lane ({src.NL}) to be a multiple of 4')")
-    for v in range(0, src.NL - src.NL % 4, 4):
-        outs = ", ".join(f"{var}{v + i}" for i in range(4))
-        src(ind + 1, f"{outs} = " + _SCR_V4_LOAD.format(p=f"{_scr_lane(src, sq, 'tl.minimum(d, D - 1)')} + {v}"))
-    src(ind, "else:")
-    src.per_s(ind + 1, f"{var}#n = tl.load({_scr_lane(src, sq)} + #n, mask=dmask, other=0.0)")
 
 
 def _load_states(src, ind, out, ptr, mask, N):
@@ -466,7 +427,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "                cst=None, Dskip=None, y_acc=None, dz_out=None, dC=None, ACC_IN=0, FINAL=0,")
     src(0, "                TRUE_SCR: tl.constexpr = False, DC_SUM: tl.constexpr = False, HAS_D: tl.constexpr = False,")
     src(0, "                ATOMIC_BC: tl.constexpr = False, PARTIAL_BC: tl.constexpr = False,")
-    src(0, "                SHFL: tl.constexpr = False, PF: tl.constexpr = 0, PFD=1, VEC_SCR: tl.constexpr = False):")
+    src(0, "                SHFL: tl.constexpr = False, PF: tl.constexpr = 0, PFD=1):")
     _prologue(src, [])
     src(1, "if TRUE_SCR:")
     src(2, "cin0 = c - 1 + 2 * REV")
@@ -494,7 +455,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
         if j % S == 0:  # state (zero-start, or true with TRUE_SCR) at each sub-chunk start, for the backward's walk 2
             src(2, "if SCR:")
             src(3, f"sq = sc0 + q0 // {S} + {j // S}")
-            _scr_store(src, 3, "sq")
+            src.per_s(3, "tl.store(scr + (sq * N + #s) * D + d, h#n, mask=dmask)")
             src(3, "if not TRUE_SCR:")  # and the running dt sum that decays the carry
             src(4, "tl.store(cdt + sq * D + d, sdt, mask=dmask)")
         src(2, f"dtu{j} = dt{j} * u{j}")
@@ -558,8 +519,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     src(0, "            ACC_IN, FINAL, ATOMIC_BC: tl.constexpr,")
     src(0, "            PARTIAL_BC: tl.constexpr, T, BD: tl.constexpr, I64: tl.constexpr,")
     src(0, "            SHFL: tl.constexpr, SCR_READY: tl.constexpr, VEC_BC: tl.constexpr, PF: tl.constexpr = 0,")
-    src(0, "            PFD=1, TRUE_SCR: tl.constexpr = False, DC_SUM: tl.constexpr = False,")
-    src(0, "            VEC_SCR: tl.constexpr = False):")
+    src(0, "            PFD=1, TRUE_SCR: tl.constexpr = False, DC_SUM: tl.constexpr = False):")
     src(1, "P = 2")
     _prologue(src, [(0, "h", +1), (1, "gp", -1)])
     _gradient_setup(src, 1, N, ("dB", "dC"))
@@ -568,7 +528,7 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     # walk 1: states at sub-chunk starts -> scratch (skipped when seq_summary wrote them: SCR_READY)
     src(1, "if not SCR_READY:")
     src(2, "for j in range(MS):")
-    _scr_store(src, 3, "sc0 + j")
+    src.per_s(3, "tl.store(scr + ((sc0 + j) * N + #s) * D + d, h#n, mask=dmask)")
     for i in range(S):
         _step(src, 3, i, f"j * {S} + {i}", ("u", "dt", "B"))
         src.per_s(3, f"h#n = tl.exp2(dt{i} * A2_#n) * h#n + (dt{i} * u{i}) * B{i}_#n")
@@ -581,13 +541,13 @@ def _gen(N: int, S: int, SF: int, reuse_steps: bool = False, split: int = 1) -> 
     if src.split == 1:  # the lines of sub-chunk j - PFD: its scratch states, dt sums and step inputs
         src(2, "if PF:")
         src(3, "jn = tl.maximum(j - PFD, 0)")
-        _prefetch(src, 3, [(f"scr + ((sc0 + jn) * D + pid_d * BD) * N + ((ln + {n0}) % N) * BD", None)
+        _prefetch(src, 3, [(f"scr + ((sc0 + jn) * N + (ln + {n0}) % N) * D + pid_d * BD", None)
                            for n0 in range(0, N, 32)]
                   + [("cdt + (sc0 + jn) * D + pid_d * BD", "SCR_READY and HAS_CARRY and not TRUE_SCR")])
         _prefetch_steps(src, 3, f"jn * {S} + ln % {S}",
                         {"u": None, "dt": None, "dy": None, "z": "HAS_Z", "B": None, "C": None,
                          "y_acc": "not DC_SUM and HAS_Z and ACC_IN", "du_acc": "ACC_IN"})
-    _scr_load(src, 2, "sc0 + j")
+    src.per_s(2, "h#n = tl.load(scr + ((sc0 + j) * N + #s) * D + d, mask=dmask, other=0.0)")
     # scratch from seq_summary holds the zero-start state (unless TRUE_SCR): add the decayed carry-in
     src(2, "if SCR_READY:")
     src(3, "if not TRUE_SCR:")
