@@ -19,12 +19,13 @@ def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
 
 
 def _carries_shape(impl, u: Tensor, A: Tensor, directions: List[int]) -> tuple:
-    """Shape of the state the backend's forward hands its backward (``(0,)``: none)."""
+    """Shape of the state the backend's forward hands its backward (``(0,)``: none); ``directions`` encoded."""
+    from .directions import decode_directions
     shape_of = getattr(impl, "carries_shape", None)
     if shape_of is None:
         return (0,)
     Bsz, L, D = u.shape
-    return shape_of(Bsz, L, D, len(directions), A.shape[-1])
+    return shape_of(Bsz, L, D, len(decode_directions(directions)), A.shape[-1])
 
 
 @torch.library.custom_op("nnunet_mamba::multidir_scan", mutates_args=())

@@ -269,7 +269,18 @@ OP_WORKER = textwrap.dedent(r'''
     out, carries = T.multidir_scan_fwd(*[x.detach() for x in leaves[:5]], leaves[5], leaves[7], leaves[6], grid,
                                        dirs, True, return_carries=True)
     errs["carries_shape"] = list(carries.shape)
-    errs["used"] = used
+    errs["used"] = list(used)
+    # the fake kernels against the real outputs (shapes, strides, dtypes: what Inductor asserts on every call)
+    from nnunet_mamba.kernels.directions import encode_directions
+    u, delta, A, Bm, Cm, Dk, z, db = [x.detach() for x in leaves]
+    code = encode_directions(dirs)
+    fwd_args = (u, delta, A, Bm, Cm, Dk, db, z, list(grid), code, True, "triton")
+    errs["opcheck"] = []
+    for op, args in ((torch.ops.nnunet_mamba.multidir_scan.default, fwd_args),
+                     (torch.ops.nnunet_mamba.multidir_scan_bwd.default, (dout, *fwd_args, carries))):
+        report = torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"),
+                                       raise_exception=False)
+        errs["opcheck"] += [f"{op}: {k}: {v}"[:500] for k, v in report.items() if v != "SUCCESS"]
     print("RESULTS" + json.dumps(errs))
 ''')
 
@@ -279,6 +290,7 @@ def test_public_operator_with_saved_carries_eager_and_compiled(tmp_path):
     assert res["carries_shape"] == [1, 1, 2, 3, 2, 3], res  # (B, 1, K, nC = ceil(21 / 8), N, D)
     assert res["eager"] <= 1e-5 and res["compiled"] <= 1e-5, res
     assert res["used"] == [True, True], res  # both backward passes started from the saved carries
+    assert res["opcheck"] == [], res["opcheck"]  # fake kernels: the carries' shape once had K wrong
 
 
 # Inputs that sit directly before NaN-filled memory (batch 1: views of NaN-padded buffers stay contiguous, so the
