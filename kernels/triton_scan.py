@@ -1073,12 +1073,11 @@ def _seq_summary_setup(ks, k, dirn, u, st, grid, cfg, nC, P, i64, vec_bc, prefet
     """A summary launch's grid, integer arguments and launch options."""
     Bsz, L, D = u.shape
     K, N = st.shape[2], st.shape[4]
-    n_a, n_b, n_c, s_a, s_b, s_c, rev = scan_geometry(grid, dirn)
-    opts = dict(N=N, REV=int(bool(rev)), HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=has_z,
+    positions, rev = _seq_geometry(grid, dirn)
+    opts = dict(N=N, REV=rev, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), BWD=P == 2, HAS_Z=has_z,
                 T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=i64, SCR=has_scr, VEC_BC=vec_bc, num_warps=cfg["num_warps"],
                 **prefetch)
-    return ((nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz),
-            (L, D, K, nC, P, n_b, n_c, s_a, s_b, s_c, *triton_seq.position_args(n_b, n_c), k), opts)
+    return (nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), (L, D, K, nC, P, *positions, k), opts
 
 
 def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
