@@ -1080,11 +1080,12 @@ def _seq_summary_setup(ks, k, dirn, u, st, grid, cfg, nC, P, i64, vec_bc, prefet
     return (nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), (L, D, K, nC, P, *positions, k), opts
 
 
-def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks):
+def _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC, bwd, ks,
+                   vec_bc, prefetch):
+    """Chunk summaries of every direction, then their carries. ``vec_bc`` / ``prefetch``: the caller's decisions
+    (:func:`_vector_bc`, :func:`_prefetch`)."""
     P = 2 if bwd else 1
     st, dts, i64 = _summary_buffers(u, len(directions), A.shape[-1], nC, P)
-    vec_bc = _vector_bc(cfg, Bm, Cm, NL=A.shape[-1] // ks["split"])
-    prefetch = _prefetch(cfg)
     for k, dirn in enumerate(directions):
         _seq_summary_launch(ks, k, dirn, u, delta, A, Bm, Cm, delta_bias, z, dout, st, dts, grid, delta_softplus,
                             cfg, nC, P, i64, vec_bc, prefetch)
@@ -1135,20 +1136,22 @@ def _seq_fwd_setup(u, A, Bm, Cm, grid, directions, cfg):
     N = A.shape[-1]
     ks = _seq_kernels(cfg, N, bwd=False)
     nC = _cdiv(L, cfg["BLOCK_T"])
+    vec_bc, prefetch = _vector_bc(cfg, Bm, Cm, NL=N // ks["split"]), _prefetch(cfg)
     opts = dict(N=N, T=cfg["BLOCK_T"], BD=cfg["BLOCK_D"], I64=_needs_i64(Bsz, L, len(directions), D, N, nC),
-                VEC_BC=_vector_bc(cfg, Bm, Cm, NL=N // ks["split"]), SHFL=_use_shuffles(cfg, N),
-                num_warps=cfg["num_warps"], **_register_cap(cfg, bwd=False), **_prefetch(cfg))
+                VEC_BC=vec_bc, SHFL=_use_shuffles(cfg, N), num_warps=cfg["num_warps"],
+                **_register_cap(cfg, bwd=False), **prefetch)
     geometry = [_seq_geometry(grid, dirn) for dirn in directions]
-    return ks, nC, (nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), opts, geometry
+    return ks, nC, (nC, _cdiv(D, cfg["BLOCK_D"] // ks["split"]), Bsz), opts, geometry, (vec_bc, prefetch)
 
 
 def _seq_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_softplus, cfg):
     Bsz, L, D = u.shape
     K = len(directions)
-    ks, nC, launch_grid, opts, geometry = _memo("seq_fwd", _seq_fwd_setup, u, A, Bm, Cm, grid, directions, cfg)
+    ks, nC, launch_grid, opts, geometry, summary_flags = _memo("seq_fwd", _seq_fwd_setup, u, A, Bm, Cm, grid,
+                                                               directions, cfg)
     has_carry = nC > 1
     st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, None, None, grid, directions, delta_softplus, cfg, nC,
-                        False, ks) if has_carry else u
+                        False, ks, *summary_flags) if has_carry else u
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if K > 1 else out
     dummy = u
@@ -1222,7 +1225,7 @@ def _seq_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
         st, dts, st_i64 = _summary_buffers(u, K, N, nC, 2)
     else:
         st = _seq_summaries(u, delta, A, Bm, Cm, delta_bias, z, dout, grid, directions, delta_softplus, cfg, nC,
-                            True, ks) if has_carry else u
+                            True, ks, f["vec_bc"], f["prefetch"]) if has_carry else u
     dB, dC = _bc_buffers(nDB, partial, Bm, Cm, L, K)
     ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)
     dA_p = torch.empty((Bsz, nC, K, N, D), device=dev, dtype=torch.float32)
