@@ -78,8 +78,9 @@ def plan_from_file(path, configuration="3d_fullres"):
 
 
 def ds_loss(outputs, target, regions):
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]  # networks without deep supervision
     weights = [1 / 2 ** i for i in range(len(outputs))]
-    weights[-1] = 0
+    weights[-1] = 0 if len(weights) > 1 else 1
     total = sum(weights)
     loss = 0
     for w, o in zip(weights, outputs):
@@ -102,7 +103,7 @@ def make_network(spec, p):
         from dynamic_network_architectures.initialization.weight_init import InitWeights_He
         net.apply(InitWeights_He(1e-2))
         return net
-    net = build_network(name, p["arch"], p["in_ch"], p["out_ch"], True, **options)
+    net = build_network(name, p["arch"], p["in_ch"], p["out_ch"], True, patch_size=p["patch"], **options)
     net.apply(net.initialize)
     return net
 

@@ -16,7 +16,7 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
     ResEncUNetPlanner,
 )
 
-from nnunet_mamba.networks import build_network, list_networks, resolve_arch_kwargs
+from nnunet_mamba.networks import build_network, list_networks, network_dims, resolve_arch_kwargs
 
 #: the trainer that trains each network (for the printed command and the plans' record)
 TRAINER_OF = {"mamba_resenc": "MambaTrainer", "nomamba": "NoMambaTrainer", "umamba_bot": "UMambaBotTrainer",
@@ -50,10 +50,14 @@ class MambaPlanner(ResEncUNetPlanner):
 
     def static_estimate_VRAM_usage(self, patch_size, input_channels, output_channels, arch_class_name,
                                    arch_kwargs, arch_kwargs_req_import):
-        """nnU-Net's estimate for our network: conv feature maps plus mixer activations (per sample)."""
+        """nnU-Net's estimate for our network: conv feature maps plus mixer activations (per sample); nnU-Net's own
+        for a configuration the network does not exist in (SegMamba's 2D)."""
+        if len(patch_size) not in network_dims(self.network):
+            return super().static_estimate_VRAM_usage(patch_size, input_channels, output_channels, arch_class_name,
+                                                      arch_kwargs, arch_kwargs_req_import)
         kwargs = resolve_arch_kwargs(dict(arch_kwargs), list(arch_kwargs_req_import))
         with torch.device("meta"):
-            net = build_network(self.network, kwargs, input_channels, output_channels, True,
+            net = build_network(self.network, kwargs, input_channels, output_channels, True, patch_size=patch_size,
                                 **self.network_options)
         return net.compute_conv_feature_map_size(patch_size)
 

@@ -3,8 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_mamba.layers import MultiDirMamba, RasterMamba
+from nnunet_mamba.layers import Mamba, MultiDirMamba, TriOrientedMamba
 from nnunet_mamba.networks import build_network, list_networks, mixers, resolve_arch_kwargs
+
+DEEP_SUPERVISED = [n for n in list_networks() if n != "segmamba"]  # SegMamba has one output
 
 
 def plans_kwargs(ndim: int, n_stages: int = 4, flavour: str = "resenc") -> dict:
@@ -22,13 +24,13 @@ def plans_kwargs(ndim: int, n_stages: int = 4, flavour: str = "resenc") -> dict:
     return resolve_arch_kwargs(kw, ["conv_op", "norm_op", "dropout_op", "nonlin"])
 
 
-@pytest.mark.parametrize("name", list_networks())
+@pytest.mark.parametrize("name", DEEP_SUPERVISED)
 @pytest.mark.parametrize("ndim,shape", [(3, (19, 24, 17)), (2, (36, 27))])
 def test_deep_supervision_contract(name, ndim, shape):
     kw = plans_kwargs(ndim)
-    net = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=True)
-    net.apply(net.initialize)
     pad = [((s + 7) // 8) * 8 for s in shape]  # nnU-Net patches are divisible by the total stride
+    net = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=True, patch_size=pad)
+    net.apply(net.initialize)
     x = torch.randn(2, 3, *pad)
     outs = net(x)
     assert isinstance(outs, (list, tuple)) and len(outs) == kw["n_stages"] - 1
@@ -40,7 +42,7 @@ def test_deep_supervision_contract(name, ndim, shape):
     single = net(x)
     assert torch.is_tensor(single) and single.shape == (2, 4, *pad)
     assert net.compute_conv_feature_map_size(pad) > 0
-    inference = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=False)
+    inference = build_network(name, kw, input_channels=3, num_classes=4, deep_supervision=False, patch_size=pad)
     assert inference.state_dict().keys() == net.state_dict().keys()  # the predictor loads strictly
 
 
@@ -50,13 +52,41 @@ def test_default_network_has_real_multidirectional_mamba_mixers():
     assert len(ms) == 2 and all(isinstance(m, MultiDirMamba) for m in ms)
     assert [len(m.directions) for m in ms] == [6, 6]  # every axis order, both ways
     assert not mixers(build_network("nomamba", plans_kwargs(3), 1, 3))
-    bot = mixers(build_network("umamba_bot", plans_kwargs(3), 1, 3))
-    assert len(bot) == 1 and isinstance(bot[0], RasterMamba)
-    assert len(mixers(build_network("umamba_enc", plans_kwargs(3), 1, 3))) == 4
-    seg = [m for m in build_network("segmamba", plans_kwargs(3), 1, 3).modules() if isinstance(m, MultiDirMamba)]
-    assert len(seg) == 6  # 2 ToM layers on each of the 3 stages below full resolution
-    names = [d.name for d in seg[0].directions]
-    assert names == ["xyz+", "xyz-", "yzx+"]  # forward, reverse, inter-slice (first axis fastest)
+
+
+def test_published_networks_place_their_mamba_layers_as_the_papers_do():
+    def mambas(net, kind=Mamba):
+        return [m for m in net.modules() if isinstance(m, kind)]
+    assert len(mambas(build_network("umamba_bot", plans_kwargs(3), 1, 3))) == 1  # bottleneck only
+    enc3 = build_network("umamba_enc", plans_kwargs(3), 1, 3, patch_size=(16, 16, 16))
+    # after every stage; the 2x2x2 bottleneck (8 voxels <= 64 channels) mixes over channels
+    assert [m.channel_token for m in enc3.encoder.mamba_layers] == [False, False, False, True]
+    assert enc3.encoder.mamba_layers[-1].dim == 8
+    enc2 = build_network("umamba_enc", plans_kwargs(2, n_stages=5), 1, 3, patch_size=(64, 64))
+    assert [isinstance(m, nn.Identity) for m in enc2.encoder.mamba_layers] == [False, True, False, True, False]
+    assert len(mambas(build_network("segmamba", plans_kwargs(3), 1, 3), TriOrientedMamba)) == 8  # 2 per stage
+    with pytest.raises(ValueError, match="3D network"):
+        build_network("segmamba", plans_kwargs(2), 1, 3)
+    with pytest.raises(ValueError, match="patch_size"):
+        build_network("umamba_enc", plans_kwargs(3), 1, 3)
+
+
+@pytest.mark.parametrize("shape", [(40, 56, 40), (32, 32, 32), (19, 24, 17)])
+def test_segmamba_runs_any_patch_size(shape):
+    """The original needs sizes divisible by 16; this one pads and crops, and trains."""
+    net = build_network("segmamba", plans_kwargs(3), 2, 3, depths=(1, 1, 1, 1), feat_size=(8, 8, 16, 16),
+                        hidden_size=16)
+    x = torch.randn(1, 2, *shape)
+    y = net(x)
+    assert y.shape == (1, 3, *shape)
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_u_mamba_channel_token_layer_rejects_another_patch_size():
+    net = build_network("umamba_enc", plans_kwargs(3), 1, 3, patch_size=(16, 16, 16))
+    with pytest.raises(ValueError, match="patch size"):
+        net(torch.randn(1, 1, 32, 32, 32))
 
 
 def test_mixer_depends_on_scan_order_and_trains():

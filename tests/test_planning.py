@@ -70,7 +70,8 @@ WORKER = textwrap.dedent(r'''
         kw = resolve_arch_kwargs(arch["arch_kwargs"], arch["_kw_requires_import"])
         n_in = len(plans["foreground_intensity_properties_per_channel"])
         with torch.device("meta"):
-            net = build_network(network if network != "nnUNetPlannerResEncM" else "nomamba", kw, n_in, 3, True)
+            net = build_network(network if network != "nnUNetPlannerResEncM" else "nomamba", kw, n_in, 3, True,
+                                patch_size=c["patch_size"])
         est = int(net.compute_conv_feature_map_size(c["patch_size"]))
         out[f"{key}/{network}/{gb}"] = dict(patch=c["patch_size"], batch=c["batch_size"], estimate=est,
                                             record=plans.get("nnunet_mamba"), plans_name=plans["plans_name"])

@@ -188,7 +188,7 @@ def _arch(n_stages=3, conv=torch.nn.Conv3d):
         "dropout_op_kwargs": None, "nonlin": torch.nn.LeakyReLU, "nonlin_kwargs": {"inplace": True}})
 
 
-@pytest.mark.parametrize("name", ["nomamba", "mamba_resenc", "segmamba"])
+@pytest.mark.parametrize("name", ["nomamba", "mamba_resenc"])
 def test_residual_head_starts_as_identity(name):
     net = build_restorer(name, _arch(3))
     x = torch.randn(2, 1, 16, 16, 16)

@@ -99,7 +99,8 @@ class MambaTrainerBase(nnUNetTrainer):
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         arch_kwargs = cls.arch_kwargs(configuration_manager)
         network = build_network(cls.network_name, arch_kwargs, num_input_channels, num_output_channels,
-                                enable_deep_supervision, **cls.network_options)
+                                enable_deep_supervision, patch_size=configuration_manager.patch_size,
+                                **cls.network_options)
         if hasattr(network, "initialize"):
             network.apply(network.initialize)
         return guard_fp16_inference(network)  # nnU-Net's predictor runs it under float16 autocast

@@ -310,18 +310,6 @@ class NoMambaClassifierTrainer(MambaClassifierTrainer):
     network_name = "nomamba"
 
 
-class UMambaBotClassifierTrainer(MambaClassifierTrainer):
-    network_name = "umamba_bot"
-
-
-class UMambaEncClassifierTrainer(MambaClassifierTrainer):
-    network_name = "umamba_enc"
-
-
-class SegMambaClassifierTrainer(MambaClassifierTrainer):
-    network_name = "segmamba"
-
-
 # --- short schedules -------------------------------------------------------------------------------------
 _CI = dict(num_epochs=2, num_iterations_per_epoch=3, save_every=1)
 

@@ -1,6 +1,8 @@
 """Segmentation trainers: one small subclass per network, plus short-schedule variants."""
 from __future__ import annotations
 
+import torch
+
 from .base import CpuTestSized, MambaTrainerBase, add_fixed_length_variants
 
 
@@ -23,18 +25,27 @@ class NoMambaTrainer(MambaTrainerBase):
 
 
 class UMambaBotTrainer(MambaTrainerBase):
-    """U-Mamba Bot: U-Mamba's raster Mamba layer on the bottleneck."""
+    """U-Mamba Bot (Ma et al. 2024), built from the plans as bowang-lab/U-Mamba's trainer builds it."""
     network_name = "umamba_bot"
 
 
 class UMambaEncTrainer(MambaTrainerBase):
-    """U-Mamba Enc: U-Mamba's raster Mamba layer after every encoder stage."""
+    """U-Mamba Enc (Ma et al. 2024), built from the plans (and patch size) as bowang-lab/U-Mamba's trainer does."""
     network_name = "umamba_enc"
 
 
 class SegMambaTrainer(MambaTrainerBase):
-    """SegMamba: gated spatial conv + tri-orientated Mamba (forward, reverse, inter-slice) encoder."""
+    """SegMamba (Xing et al. 2024) as ge-xing/SegMamba builds it: its widths and depths, one output (no deep
+    supervision); channels in and out from the dataset. Trained with nnU-Net's pipeline and Dice + CE loss."""
     network_name = "segmamba"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        """SegMamba has a single output; there is nothing to switch."""
 
 
 # --- short schedules -------------------------------------------------------------------------
@@ -56,6 +67,19 @@ class MambaTrainer_ci(CpuTestSized, MambaTrainer):
 
 class NoMambaTrainer_ci(CpuTestSized, NoMambaTrainer):
     pass
+
+
+class UMambaBotTrainer_ci(CpuTestSized, UMambaBotTrainer):
+    pass
+
+
+class UMambaEncTrainer_ci(CpuTestSized, UMambaEncTrainer):
+    pass
+
+
+class SegMambaTrainer_ci(CpuTestSized, SegMambaTrainer):
+    """SegMamba's architecture at CPU-test size (widths 8, 8, 16, 16, hidden 32, one Mamba layer per stage)."""
+    network_options = {"depths": (1, 1, 1, 1), "feat_size": (8, 8, 16, 16), "hidden_size": 32}
 
 
 # Fixed-length variants, named like nnU-Net's own (nnUNetTrainer_20epochs, ...), so that a comparison

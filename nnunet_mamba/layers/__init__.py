@@ -1,4 +1,5 @@
 """Layers: Mamba mixers and blocks built on :mod:`nnunet_mamba.kernels`."""
-from .mixer import MultiDirMamba, RasterMamba, SelectiveSSMParams
+from .mamba import Mamba, TriOrientedMamba
+from .mixer import MultiDirMamba, SelectiveSSMParams
 
-__all__ = ["MultiDirMamba", "RasterMamba", "SelectiveSSMParams"]
+__all__ = ["Mamba", "MultiDirMamba", "SelectiveSSMParams", "TriOrientedMamba"]

@@ -4,9 +4,6 @@
 shared input projection and depthwise spatial conv, per-direction ``x_proj``/``dt_proj``/``A``/``D``
 computed pointwise in the canonical layout, and the fused scan of :mod:`nnunet_mamba.kernels`.
 Scan orders are derived from the actual feature-map shape at every call.
-
-:class:`RasterMamba` is U-Mamba's layer: LayerNorm then a single forward raster Mamba block with a
-causal 1D conv along the flattened sequence, no residual, run in float32 (as U-Mamba forces).
 """
 from __future__ import annotations
 
@@ -60,7 +57,7 @@ class SelectiveSSMParams(nn.Module):
 # ~4.5-4.8 bytes each under bf16 AMP for ResEnc). Fitted to peak memory measured on an H100
 # (benchmarks/results/train_h100_nocompile.json, NETWORK_NOTES.md): the layer keeps about
 # expand * (6 + 0.7 K) such elements per token and model channel (measured 8.9 for K=6, 6.5 for K=2 at
-# expand 1; 15-17 for K=3 at expand 2 in SegMamba), U-Mamba's fp32 layer about 9 * expand (17-19 at 2).
+# expand 1).
 def _tokens(spatial_size) -> int:
     return int(math.prod(int(s) for s in spatial_size))
 
@@ -135,39 +132,3 @@ class MultiDirMamba(nn.Module):
         y = multidir_selective_scan(xi, delta, self.ssm.A, Bm, Cm, self.ssm.D, z, self.ssm.dt_bias, grid=grid,
                                     directions=self.directions, delta_softplus=True, backend=self.backend)
         return self.out_proj(y).transpose(1, 2).reshape(Bsz, C, *grid)
-
-
-class RasterMamba(nn.Module):
-    """U-Mamba's MambaLayer: LayerNorm + Mamba-1 over the raster-flattened map (fp32, no residual)."""
-
-    def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: float = 2.0,
-                 backend: Optional[str] = None):
-        super().__init__()
-        self.d_inner = int(expand * dim)
-        self.d_conv = d_conv
-        self.backend = backend
-        self.norm = nn.LayerNorm(dim)
-        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, padding=d_conv - 1, groups=self.d_inner)
-        self.ssm = SelectiveSSMParams(self.d_inner, 1, d_state)
-        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
-
-    def activation_elements(self, spatial_size) -> int:
-        """Training memory per sample for a map of ``spatial_size``, in nnU-Net planner units."""
-        return int(9 * self.d_inner * _tokens(spatial_size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
-            Bsz, C, *grid = x.shape
-            L = x[0, 0].numel()
-            tokens = self.norm(x.flatten(2).transpose(1, 2))
-            xi, z = self.in_proj(tokens).chunk(2, dim=-1)
-            xi = F.silu(self.conv1d(xi.transpose(1, 2))[..., :L]).transpose(1, 2)  # causal conv
-            delta, Bm, Cm = self.ssm(xi)
-            y = multidir_selective_scan(xi, delta, self.ssm.A, Bm, Cm, self.ssm.D, z, self.ssm.dt_bias, grid=(L,),
-                                        directions=(ScanDirection((0,)),), delta_softplus=True,
-                                        backend=self.backend)
-            out = self.out_proj(y).transpose(1, 2).reshape(Bsz, C, *grid)
-        return out.to(in_dtype)

@@ -12,13 +12,20 @@ from torch import nn
 from .registry import build_network, list_networks
 
 
+#: networks whose encoder carries all of its Mamba layers and runs at any input size (U-Mamba Bot's Mamba layer
+#: sits outside its encoder, U-Mamba Enc's is built for one patch size, SegMamba's skips bypass its encoder)
+BACKBONES = ("mamba_resenc", "nomamba")
+
+
 def list_backbones() -> list[str]:
-    """Names accepted by :func:`build_encoder` (every registered segmentation network)."""
-    return list_networks()
+    """Names accepted by :func:`build_encoder`."""
+    return [name for name in BACKBONES if name in list_networks()]
 
 
 def build_encoder(name: str, arch_kwargs: dict, input_channels: int, **options) -> nn.Module:
     """The initialised encoder of the registered network ``name`` (built from resolved plans kwargs)."""
+    if name not in BACKBONES:
+        raise ValueError(f"network {name!r} is not a backbone; backbones: {', '.join(list_backbones())}")
     network = build_network(name, arch_kwargs, input_channels, num_classes=1, deep_supervision=False, **options)
     if hasattr(network, "initialize"):
         network.apply(network.initialize)

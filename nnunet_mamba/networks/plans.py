@@ -1,7 +1,8 @@
 """Reading nnU-Net plans (``arch_kwargs``) into keyword arguments for our networks.
 
-Accepts both ResEnc plans (``n_blocks_per_stage``) and default plans (``n_conv_per_stage``);
-for the latter the encoder gets nnU-Net ResEnc's block counts (1, 3, 4, 6, 6, ...).
+Accepts both ResEnc plans (``n_blocks_per_stage``) and default plans (``n_conv_per_stage``, kept for
+the networks that read it, such as U-Mamba); for the latter the ResEnc-based networks get nnU-Net
+ResEnc's block counts (1, 3, 4, 6, 6, ...).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pydoc
 from typing import Any
 
 RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6)
-_KEEP = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_blocks_per_stage",
+_KEEP = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_blocks_per_stage", "n_conv_per_stage",
          "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op", "dropout_op_kwargs",
          "nonlin", "nonlin_kwargs")
 

@@ -7,31 +7,44 @@ input channels, output channels and the deep-supervision flag, for 2D or 3D.
 |---------------|----------------------------------------------------------------------------|
 | mamba_resenc  | ResEnc U-Net + residual multi-directional Mamba mixers on the 2 lowest-resolution stages (our default) |
 | nomamba       | the same network without mixers (the ablation)                             |
-| umamba_bot    | U-Mamba Bot: U-Mamba's raster Mamba layer on the bottleneck                |
-| umamba_enc    | U-Mamba Enc: U-Mamba's raster Mamba layer after every encoder stage         |
-| segmamba      | SegMamba: GSC + tri-orientated Mamba (fwd, rev, inter-slice) + MLP skip heads |
+| umamba_bot    | U-Mamba Bot (Ma et al. 2024), as bowang-lab/U-Mamba builds it               |
+| umamba_enc    | U-Mamba Enc (Ma et al. 2024), as bowang-lab/U-Mamba builds it               |
+| segmamba      | SegMamba (Xing et al. 2024), as ge-xing/SegMamba builds it (3D)            |
+
+Entries that need the patch size (U-Mamba Enc's channel-token mode) are registered with
+``needs_patch_size=True`` and get it from :func:`build_network`.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 from torch import nn
 
-from nnunet_mamba.layers import MultiDirMamba, RasterMamba
+from nnunet_mamba.layers import MultiDirMamba
 from .hybrid_unet import HybridResEncUNet
 from .segmamba import SegMamba
+from .umamba import UMamba
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_NEEDS_PATCH_SIZE: set[str] = set()
+_DIMS: dict[str, tuple[int, ...]] = {}
 
 
-def register_network(name: str):
+def register_network(name: str, needs_patch_size: bool = False, dims: tuple[int, ...] = (2, 3)):
     def deco(fn):
         if name in _REGISTRY:
             raise KeyError(f"network {name!r} registered twice")
         _REGISTRY[name] = fn
+        _DIMS[name] = dims
+        if needs_patch_size:
+            _NEEDS_PATCH_SIZE.add(name)
         return fn
     return deco
+
+
+def network_dims(name: str) -> tuple[int, ...]:
+    """The spatial dimensionalities (2, 3) the network ``name`` exists in."""
+    return _DIMS[name]
 
 
 def list_networks() -> list[str]:
@@ -39,12 +52,22 @@ def list_networks() -> list[str]:
 
 
 def build_network(name: str, arch_kwargs: dict, input_channels: int, num_classes: int,
-                  deep_supervision: bool = True, **options) -> nn.Module:
-    """Build a registered network from resolved plans kwargs; ``options`` override its defaults."""
+                  deep_supervision: bool = True, patch_size: Optional[Sequence[int]] = None,
+                  **options) -> nn.Module:
+    """Build a registered network from resolved plans kwargs; ``options`` override its defaults.
+    ``patch_size`` (the plans' patch) is passed to the entries whose architecture depends on it."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown network {name!r}; available: {', '.join(list_networks())}")
+    if name in _NEEDS_PATCH_SIZE:
+        if patch_size is None:
+            raise ValueError(f"network {name!r} is built for a patch size: pass patch_size")
+        options["patch_size"] = [int(p) for p in patch_size]
     return _REGISTRY[name](arch_kwargs=dict(arch_kwargs), input_channels=input_channels, num_classes=num_classes,
                            deep_supervision=deep_supervision, **options)
+
+
+def _resenc_kwargs(arch_kwargs: dict) -> dict:
+    return {k: v for k, v in arch_kwargs.items() if k != "n_conv_per_stage"}
 
 
 @register_network("mamba_resenc")
@@ -64,44 +87,51 @@ def mamba_resenc(arch_kwargs, input_channels, num_classes, deep_supervision, mix
         k = k_of[stage] or 2 * ndim
         return MultiDirMamba(channels, ndim, directions=k, d_state=d_state, expand=expand, backend=backend)
     return HybridResEncUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                            mixer_stages=mixer_stages, mixer_factory=factory, **arch_kwargs)
+                            mixer_stages=mixer_stages, mixer_factory=factory, **_resenc_kwargs(arch_kwargs))
 
 
 @register_network("nomamba")
 def nomamba(arch_kwargs, input_channels, num_classes, deep_supervision):
     return HybridResEncUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                            mixer_stages=(), **arch_kwargs)
+                            mixer_stages=(), **_resenc_kwargs(arch_kwargs))
 
 
-def _umamba_blocks(arch_kwargs: dict) -> dict:
-    """U-Mamba forces one residual block per stage in the deeper half of the encoder."""
-    kw = dict(arch_kwargs)
+def _umamba(variant: str, arch_kwargs: dict, input_channels: int, num_classes: int, deep_supervision: bool,
+            patch_size=None, d_state: int = 16, backend=None) -> UMamba:
+    """U-Mamba from the plans as its trainer reads them: widths, kernels, strides and the encoder's and decoder's
+    convolutions per stage (``n_conv_per_stage``, ``n_conv_per_stage_decoder``); conv bias, affine InstanceNorm
+    (eps 1e-5) and LeakyReLU are fixed, as in U-Mamba's ``get_umamba_*_from_plans``. Plans without
+    ``n_conv_per_stage`` (ResEnc plans, which U-Mamba's code cannot read) get the stock plans' 2 per stage."""
+    kw = arch_kwargs
     n = kw["n_stages"]
-    blocks = list(kw["n_blocks_per_stage"])
-    for s in range(math.ceil(n / 2), n):
-        blocks[s] = 1
-    kw["n_blocks_per_stage"] = blocks
-    return kw
+    ndim = {nn.Conv2d: 2, nn.Conv3d: 3}[kw["conv_op"]]
+    stock = "n_conv_per_stage" in kw
+    encoder_blocks = kw["n_conv_per_stage"] if stock else [2] * n
+    decoder_blocks = kw["n_conv_per_stage_decoder"] if stock else [2] * (n - 1)
+    return UMamba(variant, input_channels, n, kw["features_per_stage"], kw["conv_op"],
+                  kw["kernel_sizes"], kw["strides"], list(encoder_blocks), num_classes, list(decoder_blocks),
+                  conv_bias=True,
+                  norm_op={2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[ndim],
+                  norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
+                  deep_supervision=deep_supervision, patch_size=patch_size, d_state=d_state, backend=backend)
 
 
 @register_network("umamba_bot")
-def umamba_bot(arch_kwargs, input_channels, num_classes, deep_supervision, d_state=16, backend=None):
-    return HybridResEncUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                            mixer_stages=(-1,), **_umamba_blocks(arch_kwargs),
-                            mixer_factory=lambda s, c, nd: RasterMamba(c, d_state=d_state, backend=backend))
+def umamba_bot(arch_kwargs, input_channels, num_classes, deep_supervision, **options):
+    return _umamba("bot", arch_kwargs, input_channels, num_classes, deep_supervision, **options)
 
 
-@register_network("umamba_enc")
-def umamba_enc(arch_kwargs, input_channels, num_classes, deep_supervision, d_state=16, backend=None):
-    n = arch_kwargs["n_stages"]
-    return HybridResEncUNet(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                            mixer_stages=tuple(range(n)), **_umamba_blocks(arch_kwargs),
-                            mixer_factory=lambda s, c, nd: RasterMamba(c, d_state=d_state, backend=backend))
+@register_network("umamba_enc", needs_patch_size=True)
+def umamba_enc(arch_kwargs, input_channels, num_classes, deep_supervision, **options):
+    return _umamba("enc", arch_kwargs, input_channels, num_classes, deep_supervision, **options)
 
 
-@register_network("segmamba")
-def segmamba(arch_kwargs, input_channels, num_classes, deep_supervision, depth=2, directions=3, d_state=16,
-             expand=2.0, backend=None):
-    return SegMamba(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                    depth=depth, directions=directions, d_state=d_state, expand=expand, backend=backend,
-                    **arch_kwargs)
+@register_network("segmamba", dims=(3,))
+def segmamba(arch_kwargs, input_channels, num_classes, deep_supervision, depths=(2, 2, 2, 2),
+             feat_size=(48, 96, 192, 384), hidden_size=768, backend=None):
+    """SegMamba with its paper's widths and depths; channels in and out from the dataset. One output: the
+    network has no deep supervision (its trainer turns nnU-Net's off)."""
+    if arch_kwargs["conv_op"] is not nn.Conv3d:
+        raise ValueError("SegMamba is a 3D network: use a 3d configuration (3d_fullres)")
+    return SegMamba(in_chans=input_channels, out_chans=num_classes, depths=depths, feat_size=feat_size,
+                    hidden_size=hidden_size, backend=backend)

@@ -1,0 +1,96 @@
+"""The published networks on a GPU: the Triton scan reproduces the originals' recorded outputs, and the networks
+train under AMP + torch.compile without a graph break (a check on the device, not a unit test).
+
+For every fixture in tests/fixtures/originals (recorded from the authors' code on CPU):
+* float32 forward with the Triton scan: relative error (Frobenius) of each output against the recording;
+* the same under bf16 and fp16 autocast (the convolutions then run in half precision: a looser figure);
+* ``torch._dynamo.explain`` of the training forward under fp16 autocast (nnU-Net's default): graph count and
+  graph breaks, then one compiled (Inductor) forward + backward, checked finite, with its compile time.
+
+    python benchmarks/faithful_gpu_check.py [--out DIR]
+Writes faithful_gpu_check.json and prints one line per network; exits 1 if a float32 error exceeds 1e-4 or a
+graph breaks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_faithful_networks import FIXTURES, build_from_fixture, relative_error  # noqa: E402
+
+
+def outputs(net, x):
+    out = net(x)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def check(name: str, device: torch.device) -> dict:
+    fx = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+    net = build_from_fixture(name, fx["init_kwargs"]).to(device)
+    net.load_state_dict({k: v.float() for k, v in fx["state_dict"].items()})
+    net.eval()
+    x = fx["input"].to(device)
+    row = {"network": name}
+    with torch.no_grad():
+        row["fp32_rel_err"] = max(relative_error(o.cpu(), r) for o, r in zip(outputs(net, x), fx["outputs"]))
+        for dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast("cuda", dtype=dtype):
+                errs = [relative_error(o.float().cpu(), r) for o, r in zip(outputs(net, x), fx["outputs"])]
+            row[f"{str(dtype)[6:]}_autocast_rel_err"] = max(errs)
+    net.train()
+    with torch.autocast("cuda", dtype=torch.float16):
+        explained = torch._dynamo.explain(net)(x)
+    row["graphs"] = explained.graph_count
+    row["graph_breaks"] = explained.graph_break_count
+    row["break_reasons"] = [str(b.reason)[:200] for b in explained.break_reasons]
+    torch._dynamo.reset()
+    compiled = torch.compile(net)
+    start = time.time()
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = outputs(compiled, x)
+    loss = sum(o.float().square().mean() for o in out)
+    loss.backward()
+    torch.cuda.synchronize()
+    row["compile_fwd_bwd_s"] = round(time.time() - start, 1)
+    row["compiled_finite"] = bool(torch.isfinite(loss)) and all(
+        p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters())
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    names = sorted(p.stem for p in FIXTURES.glob("*.pt"))
+    rows, ok = [], True
+    for name in names:
+        try:
+            row = check(name, device)
+        except Exception as e:  # keep the other networks' figures
+            row = {"network": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        ok &= "error" not in row and row["fp32_rel_err"] <= 1e-4 and row["graph_breaks"] == 0 and row["compiled_finite"]
+    meta = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda}
+    try:
+        import triton
+        meta["triton"] = triton.__version__
+    except ImportError:
+        pass
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "faithful_gpu_check.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print("ALL PASS" if ok else "FAILURES")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
