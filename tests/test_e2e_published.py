@@ -61,7 +61,7 @@ def _check_original_names(trainer: str, cfg: str, keys: set, plans: dict):
         assert any(k.startswith("out.") for k in keys)
 
 
-@pytest.mark.parametrize("trainer,cfg", CASES, ids=[f"{t[:-11]}-{c}" for t, c in CASES])
+@pytest.mark.parametrize("trainer,cfg", CASES, ids=[f"{t[:-10]}-{c}" for t, c in CASES])
 def test_published_network_trains_and_predicts(planned, trainer, cfg, tmp_path):
     root, env, ds, plans = planned
     run([cli("nnUNetv2_train"), str(DS), cfg, "0", "-tr", trainer, "-device", "cpu"], dict(env, nnUNet_n_proc_DA="0"))

@@ -47,7 +47,9 @@ def test_same_state_dict_and_outputs_as_the_original(name):
     net = build_from_fixture(name, fx["init_kwargs"])
     theirs = {k: v.float() if v.is_floating_point() else v for k, v in fx["state_dict"].items()}
     ours = net.state_dict()
-    assert sorted(ours) == sorted(theirs), "state-dict keys differ from the original's"
+    # the same keys in the same order: parameters are registered as in the original, so that an optimizer
+    # state saved by the original's trainer lines up too
+    assert list(ours) == list(theirs), "state-dict keys differ from the original's"
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
     net.load_state_dict(theirs, strict=True)
     assert sum(p.numel() for p in net.parameters()) == fx["param_count"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import check_input, convert, demo, doctor, plan, predict_class, restore, submit, transfer
+from . import check_input, convert, demo, doctor, import_checkpoint, plan, predict_class, restore, submit, transfer
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-mamba", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (doctor, demo, convert, plan, submit, predict_class, transfer, restore, check_input):
+    for module in (doctor, demo, convert, plan, submit, predict_class, transfer, restore, check_input,
+                   import_checkpoint):
         module.add_parser(sub)
     return parser
 

@@ -148,9 +148,9 @@ class UMambaEncoder(nn.Module):
             stages.append(_stage(conv_op, c_in, features_per_stage[s], kernel_sizes[s], strides[s],
                                  n_blocks_per_stage[s], *common))
             c_in = features_per_stage[s]
-        self.stages = nn.ModuleList(stages)
-        if mamba_layers is not None:
+        if mamba_layers is not None:  # registered before the stages, as in U-Mamba (parameter order)
             self.mamba_layers = nn.ModuleList(mamba_layers)
+        self.stages = nn.ModuleList(stages)
         self.output_channels = list(features_per_stage)
         self.strides = strides
         self.kernel_sizes = kernel_sizes
