@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import check_input, convert, demo, doctor, import_checkpoint, plan, predict_class, restore, submit, transfer
+from . import (check_input, convert, demo, doctor, import_checkpoint, plan, predict_class, restore, submit, transfer,
+               zoo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-mamba", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (doctor, demo, convert, plan, submit, predict_class, transfer, restore, check_input,
-                   import_checkpoint):
+                   import_checkpoint, zoo):
         module.add_parser(sub)
     return parser
 

@@ -196,7 +196,7 @@ class PatchMerging2D(nn.Module):
 
 def drop_path_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
     """Stochastic depth linearly from 0 to ``rate`` over all blocks, split per stage (VMamba's ``dpr``)."""
-    dpr = [v.item() for v in torch.linspace(0, rate, sum(depths))]
+    dpr = [v.item() for v in torch.linspace(0, rate, sum(depths), device="cpu")]
     return [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
 
 

@@ -28,18 +28,27 @@ from .umamba import UMamba
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _NEEDS_PATCH_SIZE: set[str] = set()
 _DIMS: dict[str, tuple[int, ...]] = {}
+_SOURCES: dict[str, Optional[str]] = {}
 
 
-def register_network(name: str, needs_patch_size: bool = False, dims: tuple[int, ...] = (2, 3)):
+def register_network(name: str, needs_patch_size: bool = False, dims: tuple[int, ...] = (2, 3),
+                     source: Optional[str] = None):
+    """``source``: the paper and code a network reproduces (None: a network of this package)."""
     def deco(fn):
         if name in _REGISTRY:
             raise KeyError(f"network {name!r} registered twice")
         _REGISTRY[name] = fn
         _DIMS[name] = dims
+        _SOURCES[name] = source
         if needs_patch_size:
             _NEEDS_PATCH_SIZE.add(name)
         return fn
     return deco
+
+
+def network_source(name: str) -> Optional[str]:
+    """The paper and repository (at a commit) that ``name`` is proven equal to, or None for our own networks."""
+    return _SOURCES[name]
 
 
 def network_dims(name: str) -> tuple[int, ...]:
@@ -116,17 +125,20 @@ def _umamba(variant: str, arch_kwargs: dict, input_channels: int, num_classes: i
                   deep_supervision=deep_supervision, patch_size=patch_size, d_state=d_state, backend=backend)
 
 
-@register_network("umamba_bot")
+UMAMBA = "U-Mamba (Ma, Li, Wang 2024), bowang-lab/U-Mamba@28459e3"
+
+
+@register_network("umamba_bot", source=UMAMBA)
 def umamba_bot(arch_kwargs, input_channels, num_classes, deep_supervision, **options):
     return _umamba("bot", arch_kwargs, input_channels, num_classes, deep_supervision, **options)
 
 
-@register_network("umamba_enc", needs_patch_size=True)
+@register_network("umamba_enc", needs_patch_size=True, source=UMAMBA)
 def umamba_enc(arch_kwargs, input_channels, num_classes, deep_supervision, **options):
     return _umamba("enc", arch_kwargs, input_channels, num_classes, deep_supervision, **options)
 
 
-@register_network("segmamba", dims=(3,))
+@register_network("segmamba", dims=(3,), source="SegMamba (Xing et al., MICCAI 2024), ge-xing/SegMamba@cff3597")
 def segmamba(arch_kwargs, input_channels, num_classes, deep_supervision, depths=(2, 2, 2, 2),
              feat_size=(48, 96, 192, 384), hidden_size=768, backend=None):
     """SegMamba with its paper's widths and depths; channels in and out from the dataset. One output: the

@@ -139,7 +139,7 @@ class VMUNetBackbone(nn.Module):
         self.pos_drop = nn.Dropout(p=drop_rate)
         dpr = drop_path_rates(depths, drop_path_rate)
         # the decoder's rates: linspace over its blocks, reversed, split per stage
-        flat = [v.item() for v in torch.linspace(0, drop_path_rate, sum(depths_decoder))][::-1]
+        flat = [v.item() for v in torch.linspace(0, drop_path_rate, sum(depths_decoder), device="cpu")][::-1]
         dpr_dec = [flat[sum(depths_decoder[:i]):sum(depths_decoder[:i + 1])] for i in range(n)]
         self.layers = nn.ModuleList(
             VSSLayer(dims[i], depths[i], dpr[i], norm_layer, d_state, downsample=i < n - 1, attn_drop=attn_drop_rate,

