@@ -104,7 +104,8 @@ def make_network(spec, p):
         net.apply(InitWeights_He(1e-2))
         return net
     net = build_network(name, p["arch"], p["in_ch"], p["out_ch"], True, patch_size=p["patch"], **options)
-    net.apply(net.initialize)
+    if hasattr(net, "initialize"):
+        net.apply(net.initialize)
     return net
 
 

@@ -340,6 +340,17 @@ def test_adrenal3d_train_validate_predict_transfer(tmp_path, capsys, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("npz,config,trainer", [("adrenalmnist3d.npz", "3d_fullres", "NnMambaClassifierTrainer_ci"),
+                                                ("breastmnist.npz", "2d", "MedMambaClassifierTrainer_ci")])
+def test_published_classifiers_train_validate_and_predict(tmp_path, npz, config, trainer):
+    """nnMamba's and MedMamba's classification networks through the stock CLI and predict-class."""
+    env, ds, model = trained_classifier(tmp_path, npz, 983, config, trainer, n=12)
+    validation = check_fold_outputs(model, 12)
+    images = copy_val_images(ds, tmp_path / "images", 4)
+    check_predict_class(env, model, images, validation, tmp_path / "pred.csv")
+
+
+@pytest.mark.slow
 def test_breastmnist_2d_train_and_predict(tmp_path):
     env, ds, model = trained_classifier(tmp_path, "breastmnist.npz", 982, "2d", "NoMambaClassifierTrainer_ci", n=12)
     validation = check_fold_outputs(model, 12)

@@ -1,9 +1,8 @@
 """The faithful published networks end to end through the stock nnU-Net CLI (subprocesses), on CPU.
 
 convert a few MSD Hippocampus cases -> nnUNetv2_plan_and_preprocess (stock nnUNetPlans, the plans U-Mamba was
-published with) -> nnUNetv2_train -tr {UMambaBot,UMambaEnc,SegMamba}Trainer_ci (a few iterations) ->
-nnUNetv2_predict. The checkpoints must carry the original authors' state-dict names (bowang-lab/U-Mamba,
-ge-xing/SegMamba), so that their released weights and ours are interchangeable.
+published with) -> nnUNetv2_train -tr <published network>Trainer_ci (a few iterations) -> nnUNetv2_predict. The checkpoints must
+carry the original authors' state-dict names, so that their released weights and ours are interchangeable.
 No nnUNet_extTrainer is set: the trainers are found through the installed start-up hook.
 """
 import json
@@ -20,7 +19,9 @@ from test_msd_conversion import small_task
 pytestmark = pytest.mark.slow
 DS = 906
 CASES = [("UMambaBotTrainer_ci", "3d_fullres"), ("UMambaEncTrainer_ci", "3d_fullres"),
-         ("UMambaBotTrainer_ci", "2d"), ("UMambaEncTrainer_ci", "2d"), ("SegMambaTrainer_ci", "3d_fullres")]
+         ("UMambaBotTrainer_ci", "2d"), ("UMambaEncTrainer_ci", "2d"), ("SegMambaTrainer_ci", "3d_fullres"),
+         ("LightMUNetTrainer_ci", "3d_fullres"), ("LightMUNetTrainer_ci", "2d"), ("NnMambaTrainer_ci", "3d_fullres"),
+         ("VMUNetTrainer_ci", "2d"), ("SwinUMambaTrainer_ci", "2d")]
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +56,14 @@ def _check_original_names(trainer: str, cfg: str, keys: set, plans: dict):
         else:  # 2D: on alternate stages, ending with the last (nn.Identity on the others)
             assert stages == list(range(n_stages - 1, -1, -2))[::-1]
         assert not any(k.startswith("mamba_layer.") for k in keys)
-    else:  # SegMamba: tri-orientated Mamba (the fork's A_b_log / A_s_log), UNETR blocks, one output
+    elif trainer.startswith("SegMamba"):  # tri-orientated Mamba (the fork's A_b_log / A_s_log), UNETR blocks
         assert {"vit.stages.0.0.mamba.A_log", "vit.stages.0.0.mamba.A_b_log", "vit.stages.0.0.mamba.A_s_log"} <= keys
         assert any(k.startswith("encoder5.") for k in keys) and any(k.startswith("decoder5.") for k in keys)
         assert any(k.startswith("out.") for k in keys)
+    elif trainer.startswith(("VMUNet", "SwinUMamba")):  # VMamba's SS2D: four directions' parameters stacked
+        assert any(k.endswith(".A_logs") for k in keys) and any(k.endswith(".x_proj_weight") for k in keys)
+    else:  # mamba-ssm's Mamba inside the authors' modules
+        assert any(k.endswith(".mamba.A_log") for k in keys) and any(k.endswith(".mamba.dt_proj.bias") for k in keys)
 
 
 @pytest.mark.parametrize("trainer,cfg", CASES, ids=[f"{t[:-10]}-{c}" for t, c in CASES])

@@ -4,9 +4,11 @@ import torch
 from torch import nn
 
 from nnunet_mamba.layers import Mamba, MultiDirMamba, TriOrientedMamba
-from nnunet_mamba.networks import build_network, list_networks, mixers, resolve_arch_kwargs
+from nnunet_mamba.networks import build_network, mixers, resolve_arch_kwargs
 
-DEEP_SUPERVISED = [n for n in list_networks() if n != "segmamba"]  # SegMamba has one output
+# the networks with nnU-Net's deep-supervision contract (one output per decoder stage); the others are tested
+# against their authors' code in tests/test_faithful_*.py
+DEEP_SUPERVISED = ["mamba_resenc", "nomamba", "umamba_bot", "umamba_enc"]
 
 
 def plans_kwargs(ndim: int, n_stages: int = 4, flavour: str = "resenc") -> dict:

@@ -310,6 +310,35 @@ class NoMambaClassifierTrainer(MambaClassifierTrainer):
     network_name = "nomamba"
 
 
+class NnMambaClassifierTrainer(MambaClassifierTrainer):
+    """nnMamba's classification network (lhaof/nnMamba ``nnMamba4cls``), 3D, as its authors build it."""
+    network_name = "nnmamba_cls"
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        from nnunet_mamba.networks.nnmamba import NnMambaCls
+        if len(configuration_manager.patch_size) != 3:
+            raise ValueError("nnMamba's classifier is 3D: use a 3d configuration")
+        return guard_fp16_inference(NnMambaCls(in_ch=num_input_channels, number_classes=num_output_channels,
+                                               **cls.network_options))
+
+
+class MedMambaClassifierTrainer(MambaClassifierTrainer):
+    """MedMamba (Yue and Li 2024, YubiaoYue/MedMamba), 2D, as its authors build it; ``variant`` t, s or b."""
+    network_name = "medmamba"
+    variant = "t"
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        from nnunet_mamba.networks.medmamba import medmamba
+        if len(configuration_manager.patch_size) != 2:
+            raise ValueError("MedMamba is 2D: use the 2d configuration")
+        return guard_fp16_inference(medmamba(cls.variant, num_input_channels, num_output_channels,
+                                             **cls.network_options))
+
+
 # --- short schedules -------------------------------------------------------------------------------------
 _CI = dict(num_epochs=2, num_iterations_per_epoch=3, save_every=1)
 
@@ -319,6 +348,20 @@ class MambaClassifierTrainer_ci(MambaClassifierTrainer):
     schedule = _CI
     batch_size_override = 4
     width_multiplier = 0.5
+
+
+class NnMambaClassifierTrainer_ci(NnMambaClassifierTrainer):
+    """nnMamba's classifier at CPU-test size (width 8, 2 blocks per stage)."""
+    schedule = _CI
+    batch_size_override = 4
+    network_options = {"channels": 8, "blocks": 2}
+
+
+class MedMambaClassifierTrainer_ci(MedMambaClassifierTrainer):
+    """MedMamba's architecture at CPU-test size (widths 8..64, one block per stage)."""
+    schedule = _CI
+    batch_size_override = 4
+    network_options = {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}
 
 
 class NoMambaClassifierTrainer_cpu(NoMambaClassifierTrainer):

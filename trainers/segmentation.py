@@ -34,10 +34,9 @@ class UMambaEncTrainer(MambaTrainerBase):
     network_name = "umamba_enc"
 
 
-class SegMambaTrainer(MambaTrainerBase):
-    """SegMamba (Xing et al. 2024) as ge-xing/SegMamba builds it: its widths and depths, one output (no deep
-    supervision); channels in and out from the dataset. Trained with nnU-Net's pipeline and Dice + CE loss."""
-    network_name = "segmamba"
+class SingleOutput:
+    """Mixin for networks with one output, as their authors built them (no deep supervision): nnU-Net's loss and
+    targets at full resolution only. Put it first: ``class X(SingleOutput, MambaTrainerBase)``."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -45,7 +44,45 @@ class SegMambaTrainer(MambaTrainerBase):
         self.enable_deep_supervision = False
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        """SegMamba has a single output; there is nothing to switch."""
+        """One output: there is nothing to switch."""
+
+
+class SegMambaTrainer(SingleOutput, MambaTrainerBase):
+    """SegMamba (Xing et al. 2024) as ge-xing/SegMamba builds it: its widths and depths, one output; channels in
+    and out from the dataset. Trained with nnU-Net's pipeline and Dice + CE loss."""
+    network_name = "segmamba"
+
+
+class LightMUNetTrainer(SingleOutput, MambaTrainerBase):
+    """LightM-UNet (Liao et al. 2024) as MrBlankness/LightM-UNet's trainer builds it (init_filters 32, blocks
+    1,2,2,4 / 1,1,1; 2D or 3D from the plans' dimensionality), one output."""
+    network_name = "lightmunet"
+
+
+class NnMambaTrainer(SingleOutput, MambaTrainerBase):
+    """nnMamba (Gong et al. 2024), the MICCSS segmentation network of lhaof/nnMamba (3D), one output."""
+    network_name = "nnmamba"
+
+
+class VMUNetTrainer(SingleOutput, MambaTrainerBase):
+    """VM-UNet (Ruan and Xiang 2024) as JCruan519/VM-UNet builds it (2D; VMamba-S widths, no ImageNet weights),
+    one output."""
+    network_name = "vmunet"
+
+
+class SwinUMambaTrainer(MambaTrainerBase):
+    """Swin-UMamba (Liu et al. 2024) as JiarunLiu/Swin-UMamba's trainer builds it (2D; VMamba-T encoder without
+    its ImageNet weights); its four deep-supervision outputs at 1, 1/2, 1/4 and 1/8 of the patch."""
+    network_name = "swin_umamba"
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        return [[1.0 / 2 ** i] * len(self.configuration_manager.patch_size) for i in range(4)]
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        net = self.network.module if self.is_ddp else self.network
+        getattr(net, "_orig_mod", net).deep_supervision = enabled
 
 
 # --- short schedules -------------------------------------------------------------------------
@@ -82,10 +119,28 @@ class SegMambaTrainer_ci(CpuTestSized, SegMambaTrainer):
     network_options = {"depths": (1, 1, 1, 1), "feat_size": (8, 8, 16, 16), "hidden_size": 32}
 
 
+class LightMUNetTrainer_ci(CpuTestSized, LightMUNetTrainer):
+    network_options = {"init_filters": 8, "blocks_down": (1, 1, 2), "blocks_up": (1, 1)}
+
+
+class NnMambaTrainer_ci(CpuTestSized, NnMambaTrainer):
+    network_options = {"channels": 8, "blocks": 2}
+
+
+class VMUNetTrainer_ci(CpuTestSized, VMUNetTrainer):
+    network_options = {"dims": (8, 16, 32, 64), "dims_decoder": (64, 32, 16, 8), "depths": (1, 1, 1, 1),
+                       "depths_decoder": (1, 1, 1, 1)}
+
+
+class SwinUMambaTrainer_ci(CpuTestSized, SwinUMambaTrainer):
+    network_options = {"feat_size": (4, 4, 8, 16, 32), "hidden_size": 32, "depths": (1, 1, 1, 1)}
+
+
 # Fixed-length variants, named like nnU-Net's own (nnUNetTrainer_20epochs, ...), so that a comparison
 # with nnUNetTrainer on the same budget needs no code: e.g. MambaTrainer_20epochs vs nnUNetTrainer_20epochs.
 SCHEDULE_LENGTHS = (2, 5, 10, 20, 50, 100, 250)
-_BASES = (MambaTrainer, MambaTrainerFast, NoMambaTrainer, UMambaBotTrainer, UMambaEncTrainer, SegMambaTrainer)
+_BASES = (MambaTrainer, MambaTrainerFast, NoMambaTrainer, UMambaBotTrainer, UMambaEncTrainer, SegMambaTrainer,
+          LightMUNetTrainer, NnMambaTrainer, VMUNetTrainer, SwinUMambaTrainer)
 
 
 add_fixed_length_variants(globals(), _BASES, SCHEDULE_LENGTHS)

@@ -42,7 +42,7 @@ SiLU, ``selective_scan_ref``). Before recording, that path is checked against ma
 The fork pins MONAI 1.3.0; this runs with the installed MONAI. The blocks it uses
 (``networks/blocks/segresnet_block.py``, ``convolutions.py``, ``upsample.py``, ``layers/utils.py``) were compared
 with MONAI 1.3.0's: ``segresnet_block.py`` and ``convolutions.py`` are identical; the others differ only in an
-optional ``post_conv`` of ``UpSample`` (unused) and added helpers.
+optional ``post_conv`` of ``UpSample`` (unused) and functions it does not call.
 
 Getting the snapshots
 ---------------------

@@ -23,17 +23,19 @@ Inputs are drawn with generator seed 2. Also ``<out>/vmamba_family_param_counts.
 
 Reduced configurations, and how they reach the original constructors
 --------------------------------------------------------------------
-* VM-UNet: ``VMUNet`` does not forward widths to its ``VSSM``; the module's ``VSSM`` name is replaced by
-  ``functools.partial(VSSM, dims=[8, 16, 32, 64], dims_decoder=[64, 32, 16, 8], d_state=8)`` while the model
-  is built.
-  Input (1, 3, 64, 96); also a one-channel input of the same size (``gray_input`` / ``gray_output``: the
-  original repeats it to three channels).
+* VM-UNet: ``VMUNet(input_channels=3, num_classes=3, depths=[2, 2, 2, 1], depths_decoder=[1, 2, 2, 1],
+  drop_path_rate=0.2)``. ``VMUNet`` does not forward widths to its ``VSSM``; the module's ``VSSM`` name is
+  replaced by ``functools.partial(VSSM, dims=[8, 16, 32, 64], dims_decoder=[64, 32, 16, 8], d_state=8)`` while
+  the model is built. Input (1, 3, 64, 96); also a one-channel input of the same size (``gray_input`` /
+  ``gray_output``: the original repeats it to three channels).
 * Swin-UMamba: ``SwinUMamba`` builds ``VSSMEncoder(patch_size=2, in_chans=feat_size[0])`` with VMamba-Tiny's
   fixed widths 96..768 and depths 2,2,9,2; the module's ``VSSMEncoder`` name is replaced by
   ``functools.partial(VSSMEncoder, dims=feat_size[1:], depths=[1, 1, 2, 1])`` while the reduced model is built
-  (feat_size 8, 16, 32, 64, 128, hidden 128). Deep supervision on (four outputs). Input (1, 2, 64, 96).
+  (``SwinUMamba(in_chans=2, out_chans=3, feat_size=[4, 4, 8, 16, 32], hidden_size=32)``). Deep supervision on
+  (four outputs). Input (1, 2, 64, 96).
 * MedMamba: ``VSSM(depths=[1, 1, 2, 1], dims=[8, 16, 32, 64], in_chans=3, num_classes=4)``. Input
-  (2, 3, 64, 96): BatchNorm layers in eval mode use the (perturbed) running statistics.
+  (2, 3, 72, 100), whose maps turn odd at the third and fourth stage (the original drops the last row/column);
+  BatchNorm layers in eval mode use the (perturbed) running statistics.
 
 How the selective scan runs on CPU, and how that was checked
 ------------------------------------------------------------
@@ -239,6 +241,120 @@ def record_vmunet(root: Path, ssi, out_dir: Path, counts: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Swin-UMamba
+# ----------------------------------------------------------------------------------------------
+SWIN_SMALL = dict(in_chans=2, out_chans=3, feat_size=[4, 4, 8, 16, 32], hidden_size=32, deep_supervision=True)
+SWIN_SMALL_ENCODER = dict(depths=[1, 1, 2, 1])  # plus dims=feat_size[1:]
+# get_swin_umamba_from_plans: feat_size and hidden_size fixed, channels and heads from the dataset.
+# AbdomenMR (U-Mamba's Dataset702, the paper's first benchmark): one MR channel, 13 organs + background.
+SWIN_PAPER = {
+    "swin_umamba_2d/abdomen_mr": dict(in_chans=1, out_chans=14, feat_size=[48, 96, 192, 384, 768],
+                                      deep_supervision=True, hidden_size=768),
+    "swin_umamba_2d/hippocampus": dict(in_chans=1, out_chans=3, feat_size=[48, 96, 192, 384, 768],
+                                       deep_supervision=True, hidden_size=768),
+}
+
+
+def load_swin_umamba(root: Path, ssi):
+    mod = load_module("swin_umamba_original", root / "swin_umamba" / "nnunetv2" / "nets" / "SwinUMamba.py")
+    mod.selective_scan_fn = ssi.selective_scan_ref  # SS2D.__init__ stores it as self.selective_scan
+    return mod
+
+
+def record_swin_umamba(root: Path, ssi, out_dir: Path, counts: dict) -> None:
+    mod = load_swin_umamba(root, ssi)
+    for key, kw in SWIN_PAPER.items():
+        torch.manual_seed(0)
+        counts[key] = {"network": "swin_umamba_2d", "init_kwargs": kw, "params": param_count(mod.SwinUMamba(**kw))}
+        print(f"{key}: {counts[key]['params']:,} parameters")
+    original_encoder = mod.VSSMEncoder
+    mod.VSSMEncoder = functools.partial(original_encoder, dims=SWIN_SMALL["feat_size"][1:], **SWIN_SMALL_ENCODER)
+    try:
+        torch.manual_seed(0)
+        model = mod.SwinUMamba(**SWIN_SMALL).float()
+    finally:
+        mod.VSSMEncoder = original_encoder
+    for m in model.modules():
+        if isinstance(m, mod.SS2D):
+            assert m.selective_scan is ssi.selective_scan_ref
+    stats = init_stats(model)
+    state_dict = perturb(model)
+    x = torch.randn(1, 2, 64, 96, generator=torch.Generator().manual_seed(2))
+    save(out_dir, "swin_umamba_2d", {
+        "network": "swin_umamba_2d", "source": SOURCES["swin_umamba_2d"],
+        "init_kwargs": dict(SWIN_SMALL, **SWIN_SMALL_ENCODER),
+        "input": x, "outputs": run(model, x),
+        "state_dict": state_dict, "param_count": param_count(model), "init_stats": stats,
+        "torch_version": str(torch.__version__),
+        "notes": "SwinUMamba(**init_kwargs minus depths) with its VSSMEncoder built with dims=feat_size[1:] and "
+                 "depths; float32 CPU eval forward (deep supervision: 4 outputs, highest resolution first), "
+                 "selective_scan_fn -> mamba-ssm selective_scan_ref; MONAI " + _monai_version() + "; init seed 0, "
+                 "perturbation seed 1, input seed 2",
+    })
+
+
+def _monai_version() -> str:
+    import monai
+    return str(monai.__version__)
+
+
+# ----------------------------------------------------------------------------------------------
+# MedMamba
+# ----------------------------------------------------------------------------------------------
+MEDMAMBA_SMALL = dict(depths=[1, 1, 2, 1], dims=[8, 16, 32, 64], in_chans=3, num_classes=4)
+# MedMamba.py's last lines (num_classes=6 there; train.py trains the default, MedMamba-T, at 3x224x224)
+MEDMAMBA_PAPER = {
+    "medmamba_2d/t": dict(depths=[2, 2, 4, 2], dims=[96, 192, 384, 768], num_classes=6),
+    "medmamba_2d/s": dict(depths=[2, 2, 8, 2], dims=[96, 192, 384, 768], num_classes=6),
+    "medmamba_2d/b": dict(depths=[2, 2, 12, 2], dims=[128, 256, 512, 1024], num_classes=6),
+}
+MEDMAMBA_TAIL = "medmamba_t = VSSM("  # from here on the file builds CUDA models and runs them
+
+
+def load_medmamba(root: Path, ssi):
+    path = root / "MedMamba.py"
+    text = path.read_text()
+    cut = text.index(MEDMAMBA_TAIL)
+    mod = load_module("medmamba_original", path, source=text[:cut])
+    mod.selective_scan_fn = ssi.selective_scan_ref  # read by SS2D.forward_corev0 at every call
+    return mod
+
+
+class _Backbone(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_backbone(x)
+
+
+def record_medmamba(root: Path, ssi, out_dir: Path, counts: dict) -> None:
+    mod = load_medmamba(root, ssi)
+    for key, kw in MEDMAMBA_PAPER.items():
+        torch.manual_seed(0)
+        counts[key] = {"network": "medmamba_2d", "init_kwargs": kw, "params": param_count(mod.VSSM(**kw))}
+        print(f"{key}: {counts[key]['params']:,} parameters")
+    torch.manual_seed(0)
+    model = mod.VSSM(**MEDMAMBA_SMALL).float()
+    stats = init_stats(model)
+    state_dict = perturb(model)
+    # 72 x 100: odd maps at the third and fourth stage (18x25 -> 9x12 -> 4x6 -> 2x3), the original's truncation
+    x = torch.randn(2, 3, 72, 100, generator=torch.Generator().manual_seed(2))
+    save(out_dir, "medmamba_2d", {
+        "network": "medmamba_2d", "source": SOURCES["medmamba_2d"], "init_kwargs": MEDMAMBA_SMALL,
+        "input": x, "outputs": run(model, x),
+        "backbone_output": run(_Backbone(model), x)[0],
+        "state_dict": state_dict, "param_count": param_count(model), "init_stats": stats,
+        "torch_version": str(torch.__version__),
+        "notes": "backbone_output: forward_backbone (channels-last last-stage map) of the same forward; "
+                 "MedMamba.py executed up to its module-level CUDA models; VSSM(**init_kwargs); float32 CPU eval "
+                 "forward (BatchNorm running statistics perturbed like every float tensor), selective_scan_fn -> "
+                 "mamba-ssm selective_scan_ref; init seed 0, perturbation seed 1, input seed 2",
+    })
+
+
+# ----------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vmunet", type=Path, help="VM-UNet checkout")
@@ -258,6 +374,10 @@ def main() -> None:
     counts = json.loads(counts_path.read_text()) if counts_path.exists() else {}
     if args.vmunet:
         record_vmunet(args.vmunet.resolve(), ssi, args.out, counts)
+    if args.swin_umamba:
+        record_swin_umamba(args.swin_umamba.resolve(), ssi, args.out, counts)
+    if args.medmamba:
+        record_medmamba(args.medmamba.resolve(), ssi, args.out, counts)
     counts_path.write_text(json.dumps(dict(sorted(counts.items())), indent=2) + "\n")
 
 

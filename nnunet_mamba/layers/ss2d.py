@@ -194,6 +194,23 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(torch.cat(parts, -1)))
 
 
+class VSSLayer(nn.Module):
+    """An encoder stage: ``depth`` VSS blocks, then ``PatchMerging2D`` if ``downsample``."""
+
+    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], norm_layer=nn.LayerNorm, d_state: int = 16,
+                 downsample: bool = False, attn_drop: float = 0.0, backend: Optional[str] = None):
+        super().__init__()
+        self.dim = dim
+        self.blocks = nn.ModuleList(VSSBlock(dim, drop_path[i], norm_layer, attn_drop, d_state, backend=backend)
+                                    for i in range(depth))
+        self.downsample = PatchMerging2D(dim, norm_layer) if downsample else None
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+
 def drop_path_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
     """Stochastic depth linearly from 0 to ``rate`` over all blocks, split per stage (VMamba's ``dpr``)."""
     dpr = [v.item() for v in torch.linspace(0, rate, sum(depths), device="cpu")]

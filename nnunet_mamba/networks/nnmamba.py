@@ -29,6 +29,7 @@ original's scripts and nnU-Net trainers use. Where ours generalises the original
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -65,7 +66,7 @@ def _mamba_precision(x: torch.Tensor):
         return _no_change(), x
     if wider == torch.float32:
         return torch.autocast(x.device.type, enabled=False), x.float()
-    return torch.autocast(x.device.type, dtype=wider), x
+    return torch.autocast(x.device.type, dtype=wider), x.float()  # flips/concatenation of one dtype
 
 
 class MambaLayer(nn.Module):
@@ -160,20 +161,15 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, dim: int, r: int = 16):
         super().__init__()
-        self.layer1 = nn.Linear(dim, dim // r)
-        self.layer2 = nn.Linear(dim // r, dim)
+        with warnings.catch_warnings():  # below r channels the bottleneck is empty, as in the original
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            self.layer1 = nn.Linear(dim, dim // r)
+            self.layer2 = nn.Linear(dim // r, dim)
         self.relu = nn.ReLU()
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.sigmoid(self.layer2(self.relu(self.layer1(v))))
-
-
-def _stem_and_stages(net: nn.Module, in_ch: int, channels: int, blocks: int, stage_mamba) -> None:
-    net.in_conv = DoubleConv(in_ch, channels, stride=2, kernel_size=3)
-    for i in (1, 2, 3):
-        c_in, c_out = channels * 2 ** (i - 1), channels * 2 ** i
-        setattr(net, f"layer{i}", make_res_layer(c_in, c_out, blocks, stride=2, mamba_layer=stage_mamba(c_out)))
 
 
 class NnMambaSeg(nn.Module):
@@ -185,10 +181,14 @@ class NnMambaSeg(nn.Module):
         if blocks < 1:
             raise ValueError(f"blocks must be >= 1, got {blocks}")
         self.in_ch, self.channels, self.blocks, self.number_classes = in_ch, channels, blocks, number_classes
-        _stem_and_stages(self, in_ch, channels, blocks, lambda c: MambaLayer(c, siamese=True, backend=backend))
+        # registered (and initialised) in the original's order, so that the state-dict keys come in its order
+        self.in_conv = DoubleConv(in_ch, channels, stride=2, kernel_size=3)
         self.pooling = nn.AdaptiveAvgPool3d((1, 1, 1))
         for i in (1, 2, 3):
-            self.add_module(f"att{i}", ChannelAttention(channels * 2 ** (i - 1)))
+            c_in, c_out = channels * 2 ** (i - 1), channels * 2 ** i
+            self.add_module(f"att{i}", ChannelAttention(c_in))
+            mamba_layer = MambaLayer(c_out, siamese=True, backend=backend)  # one instance for the whole stage
+            self.add_module(f"layer{i}", make_res_layer(c_in, c_out, blocks, stride=2, mamba_layer=mamba_layer))
         self.up5 = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
         self.conv5 = DoubleConv(channels * 12, channels * 4)
         self.up6 = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)

@@ -10,6 +10,10 @@ input channels, output channels and the deep-supervision flag, for 2D or 3D.
 | umamba_bot    | U-Mamba Bot (Ma et al. 2024), as bowang-lab/U-Mamba builds it               |
 | umamba_enc    | U-Mamba Enc (Ma et al. 2024), as bowang-lab/U-Mamba builds it               |
 | segmamba      | SegMamba (Xing et al. 2024), as ge-xing/SegMamba builds it (3D)            |
+| lightmunet    | LightM-UNet (Liao et al. 2024), as MrBlankness/LightM-UNet builds it        |
+| nnmamba       | nnMamba (Gong et al. 2024), as lhaof/nnMamba builds it (3D)                |
+| vmunet        | VM-UNet (Ruan and Xiang 2024), as JCruan519/VM-UNet builds it (2D)         |
+| swin_umamba   | Swin-UMamba (Liu et al. 2024), as JiarunLiu/Swin-UMamba builds it (2D)     |
 
 Entries that need the patch size (U-Mamba Enc's channel-token mode) are registered with
 ``needs_patch_size=True`` and get it from :func:`build_network`.
@@ -22,8 +26,12 @@ from torch import nn
 
 from nnunet_mamba.layers import MultiDirMamba
 from .hybrid_unet import HybridResEncUNet
+from .lightmunet import lightmunet_from_plans
+from .nnmamba import nnmamba_from_plans
 from .segmamba import SegMamba
+from .swin_umamba import swin_umamba_from_plans
 from .umamba import UMamba
+from .vmunet import vmunet_from_plans
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _NEEDS_PATCH_SIZE: set[str] = set()
@@ -147,3 +155,13 @@ def segmamba(arch_kwargs, input_channels, num_classes, deep_supervision, depths=
         raise ValueError("SegMamba is a 3D network: use a 3d configuration (3d_fullres)")
     return SegMamba(in_chans=input_channels, out_chans=num_classes, depths=depths, feat_size=feat_size,
                     hidden_size=hidden_size, backend=backend)
+
+
+register_network("lightmunet", source="LightM-UNet (Liao et al. 2024), MrBlankness/LightM-UNet@6b72e27")(
+    lightmunet_from_plans)
+register_network("nnmamba", dims=(3,), source="nnMamba (Gong et al. 2024), lhaof/nnMamba@6fb35a3")(
+    nnmamba_from_plans)
+register_network("vmunet", dims=(2,), source="VM-UNet (Ruan and Xiang 2024), JCruan519/VM-UNet@43c495b")(
+    vmunet_from_plans)
+register_network("swin_umamba", dims=(2,), source="Swin-UMamba (Liu et al., MICCAI 2024), "
+                 "JiarunLiu/Swin-UMamba@2c1f72e")(swin_umamba_from_plans)

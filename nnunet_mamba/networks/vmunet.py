@@ -44,8 +44,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from nnunet_mamba.layers.ss2d import (PatchEmbed2D, PatchMerging2D, VSSBlock, drop_path_rates,
-                                      vmamba_init_weights)
+from nnunet_mamba.layers.ss2d import PatchEmbed2D, VSSBlock, VSSLayer, drop_path_rates, vmamba_init_weights
 
 def _pixel_shuffle_last(x: torch.Tensor, scale: int) -> torch.Tensor:
     """``b h w (p1 p2 c) -> b (h p1) (w p2) c``."""
@@ -81,23 +80,6 @@ class FinalPatchExpand2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(_pixel_shuffle_last(self.expand(x), self.dim_scale))
-
-
-class VSSLayer(nn.Module):
-    """An encoder stage: ``depth`` VSS blocks, then ``PatchMerging2D`` if ``downsample``."""
-
-    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], norm_layer=nn.LayerNorm, d_state: int = 16,
-                 downsample: bool = False, attn_drop: float = 0.0, backend: Optional[str] = None):
-        super().__init__()
-        self.dim = dim
-        self.blocks = nn.ModuleList(VSSBlock(dim, drop_path[i], norm_layer, attn_drop, d_state, backend=backend)
-                                    for i in range(depth))
-        self.downsample = PatchMerging2D(dim, norm_layer) if downsample else None
-
-    def forward(self, x):
-        for blk in self.blocks:
-            x = blk(x)
-        return self.downsample(x) if self.downsample is not None else x
 
 
 class VSSLayerUp(nn.Module):
@@ -261,8 +243,6 @@ def vmunet_from_plans(arch_kwargs: dict, input_channels: int, num_classes: int, 
     conv_op = arch_kwargs.get("conv_op")
     if conv_op is not None and conv_op is not nn.Conv2d:
         raise ValueError("VM-UNet is a 2D network: use a 2d configuration")
-    if deep_supervision:
-        pass  # VM-UNet has a single output; nothing to switch
     channels = 3 if (gray_to_rgb and input_channels == 1) else input_channels
     return VMUNet(channels, num_classes, depths=depths, depths_decoder=depths_decoder, drop_path_rate=drop_path_rate,
                   sigmoid_single_class=False, backend=backend, **options)
