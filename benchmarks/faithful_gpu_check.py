@@ -7,7 +7,7 @@ For every fixture in tests/fixtures/originals (recorded from the authors' code o
 * ``torch._dynamo.explain`` of the training forward under fp16 autocast (nnU-Net's default): graph count and
   graph breaks, then one compiled (Inductor) forward + backward, checked finite, with its compile time.
 
-    python benchmarks/faithful_gpu_check.py [--out DIR]
+    python benchmarks/faithful_gpu_check.py [--compile none|explain|full] [--networks FIXTURE ...] [--out DIR]
 Writes faithful_gpu_check.json and prints one line per network; exits 1 if a float32 error exceeds 1e-4 or a
 graph breaks.
 """
@@ -31,7 +31,8 @@ def outputs(net, x):
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def check(name: str, device: torch.device, compile_: bool) -> dict:
+def check(name: str, device: torch.device, compile_: str) -> dict:
+    """``compile_``: "none" (numerics only), "explain" (plus dynamo's graph count), "full" (plus Inductor)."""
     fx = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
     net = fixture_network(name, fx["init_kwargs"]).to(device)
     net.load_state_dict({k: v.float() for k, v in fx["state_dict"].items()})
@@ -52,7 +53,7 @@ def check(name: str, device: torch.device, compile_: bool) -> dict:
             with torch.autocast("cuda", dtype=dtype):
                 errs = [relative_error(o.float().cpu(), r) for o, r in zip(outputs(net, x), fx["outputs"])]
             row[f"{str(dtype)[6:]}_autocast_rel_err"] = max(errs)
-    if not compile_:
+    if compile_ == "none":
         return row
     net.train()
     with torch.autocast("cuda", dtype=torch.float16):
@@ -61,6 +62,8 @@ def check(name: str, device: torch.device, compile_: bool) -> dict:
     row["graph_breaks"] = explained.graph_break_count
     row["break_reasons"] = [str(b.reason)[:200] for b in explained.break_reasons]
     torch._dynamo.reset()
+    if compile_ == "explain":
+        return row
     compiled = torch.compile(net)
     start = time.time()
     with torch.autocast("cuda", dtype=torch.float16):
@@ -77,7 +80,8 @@ def check(name: str, device: torch.device, compile_: bool) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--no-compile", action="store_true", help="only the numerical checks")
+    ap.add_argument("--compile", choices=["none", "explain", "full"], default="full",
+                    help="none: numerical checks only; explain: plus graph breaks; full: plus one compiled step")
     ap.add_argument("--networks", nargs="+", default=None, help="fixture names (default: all)")
     args = ap.parse_args()
     # float32 means float32: no TF32 in convolutions and matrix products
@@ -88,13 +92,13 @@ def main() -> int:
     rows, ok = [], True
     for name in names:
         try:
-            row = check(name, device, not args.no_compile)
+            row = check(name, device, args.compile)
         except Exception as e:  # keep the other networks' figures
             row = {"network": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        ok &= "error" not in row and row["fp32_rel_err"] <= 1e-4 and (args.no_compile or (
-            row["graph_breaks"] == 0 and row["compiled_finite"]))
+        ok &= "error" not in row and row["fp32_rel_err"] <= 1e-4 and row.get("graph_breaks", 0) == 0 \
+            and row.get("compiled_finite", True)
     meta = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda}
     try:
         import triton
@@ -103,7 +107,7 @@ def main() -> int:
         pass
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"faithful_gpu_check{'_numerics' if args.no_compile else ''}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"faithful_gpu_check_{args.compile}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print("ALL PASS" if ok else "FAILURES")
     return 0 if ok else 1
 

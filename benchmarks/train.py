@@ -14,7 +14,8 @@ from ``nnUNetResEncUNetMPlans``.
 
 Plans: (a) ``hippocampus_resenc_m``: the 3d_fullres configuration of ``nnUNetResEncUNetMPlans`` that
 nnU-Net 2.8.1 makes for MSD Hippocampus (all 208 cases), (b) ``brats_like_128``: 4 channels, 3 region
-outputs, patch 128^3, batch 2, the 6-stage ResEnc M layout.
+outputs, patch 128^3, batch 2, the 6-stage ResEnc M layout, (c) ``brats_like_2d``: the same in 2D (192x160
+slices, batch 12), for the 2D-only networks.
 
     python benchmarks/train.py [--networks resenc_m mamba_resenc ...] [--amp bf16] [--compile]
 Writes benchmarks/results/train_<card>.json and .md (after every row).
@@ -41,11 +42,12 @@ IMPORTS = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
 
 def plan(n_stages, features, patch, in_ch, out_ch, batch, blocks, kernel_sizes=None, strides=None, regions=False):
-    kw = {"n_stages": n_stages, "features_per_stage": features, "conv_op": "torch.nn.modules.conv.Conv3d",
-          "kernel_sizes": kernel_sizes or [[3, 3, 3]] * n_stages,
-          "strides": strides or [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
+    nd = len(patch)
+    kw = {"n_stages": n_stages, "features_per_stage": features, "conv_op": f"torch.nn.modules.conv.Conv{nd}d",
+          "kernel_sizes": kernel_sizes or [[3] * nd] * n_stages,
+          "strides": strides or [[1] * nd] + [[2] * nd] * (n_stages - 1),
           "n_blocks_per_stage": blocks, "n_conv_per_stage_decoder": [1] * (n_stages - 1), "conv_bias": True,
-          "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+          "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{nd}d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
           "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
           "nonlin_kwargs": {"inplace": True}}
     return dict(arch=resolve_arch_kwargs(kw, IMPORTS), patch=patch, in_ch=in_ch, out_ch=out_ch, batch=batch,
@@ -58,6 +60,8 @@ PLANS = {
                                  kernel_sizes=[[3, 3, 3]] * 4, strides=[[1, 1, 1]] + [[2, 2, 2]] * 3),
     "brats_like_128": plan(6, [32, 64, 128, 256, 320, 320], (128, 128, 128), 4, 3, 2, [1, 3, 4, 6, 6, 6],
                            regions=True),
+    # a 2D ResEnc M layout for the 2D-only networks: 4 channels, 3 regions, 192x160 slices, batch 12
+    "brats_like_2d": plan(6, [32, 64, 128, 256, 512, 512], (192, 160), 4, 3, 12, [1, 3, 4, 6, 6, 6], regions=True),
 }
 
 
