@@ -124,7 +124,7 @@ def convert_brats(input_dir: str | Path, dataset_id: int, output_root: Optional[
     if problems:
         raise DatasetError(problems, f"BraTS folder {input_dir}")
 
-    with atomic_directory(final, overwrite=overwrite) as tmp:
+    with atomic_directory(final, overwrite=overwrite, inputs=[input_dir]) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir()
         n_train = 0

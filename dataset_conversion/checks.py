@@ -28,6 +28,12 @@ class DatasetError(ValueError):
 
 
 def read_image(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
+    from nnunet_mamba.input_checks import file_integrity_problem
+
+    damaged = file_integrity_problem(str(path))
+    if damaged:  # SimpleITK would read it without complaint, filling the missing voxels
+        problems.append(Problem(str(path), damaged.split(": ", 1)[1]))
+        return None
     try:
         img = sitk.ReadImage(str(path))
     except Exception as e:  # SimpleITK raises RuntimeError with a long C++ trace
@@ -44,10 +50,13 @@ def nifti_nonfinite_problems(path: Path) -> list[Problem]:
     if not str(path).endswith((".nii", ".nii.gz")):
         return []
     import nibabel as nib
-    img = nib.load(str(path))
-    if not np.issubdtype(img.header.get_data_dtype(), np.floating):
-        return []
-    bad = int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+    try:
+        img = nib.load(str(path))
+        if not np.issubdtype(img.header.get_data_dtype(), np.floating):
+            return []
+        bad = int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+    except Exception as e:  # a damaged file: one problem, and the dataset's other problems still get reported
+        return [Problem(str(path), f"cannot be read ({type(e).__name__}: {str(e)[:200]})")]
     return [Problem(str(path), f"contains {bad} NaN/Inf voxel(s)")] if bad else []
 
 

@@ -105,7 +105,7 @@ def convert_degrade(source: str | Path, dataset_id: int, name: str, degradation:
     final = output_dataset_folder(output_root, dataset_id, name)
     say = progress or (lambda s: None)
     records = {}
-    with atomic_directory(final, overwrite=overwrite) as tmp:
+    with atomic_directory(final, overwrite=overwrite, inputs=[source]) as tmp:
         for sub in ("imagesTr", "labelsTr") + (("imagesTs", "cleanTs") if test else ()):
             (tmp / sub).mkdir()
         for split, cases in (("train", train), ("test", test)):

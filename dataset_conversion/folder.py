@@ -44,6 +44,11 @@ def _is_dicom_dir(path: Path) -> bool:
 def read_nibabel(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
     """A 3D file nibabel reads (RAS affine) as a SimpleITK image (LPS): same voxels, same physical positions."""
     import nibabel as nib
+    from nnunet_mamba.input_checks import file_integrity_problem
+    damaged = file_integrity_problem(str(path))
+    if damaged:
+        problems.append(Problem(str(path), damaged.split(": ", 1)[1]))
+        return None
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
@@ -189,7 +194,7 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
     if problems:
         raise DatasetError(problems, f"input folders ({images})")
 
-    with atomic_directory(final, overwrite=overwrite) as tmp:
+    with atomic_directory(final, overwrite=overwrite, inputs=[images, labels, test_images]) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir()
         for case, imgs, lab, split in checked:

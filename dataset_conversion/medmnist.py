@@ -87,7 +87,7 @@ def convert_medmnist(npz: str | Path, dataset_id: int, name: str, class_names: O
     final = output_dataset_folder(output_root, dataset_id, name)
     say = progress or (lambda s: None)
     rows = []
-    with atomic_directory(final, overwrite=overwrite) as tmp:
+    with atomic_directory(final, overwrite=overwrite, inputs=[npz]) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir()
         for split, (images, labels) in data.items():

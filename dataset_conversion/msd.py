@@ -168,7 +168,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
     if problems:
         raise DatasetError(problems, f"MSD task {task_dir}")
 
-    with atomic_directory(final, overwrite=overwrite) as tmp:
+    with atomic_directory(final, overwrite=overwrite, inputs=[task_dir]) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs") + (("labelsTs",) if labels_ts.is_dir() else ()):
             (tmp / sub).mkdir()
         for cid, chans, lab, split in cases:

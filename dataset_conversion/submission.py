@@ -56,11 +56,13 @@ def predict_with_model(model: Path, images: Path, folds, out: Path, device: str 
 
 def submit_brats(predictions: str | Path, output: str | Path, dataset_json: str | Path,
                  reference_images: Optional[str | Path] = None, overwrite: bool = False,
-                 progress: Optional[Callable[[str], None]] = None) -> tuple[Path, Path]:
+                 progress: Optional[Callable[[str], None]] = None, allow_missing: bool = False) -> tuple[Path, Path]:
     """nnU-Net predictions of a dataset made by ``convert brats`` -> BraTS submission folder + zip.
 
     ``reference_images``: the nnU-Net images the predictions were made from (``<case>_0000.nii.gz``); each
-    prediction must match their geometry (size, spacing, origin, direction) and gets their exact header.
+    prediction must match their geometry (size, spacing, origin, direction) and gets their exact header, and
+    every one of their cases needs a prediction (``allow_missing``: submit without the missing ones, listed in
+    the manifest).
     """
     predictions, output = Path(predictions), Path(output)
     meta = json.loads(Path(dataset_json).read_text())
@@ -102,12 +104,23 @@ def submit_brats(predictions: str | Path, output: str | Path, dataset_json: str 
             if len(problems) > n:
                 continue
         converted.append((cid, img, ref))
+    missing = []
+    if reference_images is not None:
+        predicted = {f.name[: -len(_NII)] for f in files}
+        missing = sorted(p.name[: -len(f"_0000{_NII}")] for p in Path(reference_images).glob(f"*_0000{_NII}")
+                         if p.name[: -len(f"_0000{_NII}")] not in predicted)
+        if missing and not allow_missing:
+            problems.extend(Problem(str(Path(reference_images) / f"{cid}_0000{_NII}"),
+                                    f"has no prediction in {predictions}: a submission needs every case "
+                                    "(--allow-missing submits without it)") for cid in missing)
     if problems:
         raise DatasetError(problems, f"predictions in {predictions}")
+    for cid in missing:
+        say(f"no prediction for {cid}: left out of the submission (--allow-missing)")
 
     manifest = {"challenge": "BraTS", "naming": naming, "labels": {"1": "necrosis", "2": "edema",
-                str(NAMINGS[naming]["enhancing"]): "enhancing tumour"}, "files": {}}
-    with atomic_directory(output, overwrite=overwrite) as tmp:
+                str(NAMINGS[naming]["enhancing"]): "enhancing tumour"}, "files": {}, "missing_cases": missing}
+    with atomic_directory(output, overwrite=overwrite, inputs=[predictions, reference_images]) as tmp:
         for cid, img, ref in converted:
             out = sitk.GetImageFromArray(to_brats_labels(sitk.GetArrayViewFromImage(img), naming))
             out.CopyInformation(ref if ref is not None else img)

@@ -7,6 +7,7 @@ what to do; all problems are reported at once.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import zlib
@@ -27,12 +28,44 @@ class InputError(ValueError):
 
 def gzip_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
     """A truncated or corrupt gzip stream (ITK reads those silently, padding with garbage)."""
+    return file_integrity_problem(path, chunk)
+
+
+def file_integrity_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
+    """A damaged image file that readers would accept: a truncated or corrupt gzip stream, or a NIfTI file
+    (``.nii`` / ``.nii.gz``) with fewer bytes of voxel data than its header declares. ITK reads both without
+    complaint and fills the missing voxels with zeros or garbage."""
+    import nibabel as nib
+
+    name = str(path).lower()
+    head, total = b"", 0
     try:
-        with gzip.open(path, "rb") as f:
-            while f.read(chunk):
-                pass
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            while True:
+                block = f.read(chunk)
+                if not block:
+                    break
+                if len(head) < 544:
+                    head += block[:544 - len(head)]
+                total += len(block)
     except (EOFError, OSError, zlib.error) as e:
         return f"{path}: damaged gzip data ({e}); the file is truncated or corrupt, copy it again"
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    if total < 348:
+        return f"{path}: only {total} bytes, shorter than a NIfTI header; the file is truncated, copy it again"
+    try:
+        header = nib.Nifti1Header.from_fileobj(io.BytesIO(head), check=False)
+        if header.sizeof_hdr != 348:
+            header = nib.Nifti2Header.from_fileobj(io.BytesIO(head), check=False)
+    except Exception:  # not a NIfTI header at all: the image reader reports that
+        return None
+    expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) \
+        * header.get_data_dtype().itemsize
+    if total < expected:
+        return (f"{path}: truncated: its header declares {expected} bytes of image data and header, the file holds "
+                f"{total}; copy it again")
     return None
 
 

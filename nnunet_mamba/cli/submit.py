@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     b.add_argument("-f", "--folds", nargs="+", default=["0"], help="with -m: folds to ensemble (default 0)")
     b.add_argument("-device", default="cuda", help="with -m: cuda or cpu")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--allow-missing", action="store_true",
+                   help="submit even if some --images cases have no prediction (they are listed in the manifest)")
     b.set_defaults(func=run_brats)
 
 
@@ -45,9 +47,10 @@ def run_brats(args) -> int:
         folds = [f if f == "all" else int(f) for f in args.folds]
         with tempfile.TemporaryDirectory(prefix="nnunet_mamba_pred_") as pred:
             predict_with_model(Path(args.model), Path(args.images), folds, Path(pred), args.device)
-            out, z = submit_brats(pred, args.output, ds, args.images, args.overwrite, lambda s: print(s, flush=True))
+            out, z = submit_brats(pred, args.output, ds, args.images, args.overwrite, lambda s: print(s, flush=True),
+                                  args.allow_missing)
     else:
         out, z = submit_brats(args.predictions, args.output, ds, args.images, args.overwrite,
-                              lambda s: print(s, flush=True))
+                              lambda s: print(s, flush=True), args.allow_missing)
     print(f"wrote {out} and {z}")
     return 0

@@ -1,0 +1,155 @@
+"""Hostile input through the CLI (subprocesses), built from real MSD Hippocampus cases: damaged files, outputs
+that would overwrite their inputs, incomplete submissions. Each is one clear error naming the file, and nothing
+is written or lost.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from test_brats import brats2021  # noqa: F401  (fixture)
+from test_msd_conversion import small_task
+
+pytestmark = pytest.mark.faults
+
+
+def cli(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnunet_mamba.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def truncate(path: Path, fraction: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def first_label(task: Path) -> Path:
+    return sorted((task / "labelsTr").glob("*.nii.gz"))[0]
+
+
+def test_truncated_gzip_label_is_refused_not_converted(tmp_path):
+    task = small_task(tmp_path)
+    label = first_label(task)
+    truncate(label)
+    out = cli("convert", "msd", task, "-o", tmp_path / "raw")
+    assert out.returncode == 2
+    assert str(label) in out.stderr and "truncated" in out.stderr
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+def test_truncated_uncompressed_nifti_is_refused(tmp_path):
+    """A .nii cut short: no gzip check can see it; the header's declared data size does."""
+    task = small_task(tmp_path)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for src in sorted((task / "imagesTr").glob("*.nii.gz")):
+        (images / src.name[:-3]).write_bytes(gzip.decompress(src.read_bytes()))
+        lab = task / "labelsTr" / src.name
+        (labels / lab.name[:-3]).write_bytes(gzip.decompress(lab.read_bytes()))
+    victim = sorted(images.iterdir())[1]
+    truncate(victim, 0.7)
+    out = cli("convert", "folder", "--images", images, "--labels", labels, "-d", "912", "--name", "Y",
+              "--channels", "MRI", "--label-names", "background=0", "Anterior=1", "Posterior=2", "-o", tmp_path / "raw")
+    assert out.returncode == 2 and str(victim) in out.stderr and "truncated" in out.stderr
+    assert not (tmp_path / "raw" / "Dataset912_Y").exists()
+
+
+def test_truncated_float_image_and_other_problems_are_all_reported(tmp_path):
+    """A float image cut short used to crash the NaN check (EOFError); now it is one problem among the others."""
+    task = small_task(tmp_path)
+    images = sorted((task / "imagesTr").glob("*.nii.gz"))
+    img = sitk.ReadImage(str(images[0]))
+    float_img = sitk.Cast(img, sitk.sitkFloat32)
+    sitk.WriteImage(float_img, str(images[0]), useCompression=True)
+    truncate(images[0])
+    labels = sorted((task / "labelsTr").glob("*.nii.gz"))
+    bad = sitk.ReadImage(str(labels[1]))
+    arr = sitk.GetArrayFromImage(bad)
+    arr[0, 0, 0] = 7  # a label value the dataset does not declare
+    out_img = sitk.GetImageFromArray(arr)
+    out_img.CopyInformation(bad)
+    sitk.WriteImage(out_img, str(labels[1]), useCompression=True)
+    out = cli("convert", "msd", task, "-o", tmp_path / "raw")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert str(images[0]) in out.stderr and str(labels[1]) in out.stderr and "[7]" in out.stderr
+
+
+def test_overwrite_never_deletes_the_input(tmp_path):
+    task = small_task(tmp_path)
+    raw = tmp_path / "raw"
+    first = cli("convert", "msd", task, "-d", "911", "--name", "X", "-o", raw)
+    assert first.returncode == 0, first.stderr
+    ds = raw / "Dataset911_X"
+    labels_before = sorted(p.name for p in (ds / "labelsTr").iterdir())
+    out = cli("convert", "folder", "--images", ds / "imagesTr", "--labels", ds / "labelsTr", "-d", "911", "--name",
+              "X", "--channels", "MRI", "--label-names", "background=0", "Anterior=1", "Posterior=2", "-o", raw,
+              "--overwrite")
+    assert out.returncode == 2 and "delete the input" in out.stderr
+    assert sorted(p.name for p in (ds / "labelsTr").iterdir()) == labels_before
+
+
+def _converted_brats(tmp_path, src):
+    from nnunet_mamba.dataset_conversion.brats import convert_brats
+    ds = convert_brats(src, 137, tmp_path / "raw")
+    return ds
+
+
+def _fake_predictions(ds: Path, folder: Path, cases) -> None:
+    folder.mkdir()
+    for cid in cases:
+        ref = sitk.ReadImage(str(ds / "imagesTr" / f"{cid}_0000.nii.gz"))
+        pred = sitk.GetImageFromArray(np.zeros(sitk.GetArrayViewFromImage(ref).shape, np.uint8))
+        pred.CopyInformation(ref)
+        sitk.WriteImage(pred, str(folder / f"{cid}.nii.gz"), useCompression=True)
+
+
+def test_submission_needs_every_case_or_allow_missing(tmp_path, brats2021):  # noqa: F811
+    src, labs = brats2021
+    ds = _converted_brats(tmp_path, src)
+    cases = sorted(labs)
+    pred = tmp_path / "pred"
+    _fake_predictions(ds, pred, cases[:1])
+    out = cli("submit", "brats", "-i", pred, "--images", ds / "imagesTr", "-d", ds / "dataset.json",
+              "-o", tmp_path / "sub")
+    assert out.returncode == 2 and cases[1] in out.stderr and "--allow-missing" in out.stderr
+    assert not (tmp_path / "sub").exists()
+    out = cli("submit", "brats", "-i", pred, "--images", ds / "imagesTr", "-d", ds / "dataset.json",
+              "-o", tmp_path / "sub", "--allow-missing")
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "sub" / "manifest.json").read_text())
+    assert manifest["missing_cases"] == cases[1:] and len(manifest["files"]) == 1
+
+
+def test_submission_refuses_a_truncated_prediction(tmp_path, brats2021):  # noqa: F811
+    src, labs = brats2021
+    ds = _converted_brats(tmp_path, src)
+    pred = tmp_path / "pred"
+    _fake_predictions(ds, pred, sorted(labs))
+    victim = sorted(pred.iterdir())[0]
+    truncate(victim)
+    out = cli("submit", "brats", "-i", pred, "--images", ds / "imagesTr", "-d", ds / "dataset.json",
+              "-o", tmp_path / "sub")
+    assert out.returncode == 2 and str(victim) in out.stderr and "truncated" in out.stderr
+    assert not (tmp_path / "sub").exists() and not (tmp_path / "sub.zip").exists()
+
+
+def test_submission_output_inside_the_predictions_is_refused(tmp_path, brats2021):  # noqa: F811
+    src, labs = brats2021
+    ds = _converted_brats(tmp_path, src)
+    pred = tmp_path / "pred"
+    _fake_predictions(ds, pred, sorted(labs))
+    before = sorted(p.name for p in pred.iterdir())
+    out = cli("submit", "brats", "-i", pred, "--images", ds / "imagesTr", "-d", ds / "dataset.json",
+              "-o", pred, "--overwrite")
+    assert out.returncode == 2 and "input" in out.stderr
+    assert sorted(p.name for p in pred.iterdir()) == before
+    shutil.rmtree(pred)
