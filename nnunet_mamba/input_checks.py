@@ -94,8 +94,10 @@ def _same(a, b, rtol=1e-3, atol=1e-3) -> bool:
     return len(a) == len(b) and np.allclose(a, b, rtol=rtol, atol=atol)
 
 
-def case_problems(files: Sequence[str], n_channels: int, file_ending: str) -> list[str]:
-    """Problems of one case: channel count and suffixes, readability, equal geometry of its channels."""
+def case_problems(files: Sequence[str], n_channels: int, file_ending: str,
+                  image_ndim: Optional[int] = None) -> list[str]:
+    """Problems of one case: channel count and suffixes, readability, dimensionality (``image_ndim``: that of
+    the training images, 2 or 3), equal geometry of its channels, NaN/Inf voxels."""
     problems = []
     names = [os.path.basename(f) for f in files]
     expected = [f"_{c:04d}{file_ending}" for c in range(n_channels)]
@@ -110,7 +112,15 @@ def case_problems(files: Sequence[str], n_channels: int, file_ending: str) -> li
         g = read_geometry(f)
         if isinstance(g, str):
             problems.append(g)
+        elif len(g[0]) > 3:
+            problems.append(f"{f}: is a {len(g[0])}D image of size {g[0]}; nnU-Net reads one 2D or 3D image per "
+                            f"channel: split it into <case>_0000{file_ending}, <case>_0001{file_ending}, ...")
+        elif image_ndim == 3 and len(g[0]) == 2:
+            problems.append(f"{f}: is a 2D image, but the model was trained on 3D volumes")
         else:
+            nonfinite = nonfinite_problem(f)
+            if nonfinite:
+                problems.append(nonfinite)
             geometry[f] = g
     if len(geometry) > 1:
         ref_file, ref = next(iter(geometry.items()))
@@ -125,6 +135,29 @@ def case_problems(files: Sequence[str], n_channels: int, file_ending: str) -> li
         if g[4] != 1:
             problems.append(f"{f}: has {g[4]} components per voxel; store each channel in its own _000X file")
     return problems
+
+
+def nonfinite_problem(path: str) -> Optional[str]:
+    """NaN/Inf voxels of a float NIfTI image (read with nibabel: SimpleITK's NIfTI reader turns them into 0)."""
+    if not str(path).endswith((".nii", ".nii.gz")):
+        return None
+    import nibabel as nib
+    try:
+        img = nib.load(str(path))
+        if not np.issubdtype(img.header.get_data_dtype(), np.floating):
+            return None
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:
+        return f"{path}: cannot be read ({type(e).__name__}: {str(e)[:200]})"
+    bad = int((~np.isfinite(data)).sum())
+    if not bad:
+        return None
+    if bad == data.size:
+        return f"{path}: every voxel is NaN or Inf: there is no image to segment"
+    return f"{path}: {bad} of {data.size} voxels are NaN or Inf; replace them (e.g. by 0) before predicting"
+
+
+OTHER_IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
 
 
 def group_cases(folder: str, file_ending: str) -> tuple[dict[str, list[str]], list[str]]:
@@ -143,14 +176,24 @@ def group_cases(folder: str, file_ending: str) -> tuple[dict[str, list[str]], li
         elif name.endswith(file_ending):
             problems.append(f"{path}: not named <case>_<4-digit channel>{file_ending} (e.g. "
                             f"{name[:-len(file_ending)]}_0000{file_ending}); nnU-Net would ignore it")
+        elif name.lower().endswith(OTHER_IMAGE_ENDINGS) and re.search(r"_\d{4}\.", name):
+            problems.append(f"{path}: the model reads {file_ending} files; nnU-Net would skip this one (convert it "
+                            f"to {file_ending})")
     if not cases and not problems:
         problems.append(f"{folder}: no {file_ending} images in it (the model's dataset.json says file_ending "
                         f"{file_ending!r})")
     return dict(cases), problems
 
 
-def check_prediction_inputs(list_of_lists_or_folder, dataset_json: dict) -> None:
-    """Raise :class:`InputError` listing every problem of the inputs of a model trained on ``dataset_json``."""
+def training_image_ndim(plans: dict) -> int:
+    """2 for a dataset of 2D images (nnU-Net stores them with one slice), else 3."""
+    shape = plans.get("original_median_shape_after_transp") or [2, 2, 2]
+    return 2 if len(shape) == 3 and int(shape[0]) == 1 or len(shape) == 2 else 3
+
+
+def check_prediction_inputs(list_of_lists_or_folder, dataset_json: dict, image_ndim: Optional[int] = None) -> None:
+    """Raise :class:`InputError` listing every problem of the inputs of a model trained on ``dataset_json``
+    (``image_ndim``: of its training images, :func:`training_image_ndim`)."""
     ending = dataset_json["file_ending"]
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
     if isinstance(list_of_lists_or_folder, str):
@@ -159,7 +202,7 @@ def check_prediction_inputs(list_of_lists_or_folder, dataset_json: dict) -> None
     else:
         groups, problems = [list(g) for g in list_of_lists_or_folder], []
     for files in groups:
-        problems += case_problems(files, n_channels, ending)
+        problems += case_problems(files, n_channels, ending, image_ndim)
     if problems:
         raise InputError(problems, "prediction input")
 

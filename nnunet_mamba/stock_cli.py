@@ -158,7 +158,8 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 def patch_predictor(module) -> None:
     """Wrap nnUNetPredictor so that inputs and checkpoints are checked before any work or output."""
-    from nnunet_mamba.input_checks import InputError, check_prediction_inputs, checkpoint_problems
+    from nnunet_mamba.input_checks import (InputError, check_prediction_inputs, checkpoint_problems,
+                                           training_image_ndim)
 
     cls = module.nnUNetPredictor
     original_init, original_predict = cls.initialize_from_trained_model_folder, cls.predict_from_files
@@ -187,7 +188,8 @@ def patch_predictor(module) -> None:
     @functools.wraps(original_predict)  # nnU-Net reads this method's signature (and its own locals) to log args
     def predict_from_files(self, list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files,
                            *args, **kwargs):
-        check_prediction_inputs(list_of_lists_or_source_folder, self.dataset_json)
+        check_prediction_inputs(list_of_lists_or_source_folder, self.dataset_json,
+                                training_image_ndim(self.plans_manager.plans))
         overwrite = kwargs.get("overwrite", args[1] if len(args) > 1 else True)
         if not overwrite and isinstance(output_folder_or_list_of_truncated_output_files, str):
             remove_damaged_outputs(output_folder_or_list_of_truncated_output_files, self.dataset_json["file_ending"])

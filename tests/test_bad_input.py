@@ -131,6 +131,57 @@ def test_truncated_image_is_caught_not_silently_predicted(ws, tmp_path):
     assert_nothing_written(out)
 
 
+def _replace_first(folder: Path, arr: np.ndarray) -> Path:
+    victim = sorted(folder.iterdir())[0]
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(victim), useCompression=True)
+    return victim
+
+
+def test_4d_image_is_reported_by_check_input_and_predict(ws, tmp_path):
+    """A 4D NIfTI used to pass check-input and then kill nnU-Net's prediction workers."""
+    root, env, ds, model = ws
+    import nibabel as nib
+    folder = inputs_copy(ws, tmp_path)
+    victim = sorted(folder.iterdir())[0]
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((30, 40, 30, 2)).astype(np.float32), np.eye(4)),
+             str(victim))  # four channels in one file, as MSD ships BraTS
+    out = subprocess.run([cli("nnunet-mamba"), "check-input", "-i", str(folder), "-m", str(model)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and str(victim) in out.stderr and "4D image" in out.stderr
+    fails_clearly(predict(ws, folder, tmp_path / "out"), env, str(victim), "4D image")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_2d_image_for_a_3d_model(ws, tmp_path):
+    folder = inputs_copy(ws, tmp_path)
+    victim = _replace_first(folder, np.random.default_rng(0).random((40, 30)).astype(np.float32))
+    fails_clearly(predict(ws, folder, tmp_path / "out"), ws[1], str(victim), "is a 2D image",
+                  "trained on 3D volumes")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_all_nan_image_gets_no_segmentation(ws, tmp_path):
+    folder = inputs_copy(ws, tmp_path)
+    victim = sorted(folder.iterdir())[0]
+    ref = sitk.ReadImage(str(victim))
+    nan = sitk.GetImageFromArray(np.full(sitk.GetArrayViewFromImage(ref).shape, np.nan, np.float32))
+    nan.CopyInformation(ref)
+    sitk.WriteImage(nan, str(victim), useCompression=True)
+    fails_clearly(predict(ws, folder, tmp_path / "out"), ws[1], str(victim), "every voxel is NaN or Inf")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_uncompressed_file_among_compressed_ones_is_not_skipped_silently(ws, tmp_path):
+    import gzip
+    folder = inputs_copy(ws, tmp_path)
+    victim = sorted(folder.iterdir())[0]
+    plain = victim.with_name(victim.name[:-3])
+    plain.write_bytes(gzip.decompress(victim.read_bytes()))
+    victim.unlink()
+    fails_clearly(predict(ws, folder, tmp_path / "out"), ws[1], str(plain), "nnU-Net would skip this one")
+    assert_nothing_written(tmp_path / "out")
+
+
 def test_unreadable_image(ws, tmp_path):
     folder = inputs_copy(ws, tmp_path)
     victim = sorted(folder.iterdir())[0]

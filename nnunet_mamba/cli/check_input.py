@@ -21,14 +21,20 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from nnunet_mamba.input_checks import InputError, check_prediction_inputs, checkpoint_problems
+    from nnunet_mamba.input_checks import (InputError, check_prediction_inputs, checkpoint_problems,
+                                           training_image_ndim)
 
     dataset_json_file = os.path.join(args.model, "dataset.json")
     if not os.path.isfile(dataset_json_file):
         raise FileNotFoundError(f"{args.model}: not a trained model folder (no dataset.json)")
     with open(dataset_json_file) as f:
         dataset_json = json.load(f)
-    check_prediction_inputs(args.input, dataset_json)
+    plans_file = os.path.join(args.model, "plans.json")
+    ndim = None
+    if os.path.isfile(plans_file):
+        with open(plans_file) as f:
+            ndim = training_image_ndim(json.load(f))
+    check_prediction_inputs(args.input, dataset_json, ndim)
 
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
