@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def overlap_problem(final: Path, inputs: Sequence[Path]) -> Optional[str]:
     """Why ``final`` must not be written: it equals, contains or lies inside one of ``inputs``."""
     out = Path(final).resolve()
@@ -40,6 +46,7 @@ def atomic_directory(final: Path, overwrite: bool = False, inputs: Sequence[Opti
         raise FileExistsError(f"{final} already exists; pass overwrite=True (--overwrite) to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset gets the user's usual mode
     try:
         yield tmp
         if final.exists():

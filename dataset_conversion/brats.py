@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_directory
-from .checks import DatasetError, Problem, geometry_problems, image_content_problems, read_image
+from .checks import DatasetError, Problem, geometry_problems, image_content_problems, read_image, write_image
 from .msd import output_dataset_folder
 
 _NII = ".nii.gz"
@@ -131,11 +131,11 @@ def convert_brats(input_dir: str | Path, dataset_id: int, output_root: Optional[
         for cid, chans, lab in cases:
             img_dir = tmp / ("imagesTr" if lab is not None else "imagesTs")
             for c, img in enumerate(chans):
-                sitk.WriteImage(img, str(img_dir / f"{cid}_{c:04d}{_NII}"), useCompression=True)
+                write_image(img, str(img_dir / f"{cid}_{c:04d}{_NII}"))
             if lab is not None:
                 out = sitk.GetImageFromArray(from_brats_labels(sitk.GetArrayViewFromImage(lab), naming))
                 out.CopyInformation(chans[0])
-                sitk.WriteImage(out, str(tmp / "labelsTr" / f"{cid}{_NII}"), useCompression=True)
+                write_image(out, str(tmp / "labelsTr" / f"{cid}{_NII}"))
                 n_train += 1
             say(f"wrote {cid}")
         dataset_json = {

@@ -1,6 +1,7 @@
 """Checks on image/label files before anything is written; every problem names its file."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -25,6 +26,17 @@ class DatasetError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in the {what}; nothing was written:\n{lines}")
+
+
+def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
+    """``sitk.WriteImage``, then a check of what reached the disk: on a full disk SimpleITK can leave a short or
+    empty file without raising."""
+    from nnunet_mamba.input_checks import file_integrity_problem
+
+    sitk.WriteImage(image, str(path), useCompression=compress)
+    problem = file_integrity_problem(str(path)) if os.path.getsize(path) else f"{path}: 0 bytes were written"
+    if problem:
+        raise OSError(f"{problem.split(': ', 1)[1]} after writing it (is the disk full?)", ) from None
 
 
 def read_image(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:

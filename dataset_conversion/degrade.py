@@ -31,6 +31,7 @@ import SimpleITK as sitk
 
 from nnunet_mamba.restoration.degradations import Degradation, case_rng
 from .atomic import atomic_directory
+from .checks import write_image
 from .msd import output_dataset_folder
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -117,13 +118,12 @@ def convert_degrade(source: str | Path, dataset_id: int, name: str, degradation:
                 rng, entropy = case_rng(seed, case)
                 degraded, drawn = degradation.apply(clean, img.GetSpacing()[::-1], rng)
                 if split == "train":
-                    sitk.WriteImage(_like(degraded, img), str(tmp / "imagesTr" / f"{case}_0000{ending}"), True)
-                    sitk.WriteImage(_like(clean, img), str(tmp / "imagesTr" / f"{case}_0001{ending}"), True)
-                    sitk.WriteImage(_like(np.ones(clean.shape), img, np.uint8),
-                                    str(tmp / "labelsTr" / f"{case}{ending}"), True)
+                    write_image(_like(degraded, img), str(tmp / "imagesTr" / f"{case}_0000{ending}"))
+                    write_image(_like(clean, img), str(tmp / "imagesTr" / f"{case}_0001{ending}"))
+                    write_image(_like(np.ones(clean.shape), img, np.uint8), str(tmp / "labelsTr" / f"{case}{ending}"))
                 else:
-                    sitk.WriteImage(_like(degraded, img), str(tmp / "imagesTs" / f"{case}_0000{ending}"), True)
-                    sitk.WriteImage(_like(clean, img), str(tmp / "cleanTs" / f"{case}{ending}"), True)
+                    write_image(_like(degraded, img), str(tmp / "imagesTs" / f"{case}_0000{ending}"))
+                    write_image(_like(clean, img), str(tmp / "cleanTs" / f"{case}{ending}"))
                 records[case] = {"split": split, "source_file": path.name, "rng_entropy": entropy, **drawn}
                 if (i + 1) % 20 == 0 or i + 1 == len(cases):
                     say(f"degraded {i + 1}/{len(cases)} {split} cases")

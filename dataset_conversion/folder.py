@@ -21,7 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_directory
-from .checks import DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_image
+from .checks import (DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_image,
+                     write_image)
 from .msd import output_dataset_folder
 
 EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh")
@@ -200,12 +201,12 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
         for case, imgs, lab, split in checked:
             folder = tmp / ("imagesTr" if split == "train" else "imagesTs")
             for c, img in enumerate(imgs):
-                sitk.WriteImage(img, str(folder / f"{case}_{c:04d}{_NII}"), useCompression=True)
+                write_image(img, str(folder / f"{case}_{c:04d}{_NII}"))
             if lab is not None:
                 arr = np.round(sitk.GetArrayViewFromImage(lab)).astype(np.uint8 if max(allowed) < 256 else np.uint16)
                 out = sitk.GetImageFromArray(arr)
                 out.CopyInformation(imgs[0])
-                sitk.WriteImage(out, str(tmp / "labelsTr" / f"{case}{_NII}"), useCompression=True)
+                write_image(out, str(tmp / "labelsTr" / f"{case}{_NII}"))
             say(f"wrote {case}")
         ds = {"channel_names": {str(i): c for i, c in enumerate(channel_names)},
               "labels": dict(label_names) if label_names else {"background": 0},

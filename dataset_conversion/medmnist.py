@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_directory
+from .checks import write_image
 from .msd import output_dataset_folder
 
 _NII = ".nii.gz"
@@ -95,11 +96,11 @@ def convert_medmnist(npz: str | Path, dataset_id: int, name: str, class_names: O
                 case = f"{split}_{i:05d}"
                 img = _to_image(arr, is_3d)
                 folder = tmp / ("imagesTs" if split == "test" else "imagesTr")
-                sitk.WriteImage(img, str(folder / f"{case}_0000{_NII}"), useCompression=True)
+                write_image(img, str(folder / f"{case}_0000{_NII}"))
                 if split != "test":
                     mask = sitk.GetImageFromArray(np.ones(sitk.GetArrayViewFromImage(img).shape, np.uint8))
                     mask.CopyInformation(img)
-                    sitk.WriteImage(mask, str(tmp / "labelsTr" / f"{case}{_NII}"), useCompression=True)
+                    write_image(mask, str(tmp / "labelsTr" / f"{case}{_NII}"))
                 rows.append((case, int(cls), split))
             say(f"wrote {len(images)} {split} cases")
         with open(tmp / "classes.csv", "w", newline="") as f:

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_directory
 from .checks import (DatasetError, Problem, geometry_problems, image_content_problems, label_problems,
-                     read_image)
+                     read_image, write_image)
 
 _NII = ".nii.gz"
 
@@ -68,17 +68,31 @@ def _label_as_uint8(lab: sitk.Image, like: sitk.Image) -> sitk.Image:
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """``DatasetXXX_<name>``, for an ID nnU-Net accepts (1-999) and a name that is one plain folder name."""
+    if isinstance(dataset_id, bool) or int(dataset_id) != dataset_id or not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset ID {dataset_id!r}: nnU-Net needs an integer from 1 to 999")
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"dataset name {name!r}: use letters, digits, '_', '-' and '.' only (it becomes the folder "
+                         f"name Dataset{int(dataset_id):03d}_<name>)")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
 def output_dataset_folder(output_root, dataset_id: int, name: str) -> Path:
-    """``output_root`` (default: $nnUNet_raw) / ``DatasetXXX_<name>``."""
+    """``output_root`` (default: $nnUNet_raw) / ``DatasetXXX_<name>``; refuses an ID that a dataset of another
+    name already has there (nnU-Net would later refuse both)."""
     if output_root is None:
         from nnunetv2.paths import nnUNet_raw
         if nnUNet_raw is None:
-            raise RuntimeError("nnUNet_raw is not set: pass output_root or export nnUNet_raw")
+            raise RuntimeError("nnUNet_raw is not set: pass -o OUTPUT_ROOT (output_root) or export nnUNet_raw")
         output_root = nnUNet_raw
-    return Path(output_root) / dataset_folder_name(dataset_id, name)
+    folder = dataset_folder_name(dataset_id, name)
+    root = Path(output_root)
+    if root.is_dir():
+        taken = sorted(p.name for p in root.glob(f"Dataset{int(dataset_id):03d}_*") if p.is_dir() and p.name != folder)
+        if taken:
+            raise FileExistsError(f"{root / taken[0]}: dataset ID {int(dataset_id)} is already used by "
+                                  f"{taken[0]}; pick another ID (-d) or remove that folder")
+    return root / folder
 
 
 def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_root: Optional[str | Path] = None,
@@ -174,10 +188,10 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
         for cid, chans, lab, split in cases:
             img_dir = tmp / ("imagesTr" if split == "train" else "imagesTs")
             for c, ch in enumerate(chans):
-                sitk.WriteImage(ch, str(img_dir / f"{cid}_{c:04d}{_NII}"), useCompression=True)
+                write_image(ch, str(img_dir / f"{cid}_{c:04d}{_NII}"))
             if lab is not None:
                 lab_dir = tmp / ("labelsTr" if split == "train" else "labelsTs")
-                sitk.WriteImage(_label_as_uint8(lab, chans[0]), str(lab_dir / f"{cid}{_NII}"), useCompression=True)
+                write_image(_label_as_uint8(lab, chans[0]), str(lab_dir / f"{cid}{_NII}"))
             say(f"wrote {split} case {cid}")
         out_json = {
             "channel_names": channel_names or {str(k): v for k, v in meta["modality"].items()},

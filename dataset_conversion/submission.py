@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_directory
 from .brats import NAMINGS, to_brats_labels
-from .checks import DatasetError, Problem, geometry_problems, read_image
+from .checks import DatasetError, Problem, geometry_problems, read_image, write_image
 
 _NII = ".nii.gz"
 
@@ -125,7 +125,7 @@ def submit_brats(predictions: str | Path, output: str | Path, dataset_json: str 
             out = sitk.GetImageFromArray(to_brats_labels(sitk.GetArrayViewFromImage(img), naming))
             out.CopyInformation(ref if ref is not None else img)
             path = tmp / f"{cid}{_NII}"
-            sitk.WriteImage(out, str(path), useCompression=True)
+            write_image(out, str(path))
             manifest["files"][path.name] = {"sha256": sha256(path), "size": list(out.GetSize()),
                                             "spacing": list(out.GetSpacing())}
             say(f"wrote {path.name}")

@@ -39,6 +39,10 @@ def file_integrity_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
 
     name = str(path).lower()
     head, total = b"", 0
+    if name.endswith(".gz"):
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                return f"{path}: cannot be read: not gzip data, as its .gz ending says"
     try:
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rb") as f:

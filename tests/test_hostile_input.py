@@ -153,3 +153,61 @@ def test_submission_output_inside_the_predictions_is_refused(tmp_path, brats2021
     assert out.returncode == 2 and "input" in out.stderr
     assert sorted(p.name for p in pred.iterdir()) == before
     shutil.rmtree(pred)
+
+
+def test_dataset_folders_get_the_users_mode_not_0700(tmp_path):
+    task = small_task(tmp_path)
+    out = subprocess.run(["bash", "-c", f"umask 022 && {sys.executable} -m nnunet_mamba.cli.main convert msd {task} "
+                                        f"-o {tmp_path / 'raw'}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ds = next((tmp_path / "raw").iterdir())
+    assert ds.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["plan", "-d", "4", "-gpu", "-3"], "from 2 to 10000 GB"),
+    (["plan", "-d", "4", "-gpu", "0"], "from 2 to 10000 GB"),
+    (["plan", "-d", "-5"], "not a dataset ID"),
+    (["convert", "msd", "x", "-d", "1000"], "not a dataset ID"),
+])
+def test_numeric_arguments_are_validated(args, expected):
+    out = cli(*args)
+    assert out.returncode == 2 and expected in out.stderr
+
+
+def test_dataset_names_and_taken_ids_are_refused(tmp_path):
+    task = small_task(tmp_path)
+    out = cli("convert", "msd", task, "-d", "913", "--name", "a/b", "-o", tmp_path / "raw")
+    assert out.returncode == 2 and "dataset name 'a/b'" in out.stderr
+    assert cli("convert", "msd", task, "-d", "913", "--name", "First", "-o", tmp_path / "raw").returncode == 0
+    out = cli("convert", "msd", task, "-d", "913", "--name", "Second", "-o", tmp_path / "raw")
+    assert out.returncode == 2 and "Dataset913_First" in out.stderr and "already used" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset913_First"]
+
+
+def test_operating_system_errors_are_one_line_naming_the_path(monkeypatch, capsys):
+    import errno
+    from nnunet_mamba.cli import main as cli_main
+    import nnunet_mamba.dataset_conversion.msd as msd
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "/mnt/ro/Dataset004_Hippocampus")
+    monkeypatch.setattr(msd, "convert_msd", read_only)
+    assert cli_main.main(["convert", "msd", "/somewhere/Task04_Hippocampus", "-o", "/mnt/ro"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "nnunet-mamba convert: error: /mnt/ro/Dataset004_Hippocampus: Read-only file system"
+
+
+def test_a_short_write_is_an_error_not_a_dataset(tmp_path, monkeypatch):
+    """On a full disk SimpleITK can leave a short file without raising: what was written is checked."""
+    import nnunet_mamba.dataset_conversion.checks as checks
+    real = checks.sitk.WriteImage
+
+    def short_write(image, path, *args, **kwargs):
+        real(image, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+    monkeypatch.setattr(checks.sitk, "WriteImage", short_write)
+    from nnunet_mamba.dataset_conversion.msd import convert_msd
+    with pytest.raises(OSError, match="disk full"):
+        convert_msd(small_task(tmp_path), 914, tmp_path / "raw", "Short")
+    assert not (tmp_path / "raw" / "Dataset914_Short").exists()

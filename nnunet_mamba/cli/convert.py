@@ -2,26 +2,29 @@
 from __future__ import annotations
 
 
+from .arguments import dataset_id
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert datasets into nnU-Net v2 raw format")
     conv = p.add_subparsers(dest="format", required=True)
     msd = conv.add_parser("msd", help="a Medical Segmentation Decathlon task folder (TaskXX_Name)")
     msd.add_argument("task_dir")
-    msd.add_argument("-d", "--dataset-id", type=int, default=None, help="default: the task number")
+    msd.add_argument("-d", "--dataset-id", type=dataset_id, default=None, help="default: the task number")
     msd.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
     msd.add_argument("--name", default=None, help="dataset name (default: from the folder name)")
     msd.add_argument("--overwrite", action="store_true")
     msd.set_defaults(func=run_msd)
     brats = conv.add_parser("brats", help="a folder of BraTS case folders (2021 or 2023+ naming), region-based")
     brats.add_argument("input_dir")
-    brats.add_argument("-d", "--dataset-id", type=int, required=True)
+    brats.add_argument("-d", "--dataset-id", type=dataset_id, required=True)
     brats.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
     brats.add_argument("--name", default="BraTS")
     brats.add_argument("--overwrite", action="store_true")
     brats.set_defaults(func=run_brats)
     amos = conv.add_parser("amos", help="AMOS 2022 (CT + MRI, 15 organs; training + validation lists)")
     amos.add_argument("task_dir")
-    amos.add_argument("-d", "--dataset-id", type=int, default=218)
+    amos.add_argument("-d", "--dataset-id", type=dataset_id, default=218)
     amos.add_argument("-o", "--output-root", default=None, help="default: $nnUNet_raw")
     amos.add_argument("--modality", choices=["all", "ct", "mri"], default="all")
     amos.add_argument("--name", default=None)
@@ -33,7 +36,7 @@ def add_parser(sub) -> None:
     fol.add_argument("--images", required=True, help="training images (or test images when --labels is not given)")
     fol.add_argument("--labels", default=None, help="label files named <case>.<ext>")
     fol.add_argument("--test-images", default=None)
-    fol.add_argument("-d", "--dataset-id", type=int, required=True)
+    fol.add_argument("-d", "--dataset-id", type=dataset_id, required=True)
     fol.add_argument("--name", required=True)
     fol.add_argument("--channels", nargs="+", default=["image"],
                      help="channel names in order (they choose nnU-Net's normalisation: CT for CT, anything else "
@@ -46,7 +49,7 @@ def add_parser(sub) -> None:
     fol.set_defaults(func=run_folder)
     mm = conv.add_parser("medmnist", help="a MedMNIST v2 .npz (2D/3D classification) with per-case classes")
     mm.add_argument("npz")
-    mm.add_argument("-d", "--dataset-id", type=int, required=True)
+    mm.add_argument("-d", "--dataset-id", type=dataset_id, required=True)
     mm.add_argument("--name", required=True)
     mm.add_argument("--classes", nargs="+", default=None, help="class names in label order")
     mm.add_argument("--max-per-split", type=int, default=None, help="keep the first N cases of each split")
@@ -60,7 +63,7 @@ def add_parser(sub) -> None:
                                      "(--acceleration, --center-fraction, Cartesian lines, zero-filled magnitude).")
     dg.add_argument("source", help="nnU-Net raw dataset folder (imagesTr/<case>_0000.ext) or MSD-style folder")
     dg.add_argument("task", choices=["denoise", "sr", "kspace"])
-    dg.add_argument("-d", "--dataset-id", type=int, required=True)
+    dg.add_argument("-d", "--dataset-id", type=dataset_id, required=True)
     dg.add_argument("--name", required=True)
     dg.add_argument("--noise", choices=["gaussian", "rician"], default="rician")
     dg.add_argument("--level", type=float, default=0.05, help="noise sigma / 99.5th percentile (default 0.05)")

@@ -27,6 +27,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"nnunet-mamba {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # read-only file system, disk full, permission denied, ...: one line naming the path
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"nnunet-mamba {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

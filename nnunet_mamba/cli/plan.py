@@ -4,16 +4,19 @@ from __future__ import annotations
 import argparse
 import os
 
+from .arguments import dataset_id, gpu_memory
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("plan", help="plan and preprocess a dataset with patch/batch sized for a Mamba network",
                        description=__doc__ + "\n\nLike nnUNetv2_plan_and_preprocess -pl nnUNetPlannerResEncM, but "
                        "the GPU-memory estimate includes the Mamba layers of --network.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--dataset", nargs="+", type=int, required=True, help="dataset id(s)")
+    p.add_argument("-d", "--dataset", nargs="+", type=dataset_id, required=True, help="dataset id(s)")
     p.add_argument("-n", "--network", default="mamba_resenc",
                    help="registry network the trainer will use (default mamba_resenc = MambaTrainer)")
-    p.add_argument("-gpu", "--gpu-memory-gb", type=float, default=8.0, help="GPU memory target in GB (default 8)")
+    p.add_argument("-gpu", "--gpu-memory-gb", type=gpu_memory, default=8.0,
+                   help="GPU memory target in GB (default 8; at least 2)")
     p.add_argument("-c", "--configurations", nargs="+", default=["2d", "3d_fullres", "3d_lowres"])
     p.add_argument("--plans-name", default=None, help="default nnUNetMambaPlans_<network>_<N>G")
     p.add_argument("-np", "--num-processes", type=int, default=4)
