@@ -79,13 +79,47 @@ def read_any(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
     if len(ids) != 1:
         problems.append(Problem(str(path), f"holds {len(ids)} DICOM series; one case folder must hold exactly one"))
         return None
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
+    uneven = slice_spacing_problem(files)
+    if uneven:
+        problems.append(Problem(str(path), uneven))
+        return None
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as e:
         problems.append(Problem(str(path), f"DICOM series cannot be read ({str(e).strip().splitlines()[0][:200]})"))
         return None
+
+
+def slice_spacing_problem(files, rtol: float = 0.01) -> Optional[str]:
+    """Uneven distances between the slices of a DICOM series along its normal, e.g. a missing file: ITK would stack
+    the slices at their mean spacing and misplace them (by up to a slice)."""
+    if len(files) < 3:
+        return None
+    positions, normal = [], None
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        r.ReadImageInformation()
+        if not (r.HasMetaDataKey("0020|0032") and r.HasMetaDataKey("0020|0037")):
+            return None  # no patient position: ITK's own ordering applies
+        pos = np.array([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+        if normal is None:
+            o = np.array([float(v) for v in r.GetMetaData("0020|0037").split("\\")])
+            normal = np.cross(o[:3], o[3:])
+        positions.append(float(pos @ normal))
+    gaps = np.diff(np.sort(positions))
+    step = float(np.median(gaps))
+    if step <= 0:
+        return f"{len(files)} slices, some at the same position: not one series"
+    off = np.abs(gaps - step) > rtol * step
+    if off.any():
+        i = int(np.argmax(off))
+        return (f"slice spacing is uneven ({gaps.min():.4g} to {gaps.max():.4g} mm, median {step:.4g} mm; first "
+                f"irregular gap after slice {i + 1} of {len(files)}): a slice file is missing or from another series")
+    return None
 
 
 def discover(folder: Path, n_channels: int, channel_pattern: str, problems: list[Problem]) -> dict[str, list[Path]]:

@@ -211,3 +211,20 @@ def test_a_short_write_is_an_error_not_a_dataset(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         convert_msd(small_task(tmp_path), 914, tmp_path / "raw", "Short")
     assert not (tmp_path / "raw" / "Dataset914_Short").exists()
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "hippocrop_dicom_tcia").is_dir(), reason="../shared/data not available")
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    """One file of a real 32-slice series removed: ITK stacked 31 slices at 1.0333 mm, misplacing them."""
+    src = tmp_path / "dicom"
+    series = next((SHARED / "hippocrop_dicom_tcia" / "Study1").iterdir())
+    shutil.copytree(series, src / "case1")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(src / "case1"))
+    Path(files[len(files) // 2]).unlink()
+    out = cli("convert", "folder", "--images", src, "-d", "915", "--name", "Gap", "--channels", "MRI",
+              "-o", tmp_path / "raw")
+    assert out.returncode == 2 and str(src / "case1") in out.stderr and "slice spacing is uneven" in out.stderr
+    assert not (tmp_path / "raw" / "Dataset915_Gap").exists()
