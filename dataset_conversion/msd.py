@@ -9,6 +9,7 @@ at once; the output folder is written atomically. An optional ``labelsTs/`` next
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, Optional
@@ -80,11 +81,11 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
 def output_dataset_folder(output_root, dataset_id: int, name: str) -> Path:
     """``output_root`` (default: $nnUNet_raw) / ``DatasetXXX_<name>``; refuses an ID that a dataset of another
     name already has there (nnU-Net would later refuse both)."""
-    if output_root is None:
-        from nnunetv2.paths import nnUNet_raw
-        if nnUNet_raw is None:
-            raise RuntimeError("nnUNet_raw is not set: pass -o OUTPUT_ROOT (output_root) or export nnUNet_raw")
-        output_root = nnUNet_raw
+    if output_root is None:  # read here, not through nnunetv2.paths, which prints its own setup text
+        output_root = os.environ.get("nnUNet_raw")
+        if not output_root:
+            raise RuntimeError("nnUNet_raw is not set: pass -o OUTPUT_ROOT (the folder to write DatasetXXX_<name> "
+                               "into) or export nnUNet_raw")
     folder = dataset_folder_name(dataset_id, name)
     root = Path(output_root)
     if root.is_dir():

@@ -21,6 +21,7 @@ import functools
 import glob
 import importlib.abc
 import os
+import pickle
 import re
 import sys
 import tempfile
@@ -82,6 +83,8 @@ def explain(exc: BaseException) -> str:
                 "nnUNetv2_plan_and_preprocess -d ID -c <configuration>")
     if "Could not find a dataset with the ID" in text:
         return text.replace("\n", " ") + " (converters: nnunet-mamba convert --help)"
+    if re.search(r"not compiled with CUDA|no NVIDIA driver|CUDA driver|No CUDA GPUs are available", text):
+        return f"{text.splitlines()[0]}: this machine has no usable CUDA GPU; add -device cpu (slow) or run on a GPU"
     if "Error(s) in loading state_dict" in text:
         return ("the checkpoint's weights do not fit the network this trainer builds (another trainer, other plans "
                 f"or another nnunet-mamba version): {text.splitlines()[1].strip()[:300] if len(text.splitlines()) > 1 else ''}")
@@ -105,6 +108,13 @@ def _missing_file(path: str) -> str:
         return (f"{path}: no such checkpoint (training of {os.path.basename(fold_dir)} unfinished or never started). "
                 f"In that fold: {', '.join(there) or 'no checkpoint'} (pick one with -chk); folds that have {name}: "
                 f"{', '.join(folds) or 'none'} (pick with -f)")
+    m = re.fullmatch(r"(.+)_(2d|3d_fullres|3d_lowres|3d_cascade_fullres)", name)
+    if m and os.environ.get("nnUNet_preprocessed") and path.startswith(
+            os.path.abspath(os.environ["nnUNet_preprocessed"])):
+        dataset = os.path.basename(parent)
+        return (f"{path}: the dataset is not preprocessed for {m.group(2)}; run nnUNetv2_plan_and_preprocess -d "
+                f"{dataset[7:10] if dataset.startswith('Dataset') else dataset} -c {m.group(2)} (or nnUNetv2_preprocess "
+                f"with -plans_name {m.group(1)}) first")
     model = parent if name in ("dataset.json", "plans.json") else None
     if model is not None and not os.path.isdir(model):
         dataset_dir = os.path.dirname(model)
@@ -156,6 +166,18 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _unreadable_checkpoints(files) -> list[str]:
+    from nnunet_mamba.checkpoints import read_checkpoint
+
+    problems = []
+    for f in files:
+        try:
+            read_checkpoint(f)
+        except (RuntimeError, ValueError, FileNotFoundError) as e:
+            problems.append(f"{e}; copy it again or retrain that fold")
+    return problems
+
+
 def patch_predictor(module) -> None:
     """Wrap nnUNetPredictor so that inputs and checkpoints are checked before any work or output."""
     from nnunet_mamba.input_checks import (InputError, check_prediction_inputs, checkpoint_problems,
@@ -172,8 +194,13 @@ def patch_predictor(module) -> None:
         files = [os.path.join(model_training_output_dir, f"fold_{f}", checkpoint_name) for f in folds]
         try:
             original_init(self, model_training_output_dir, use_folds, checkpoint_name)
-        except RuntimeError as e:  # nnU-Net loads fold 0's weights into the network it just built
-            if "state_dict" not in str(e) or self.list_of_parameters is None:
+        except FileNotFoundError:
+            raise
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+            unreadable = _unreadable_checkpoints(files)
+            if unreadable:  # torch.load's own message does not say which file
+                raise InputError(unreadable, "trained model") from None
+            if "state_dict" not in str(e) or self.list_of_parameters is None:  # nnU-Net loads fold 0's weights
                 raise
             trainer, net = _network_like_predictor(self, files[0])
             problems = checkpoint_problems(net, self.list_of_parameters, files, trainer)
@@ -188,8 +215,14 @@ def patch_predictor(module) -> None:
     @functools.wraps(original_predict)  # nnU-Net reads this method's signature (and its own locals) to log args
     def predict_from_files(self, list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files,
                            *args, **kwargs):
-        check_prediction_inputs(list_of_lists_or_source_folder, self.dataset_json,
-                                training_image_ndim(self.plans_manager.plans))
+        out = output_folder_or_list_of_truncated_output_files
+        try:
+            check_prediction_inputs(list_of_lists_or_source_folder, self.dataset_json,
+                                    training_image_ndim(self.plans_manager.plans))
+        except InputError:
+            if isinstance(out, str) and os.path.isdir(out) and not os.listdir(out):
+                os.rmdir(out)  # nnUNetv2_predict made it just before; nothing was predicted into it
+            raise
         overwrite = kwargs.get("overwrite", args[1] if len(args) > 1 else True)
         if not overwrite and isinstance(output_folder_or_list_of_truncated_output_files, str):
             remove_damaged_outputs(output_folder_or_list_of_truncated_output_files, self.dataset_json["file_ending"])

@@ -182,6 +182,38 @@ def test_uncompressed_file_among_compressed_ones_is_not_skipped_silently(ws, tmp
     assert_nothing_written(tmp_path / "out")
 
 
+def test_corrupted_checkpoint_is_named(ws, tmp_path):
+    root, env, ds, model = ws
+    copy = tmp_path / "res" / ds.name / model.name
+    shutil.copytree(model, copy)
+    ckpt = copy / "fold_0" / "checkpoint_final.pth"
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    out = tmp_path / "out"
+    fails_clearly(predict(ws, inputs_copy(ws, tmp_path), out), dict(env, nnUNet_results=str(tmp_path / "res")),
+                  str(ckpt), "cannot be read as a checkpoint")
+    assert_nothing_written(out)
+
+
+def test_failed_prediction_leaves_no_empty_output_folder(ws, tmp_path):
+    folder = inputs_copy(ws, tmp_path)
+    victim = sorted(folder.iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:3000])
+    out = tmp_path / "never_made"
+    fails_clearly(predict(ws, folder, out), ws[1], "Nothing was predicted")
+    assert not out.exists()
+
+
+def test_configuration_not_preprocessed_says_how_to_preprocess(ws):
+    fails_clearly([cli("nnUNetv2_train"), str(DS), "2d", "0", "-tr", TR, "-device", "cpu"], ws[1],
+                  "not preprocessed for 2d", f"nnUNetv2_plan_and_preprocess -d {DS} -c 2d")
+
+
+def test_no_gpu_hint(ws):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    fails_clearly([cli("nnUNetv2_train"), str(DS), CFG, "0", "-tr", TR], ws[1], "add -device cpu")
+
+
 def test_unreadable_image(ws, tmp_path):
     folder = inputs_copy(ws, tmp_path)
     victim = sorted(folder.iterdir())[0]

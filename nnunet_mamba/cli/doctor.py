@@ -65,5 +65,14 @@ def run(args=None) -> int:
     found, message = check_trainer_discovery()
     ok &= found
     print(("OK   " if found else "FAIL ") + message)
-    print("doctor: all good" if ok else "doctor: problems found (see above)")
+    unset = [v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if not os.environ.get(v)]
+    for var in unset:
+        print(f"WARN {var} is not set: the stock nnU-Net commands need it (export {var}=/path/to/{var})")
+    if not ok:
+        print("doctor: problems found (see above)")
+    elif unset:
+        print(f"doctor: the installation is good; set {', '.join(unset)} before using the nnU-Net commands "
+              "(`nnunet-mamba demo` sets its own)")
+    else:
+        print("doctor: all good")
     return 0 if ok else 1

@@ -9,7 +9,9 @@ from . import (check_input, convert, demo, doctor, import_checkpoint, plan, pred
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nnunet_mamba import __version__
     parser = argparse.ArgumentParser(prog="nnunet-mamba", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nnunet-mamba {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (doctor, demo, convert, plan, submit, predict_class, transfer, restore, check_input,
                    import_checkpoint, zoo):

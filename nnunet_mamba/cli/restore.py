@@ -7,7 +7,6 @@ written as ``OUT/<case><ending>`` (float32, the input's spacing/origin/direction
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
