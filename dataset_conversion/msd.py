@@ -37,7 +37,7 @@ def _load_msd_json(task_dir: Path) -> dict:
         raise FileNotFoundError(f"{path}: missing; an MSD task folder has dataset.json, imagesTr/ and labelsTr/")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     for key in ("modality", "labels", "training"):
         if key not in meta:
@@ -134,7 +134,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
             return
         seen[cid] = split
         if not img_path.is_file():
-            problems.append(Problem(str(img_path), "listed in dataset.json but missing"))
+            problems.append(Problem(str(img_path), f"listed in {task_dir / 'dataset.json'} but missing"))
             return
         n_before = len(problems)
         img = read_image(img_path, problems)
@@ -142,7 +142,8 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
         if lab_rel is not None:
             lab_path = task_dir / lab_rel
             if not lab_path.is_file():
-                problems.append(Problem(str(lab_path), f"label of case {cid} is missing"))
+                problems.append(Problem(str(lab_path), f"label of case {cid} is missing (listed in "
+                                                       f"{task_dir / 'dataset.json'})"))
             else:
                 lab = read_image(lab_path, problems)
         if img is None or len(problems) > n_before:
