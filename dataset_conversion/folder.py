@@ -122,8 +122,10 @@ def slice_spacing_problem(files, rtol: float = 0.01) -> Optional[str]:
     return None
 
 
-def discover(folder: Path, n_channels: int, channel_pattern: str, problems: list[Problem]) -> dict[str, list[Path]]:
-    """case ID -> channel paths (ordered), from the file and folder names of ``folder``."""
+def discover(folder: Path, n_channels: int, channel_pattern: str, problems: list[Problem],
+             incomplete: Optional[set] = None) -> dict[str, list[Path]]:
+    """case ID -> channel paths (ordered), from the file and folder names of ``folder``; the IDs of cases with
+    missing or extra channels (reported in ``problems``) are added to ``incomplete``."""
     pattern = re.compile(channel_pattern)
     found: dict[str, dict[int, Path]] = {}
     for entry in sorted(folder.iterdir()):
@@ -159,6 +161,8 @@ def discover(folder: Path, n_channels: int, channel_pattern: str, problems: list
                                                            f"{n_channels} are declared"))
         if not missing and not extra:
             cases[case] = [slots[c] for c in range(n_channels)]
+        elif incomplete is not None:
+            incomplete.add(case)
     return cases
 
 
@@ -180,7 +184,8 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
     say = progress or (lambda s: None)
     n = len(channel_names)
     problems: list[Problem] = []
-    train = discover(images, n, channel_pattern, problems)
+    incomplete: set[str] = set()  # reported already: their labels are not "without an image"
+    train = discover(images, n, channel_pattern, problems, incomplete)
     test = discover(Path(test_images), n, channel_pattern, problems) if test_images else {}
     for case in sorted(set(train) & set(test)):
         problems.append(Problem(str(Path(test_images) / case), f"case {case} is both a training and a test case"))
@@ -193,7 +198,7 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
             if stem in label_files:
                 problems.append(Problem(str(entry), f"duplicate label of case {stem} (also {label_files[stem].name})"))
             label_files[stem] = entry
-        for case in sorted(set(label_files) - set(train)):
+        for case in sorted(set(label_files) - set(train) - incomplete):
             problems.append(Problem(str(label_files[case]), f"label of case {case} has no image in {images}"))
         for case in sorted(set(train) - set(label_files)):
             problems.append(Problem(str(train[case][0]), f"image of case {case} has no label in {labels}"))

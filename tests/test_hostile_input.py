@@ -228,3 +228,19 @@ def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
               "-o", tmp_path / "raw")
     assert out.returncode == 2 and str(src / "case1") in out.stderr and "slice spacing is uneven" in out.stderr
     assert not (tmp_path / "raw" / "Dataset915_Gap").exists()
+
+
+def test_a_missing_channel_is_one_problem_not_also_a_label_without_image(tmp_path):
+    task = small_task(tmp_path, n_train=2)
+    images, labels = tmp_path / "images", task / "labelsTr"
+    images.mkdir()
+    for src in sorted((task / "imagesTr").glob("*.nii.gz")):
+        for c in range(2):
+            shutil.copy(src, images / src.name.replace(".nii.gz", f"_{c:04d}.nii.gz"))
+    victim = sorted(images.iterdir())[1]  # the first case's second channel
+    victim.unlink()
+    out = cli("convert", "folder", "--images", images, "--labels", labels, "-d", "916", "--name", "Ch",
+              "--channels", "T1", "T2", "--label-names", "background=0", "Anterior=1", "Posterior=2",
+              "-o", tmp_path / "raw")
+    assert out.returncode == 2 and "lacks channel(s) [1] of 2" in out.stderr
+    assert "has no image" not in out.stderr and out.stderr.count("  - ") == 1
