@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -35,9 +37,14 @@ def load_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        z = np.load(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+        return _read_npz(path)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated or damaged archive
+        raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); the file is truncated or "
+                         "corrupt, download it again") from None
+
+
+def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    z = np.load(path)
     out = {}
     for split in SPLITS:
         ik, lk = f"{split}_images", f"{split}_labels"

@@ -244,3 +244,14 @@ def test_a_missing_channel_is_one_problem_not_also_a_label_without_image(tmp_pat
               "-o", tmp_path / "raw")
     assert out.returncode == 2 and "lacks channel(s) [1] of 2" in out.stderr
     assert "has no image" not in out.stderr and out.stderr.count("  - ") == 1
+
+
+@pytest.mark.skipif(not (SHARED / "medmnist").is_dir(), reason="../shared/data not available")
+@pytest.mark.parametrize("fraction", [0.3, 0.9])
+def test_truncated_medmnist_npz_is_a_message(tmp_path, fraction):
+    npz = tmp_path / "breastmnist.npz"
+    npz.write_bytes((SHARED / "medmnist" / "breastmnist.npz").read_bytes())
+    truncate(npz, fraction)
+    out = cli("convert", "medmnist", npz, "-d", "917", "--name", "Cut", "-o", tmp_path / "raw")
+    assert out.returncode == 2 and str(npz) in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "raw" / "Dataset917_Cut").exists()
