@@ -24,7 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_directory
-from .checks import DatasetError, Problem, geometry_problems, image_content_problems, read_image, write_image
+from .checks import (DatasetError, Problem, geometry_problems, image_content_problems, read_again, read_image,
+                     write_image)
 from .msd import output_dataset_folder
 
 _NII = ".nii.gz"
@@ -87,7 +88,7 @@ def convert_brats(input_dir: str | Path, dataset_id: int, output_root: Optional[
     naming = detect_naming([p.name for p in case_dirs], input_dir)
     spec = NAMINGS[naming]
     problems: list[Problem] = []
-    cases = []  # (case id, [channel images], label image or None)
+    cases = []  # (case id, [channel files], label file or None): no images kept between checking and writing
     for case_dir in case_dirs:
         files = _case_files(case_dir, naming)
         expected = {f.name for f in files.values()}
@@ -119,7 +120,7 @@ def convert_brats(input_dir: str | Path, dataset_id: int, output_root: Optional[
             if values:
                 problems.append(Problem(str(files["seg"]), f"label values {values} are not BraTS {naming} labels "
                                                            f"{list(spec['labels'])}"))
-        cases.append((case_dir.name, [img for _, img in chans], lab))
+        cases.append((case_dir.name, [path for path, _ in chans], files["seg"] if lab is not None else None))
         say(f"checked {case_dir.name}")
     if problems:
         raise DatasetError(problems, f"BraTS folder {input_dir}")
@@ -128,13 +129,17 @@ def convert_brats(input_dir: str | Path, dataset_id: int, output_root: Optional[
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir()
         n_train = 0
-        for cid, chans, lab in cases:
-            img_dir = tmp / ("imagesTr" if lab is not None else "imagesTs")
-            for c, img in enumerate(chans):
+        for cid, chan_files, lab_file in cases:
+            img_dir = tmp / ("imagesTr" if lab_file is not None else "imagesTs")
+            for c, path in enumerate(chan_files):
+                img = read_again(path)
+                if c == 0:
+                    first = img  # the label gets the first channel's geometry
                 write_image(img, str(img_dir / f"{cid}_{c:04d}{_NII}"))
-            if lab is not None:
+            if lab_file is not None:
+                lab = read_again(lab_file)  # kept referenced: the array view does not keep the image alive
                 out = sitk.GetImageFromArray(from_brats_labels(sitk.GetArrayViewFromImage(lab), naming))
-                out.CopyInformation(chans[0])
+                out.CopyInformation(first)
                 write_image(out, str(tmp / "labelsTr" / f"{cid}{_NII}"))
                 n_train += 1
             say(f"wrote {cid}")

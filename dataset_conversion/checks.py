@@ -39,6 +39,17 @@ def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
         raise OSError(f"{problem.split(': ', 1)[1]} after writing it (is the disk full?)", ) from None
 
 
+def read_again(path: Path, reader=None) -> sitk.Image:
+    """A file that passed the checks, read again for writing (converters keep no image between checking and
+    writing, so that memory does not grow with the number of cases); a change since the check is an error."""
+    problems: list[Problem] = []
+    img = (reader or read_image)(Path(path), problems)
+    if img is None or problems:
+        raise DatasetError(problems or [Problem(str(path), "cannot be read any more")], "dataset (changed while "
+                                                                                        "converting)")
+    return img
+
+
 def read_image(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
     from nnunet_mamba.input_checks import file_integrity_problem
 

@@ -21,8 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_directory
-from .checks import (DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_image,
-                     write_image)
+from .checks import (DatasetError, Problem, geometry_problems, image_content_problems, label_problems, read_again,
+                     read_image, write_image)
 from .msd import output_dataset_folder
 
 EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh")
@@ -203,7 +203,7 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
         for case in sorted(set(train) - set(label_files)):
             problems.append(Problem(str(train[case][0]), f"image of case {case} has no label in {labels}"))
     allowed = set(label_names.values()) if label_names else set()
-    checked = []  # (case, [images], label or None, split)
+    checked = []  # (case, [image files], label file or None, split): no images kept between checking and writing
 
     def check(case: str, paths: list[Path], split: str):
         n_before = len(problems)
@@ -221,7 +221,7 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
         if lab is not None:
             problems.extend(geometry_problems(imgs[0], lab, paths[0], label_files[case], tolerance))
             problems.extend(label_problems(lab, label_files[case], allowed))
-        checked.append((case, imgs, lab, split))
+        checked.append((case, paths, label_files[case] if lab is not None else None, split))
         say(f"checked {case}")
 
     for case, paths in sorted(train.items()):
@@ -237,14 +237,18 @@ def convert_folder(images: str | Path, dataset_id: int, name: str, channel_names
     with atomic_directory(final, overwrite=overwrite, inputs=[images, labels, test_images]) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir()
-        for case, imgs, lab, split in checked:
+        for case, paths, lab_path, split in checked:
             folder = tmp / ("imagesTr" if split == "train" else "imagesTs")
-            for c, img in enumerate(imgs):
+            for c, path in enumerate(paths):
+                img = read_again(path, read_any)
+                if c == 0:
+                    first = img  # the label gets the first channel's geometry
                 write_image(img, str(folder / f"{case}_{c:04d}{_NII}"))
-            if lab is not None:
+            if lab_path is not None:
+                lab = read_again(lab_path, read_any)
                 arr = np.round(sitk.GetArrayViewFromImage(lab)).astype(np.uint8 if max(allowed) < 256 else np.uint16)
                 out = sitk.GetImageFromArray(arr)
-                out.CopyInformation(imgs[0])
+                out.CopyInformation(first)
                 write_image(out, str(tmp / "labelsTr" / f"{case}{_NII}"))
             say(f"wrote {case}")
         ds = {"channel_names": {str(i): c for i, c in enumerate(channel_names)},

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_directory
 from .checks import (DatasetError, Problem, geometry_problems, image_content_problems, label_problems,
-                     read_image, write_image)
+                     read_again, read_image, write_image)
 
 _NII = ".nii.gz"
 
@@ -121,7 +121,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
     n_channels = len(meta["modality"])
     labels = {int(k): v for k, v in meta["labels"].items()}
     problems: list[Problem] = []
-    cases: list[tuple[str, list[sitk.Image], Optional[sitk.Image], str]] = []  # (id, channels, label, split)
+    cases: list[tuple[str, Path, Optional[Path], str]] = []  # (id, image file, label file, split): no images kept
     seen: dict[str, str] = {}
 
     def add_case(img_rel: str, lab_rel: Optional[str], split: str):
@@ -161,7 +161,7 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
         if lab is not None:
             problems.extend(geometry_problems(chans[0], lab, img_path, task_dir / lab_rel, tolerance))
             problems.extend(label_problems(lab, task_dir / lab_rel, labels))
-        cases.append((cid, chans, lab, split))
+        cases.append((cid, img_path, task_dir / lab_rel if lab is not None else None, split))
         say(f"checked {split} case {cid}")
 
     entries = [e for key in training_keys for e in meta.get(key, [])]
@@ -187,13 +187,14 @@ def convert_msd(task_dir: str | Path, dataset_id: Optional[int] = None, output_r
     with atomic_directory(final, overwrite=overwrite, inputs=[task_dir]) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs") + (("labelsTs",) if labels_ts.is_dir() else ()):
             (tmp / sub).mkdir()
-        for cid, chans, lab, split in cases:
+        for cid, img_path, lab_path, split in cases:
+            chans = _split_channels(read_again(img_path))
             img_dir = tmp / ("imagesTr" if split == "train" else "imagesTs")
             for c, ch in enumerate(chans):
                 write_image(ch, str(img_dir / f"{cid}_{c:04d}{_NII}"))
-            if lab is not None:
+            if lab_path is not None:
                 lab_dir = tmp / ("labelsTr" if split == "train" else "labelsTs")
-                write_image(_label_as_uint8(lab, chans[0]), str(lab_dir / f"{cid}{_NII}"))
+                write_image(_label_as_uint8(read_again(lab_path), chans[0]), str(lab_dir / f"{cid}{_NII}"))
             say(f"wrote {split} case {cid}")
         out_json = {
             "channel_names": channel_names or {str(k): v for k, v in meta["modality"].items()},
