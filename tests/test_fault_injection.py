@@ -27,19 +27,29 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def convert(task: Path, out_root: Path, capsys) -> tuple[int, str]:
-    code = main(["convert", "msd", str(task), "-d", "920", "--name", "Fault", "-o", str(out_root)])
+COMMANDS = {  # command -> arguments on the task folder (MSD layout: imagesTr, labelsTr, imagesTs, dataset.json)
+    "msd": lambda task, out: ["convert", "msd", str(task), "-d", "920", "--name", "Fault", "-o", str(out)],
+    "folder": lambda task, out: ["convert", "folder", "--images", str(task / "imagesTr"), "--labels",
+                                 str(task / "labelsTr"), "--test-images", str(task / "imagesTs"), "-d", "920",
+                                 "--name", "Fault", "--channels", "MRI", "--label-names", "background=0",
+                                 "Anterior=1", "Posterior=2", "-o", str(out)],
+}
+
+
+def convert(command: str, task: Path, out_root: Path, capsys) -> tuple[int, str]:
+    code = main(COMMANDS[command](task, out_root))
     return code, capsys.readouterr().err
 
 
-def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Generator, capsys) -> str:
+def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Generator, capsys,
+          command: str = "msd") -> str:
     """Damage one random file of a copy of ``clean_task`` (1-8 random bytes changed, or cut short), convert it,
     and classify the outcome: "same" (output identical to the clean run), "clear" (exit 2, one message naming
     the damaged file, nothing written), or a failure string."""
     task = work / "task"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(clean_task, task)
-    files = sorted(p for p in task.rglob("*") if p.is_file())
+    files = sorted(p for p in task.rglob("*") if p.is_file() and (command == "msd" or p.name != "dataset.json"))
     victim = files[int(rng.integers(len(files)))]
     data = bytearray(victim.read_bytes())
     if rng.random() < 0.25:
@@ -50,7 +60,7 @@ def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Gener
             data[i] = (data[i] + int(rng.integers(1, 256))) % 256
     victim.write_bytes(bytes(data))
     before = tree_digest(task)
-    code, err = convert(task, work / "raw", capsys)
+    code, err = convert(command, task, work / "raw", capsys)
     if tree_digest(task) != before:
         return f"input changed: {victim.name}"
     out = work / "raw" / "Dataset920_Fault"
@@ -69,18 +79,23 @@ def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Gener
     return f"unclear failure for {victim.name}: exit {code}: {err[-300:]}"
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fault_clean")
+def clean_run(root: Path, command: str, capsys) -> tuple[Path, dict]:
     task = small_task(root, n_train=2, n_test=1)
-    from nnunet_mamba.dataset_conversion.msd import convert_msd
-    out = convert_msd(task, 920, root / "raw", "Fault")
-    return task, tree_digest(out)
+    if command == "folder":  # nnU-Net's channel naming, which convert folder reads
+        for image in [*(task / "imagesTr").iterdir(), *(task / "imagesTs").iterdir()]:
+            image.rename(image.with_name(image.name.replace(".nii.gz", "_0000.nii.gz")))
+    code, err = convert(command, task, root / "raw", capsys)
+    assert code == 0, err
+    return task, tree_digest(root / "raw" / "Dataset920_Fault")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2 ** 32 - 1))
-def test_random_damage_is_harmless_or_named(clean, tmp_path, capsys, seed):
-    task, clean_output = clean
-    outcome = trial(task, clean_output, tmp_path / f"t{seed}", np.random.default_rng(seed), capsys)
-    assert outcome in ("same", "clear"), outcome
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_random_damage_is_harmless_or_named(tmp_path, capsys, command):
+    task, clean_output = clean_run(tmp_path / "clean", command, capsys)
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(seed=st.integers(0, 2 ** 32 - 1))
+    def check(seed):
+        outcome = trial(task, clean_output, tmp_path / "work", np.random.default_rng(seed), capsys, command)
+        assert outcome in ("same", "clear"), outcome
+    check()
