@@ -1,6 +1,6 @@
-"""Random damage to the files of a small real dataset (MSD Hippocampus cases): every command either gives the
-same output as on the clean data or fails with one message naming the damaged file; it never writes a wrong
-result and never touches its input.
+"""Random damage to the files of a small dataset (real MSD Hippocampus cases; synthetic BraTS cases): every
+converter either gives the same output as on the clean data or fails with one message naming the damaged file;
+it never writes a wrong result and never touches its input.
 
 ``trial`` is shared with benchmarks/fault_injection.py, which runs many trials and records the counts quoted in
 the README.
@@ -29,6 +29,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 COMMANDS = {  # command -> arguments on the task folder (MSD layout: imagesTr, labelsTr, imagesTs, dataset.json)
     "msd": lambda task, out: ["convert", "msd", str(task), "-d", "920", "--name", "Fault", "-o", str(out)],
+    "brats": lambda task, out: ["convert", "brats", str(task), "-d", "920", "--name", "Fault", "-o", str(out)],
     "folder": lambda task, out: ["convert", "folder", "--images", str(task / "imagesTr"), "--labels",
                                  str(task / "labelsTr"), "--test-images", str(task / "imagesTs"), "-d", "920",
                                  "--name", "Fault", "--channels", "MRI", "--label-names", "background=0",
@@ -80,6 +81,15 @@ def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Gener
 
 
 def clean_run(root: Path, command: str, capsys) -> tuple[Path, dict]:
+    if command == "brats":  # BraTS 2021 layout, synthetic cases (no BraTS data is shipped)
+        from test_brats import make_case
+        task = root / "BraTS2021_Training"
+        rng = np.random.default_rng(0)
+        for cid in ("BraTS2021_00000", "BraTS2021_00002"):
+            make_case(task, cid, "2021", rng)
+        code, err = convert(command, task, root / "raw", capsys)
+        assert code == 0, err
+        return task, tree_digest(root / "raw" / "Dataset920_Fault")
     task = small_task(root, n_train=2, n_test=1)
     if command == "folder":  # nnU-Net's channel naming, which convert folder reads
         for image in [*(task / "imagesTr").iterdir(), *(task / "imagesTs").iterdir()]:
