@@ -1,6 +1,6 @@
-"""Random damage to the files of a small dataset (real MSD Hippocampus cases; synthetic BraTS cases): every
-converter either gives the same output as on the clean data or fails with one message naming the damaged file;
-it never writes a wrong result and never touches its input.
+"""Random damage to the files of a small dataset (real MSD Hippocampus cases; synthetic BraTS cases and
+predictions): every converter and ``submit brats`` either gives the same output as on the clean data or fails
+with one message naming the damaged file; it never writes a wrong result and never touches its input.
 
 ``trial`` is shared with benchmarks/fault_injection.py, which runs many trials and records the counts quoted in
 the README.
@@ -30,6 +30,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
 COMMANDS = {  # command -> arguments on the task folder (MSD layout: imagesTr, labelsTr, imagesTs, dataset.json)
     "msd": lambda task, out: ["convert", "msd", str(task), "-d", "920", "--name", "Fault", "-o", str(out)],
     "brats": lambda task, out: ["convert", "brats", str(task), "-d", "920", "--name", "Fault", "-o", str(out)],
+    "submit": lambda task, out: ["submit", "brats", "-i", str(task / "pred"), "--images", str(task / "ds" / "imagesTr"),
+                                 "-d", str(task / "ds" / "dataset.json"), "-o", str(out / "Dataset920_Fault")],
     "folder": lambda task, out: ["convert", "folder", "--images", str(task / "imagesTr"), "--labels",
                                  str(task / "labelsTr"), "--test-images", str(task / "imagesTs"), "-d", "920",
                                  "--name", "Fault", "--channels", "MRI", "--label-names", "background=0",
@@ -81,6 +83,28 @@ def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Gener
 
 
 def clean_run(root: Path, command: str, capsys) -> tuple[Path, dict]:
+    if command == "submit":  # a converted BraTS dataset and predictions for it
+        import SimpleITK as sitk
+        from test_brats import make_case
+        from nnunet_mamba.dataset_conversion.brats import convert_brats
+        src = root / "src"
+        rng = np.random.default_rng(0)
+        for cid in ("BraTS2021_00000", "BraTS2021_00002"):
+            make_case(src, cid, "2021", rng)
+        task = root / "task"
+        ds = convert_brats(src, 921, task, "Src")
+        ds.rename(task / "ds")
+        (task / "pred").mkdir()
+        for image in sorted((task / "ds" / "imagesTr").glob("*_0000.nii.gz")):
+            ref = sitk.ReadImage(str(image))
+            pred = sitk.GetImageFromArray(rng.integers(0, 4, sitk.GetArrayViewFromImage(ref).shape).astype(np.uint8))
+            pred.CopyInformation(ref)
+            sitk.WriteImage(pred, str(task / "pred" / (image.name[: -len("_0000.nii.gz")] + ".nii.gz")), True)
+        for sub in ("labelsTr", "imagesTs"):  # not read by submit: damage there would say nothing
+            shutil.rmtree(task / "ds" / sub, ignore_errors=True)
+        code, err = convert(command, task, root / "raw", capsys)
+        assert code == 0, err
+        return task, tree_digest(root / "raw" / "Dataset920_Fault")
     if command == "brats":  # BraTS 2021 layout, synthetic cases (no BraTS data is shipped)
         from test_brats import make_case
         task = root / "BraTS2021_Training"
