@@ -354,3 +354,36 @@ def test_continue_prediction_redoes_an_output_torn_by_a_kill(ws, tmp_path):
     assert f"removed {outputs[0]}: damaged" in again.stderr
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(outputs[0]))), want)
     assert outputs[1].stat().st_mtime_ns == untouched  # the complete case was kept, not predicted again
+
+
+def test_random_damage_to_prediction_inputs_is_named_or_harmless(ws, tmp_path):
+    """check-input on images with random damage (changed bytes or a cut): either one problem naming the damaged
+    file, or it passes and the image's voxels are exactly the clean ones (damage in a gzip header field)."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    root, env, ds, model = ws
+    clean = inputs_copy(ws, tmp_path / "clean")
+
+    @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(seed=st.integers(0, 2 ** 32 - 1))
+    def check(seed):
+        rng = np.random.default_rng(seed)
+        folder = tmp_path / "damaged"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(clean, folder)
+        victim = sorted(folder.iterdir())[int(rng.integers(2))]
+        data = bytearray(victim.read_bytes())
+        if rng.random() < 0.25:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 9))):
+                i = int(rng.integers(len(data)))
+                data[i] = (data[i] + int(rng.integers(1, 256))) % 256
+        victim.write_bytes(bytes(data))
+        out = subprocess.run([cli("nnunet-mamba"), "check-input", "-i", str(folder), "-m", str(model)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode == 0:
+            same = sitk.GetArrayFromImage(sitk.ReadImage(str(victim)))
+            assert np.array_equal(same, sitk.GetArrayFromImage(sitk.ReadImage(str(clean / victim.name))))
+        else:
+            assert out.returncode == 2 and str(victim) in out.stderr and "Traceback" not in out.stderr, out.stderr
+    check()
