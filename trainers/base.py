@@ -98,9 +98,9 @@ class MambaTrainerBase(nnUNetTrainer):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         arch_kwargs = cls.arch_kwargs(configuration_manager)
+        patch_size = getattr(configuration_manager, "patch_size", None)  # for networks built for one patch size
         network = build_network(cls.network_name, arch_kwargs, num_input_channels, num_output_channels,
-                                enable_deep_supervision, patch_size=configuration_manager.patch_size,
-                                **cls.network_options)
+                                enable_deep_supervision, patch_size=patch_size, **cls.network_options)
         if hasattr(network, "initialize"):
             network.apply(network.initialize)
         return guard_fp16_inference(network)  # nnU-Net's predictor runs it under float16 autocast
