@@ -31,12 +31,12 @@ class DatasetError(ValueError):
 def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
     """``sitk.WriteImage``, then a check of what reached the disk: on a full disk SimpleITK can leave a short or
     empty file without raising."""
-    from nnunet_mamba.input_checks import file_integrity_problem
+    from nnunet_mamba.input_checks import file_damage
 
     sitk.WriteImage(image, str(path), useCompression=compress)
-    problem = file_integrity_problem(str(path)) if os.path.getsize(path) else f"{path}: 0 bytes were written"
-    if problem:
-        raise OSError(f"{problem.split(': ', 1)[1]} after writing it (is the disk full?)", ) from None
+    damage = file_damage(str(path)) if os.path.getsize(path) else "0 bytes were written"
+    if damage:
+        raise OSError(f"{path}: {damage} after writing it (is the disk full?)")
 
 
 def read_again(path: Path, reader=None) -> sitk.Image:
@@ -51,11 +51,11 @@ def read_again(path: Path, reader=None) -> sitk.Image:
 
 
 def read_image(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
-    from nnunet_mamba.input_checks import file_integrity_problem
+    from nnunet_mamba.input_checks import file_damage
 
-    damaged = file_integrity_problem(str(path))
-    if damaged:  # SimpleITK would read it without complaint, filling the missing voxels
-        problems.append(Problem(str(path), damaged.split(": ", 1)[1]))
+    damage = file_damage(str(path))
+    if damage:  # SimpleITK would read it without complaint, filling the missing voxels
+        problems.append(Problem(str(path), damage))
         return None
     try:
         img = sitk.ReadImage(str(path))
@@ -69,18 +69,13 @@ def read_image(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
 
 
 def nifti_nonfinite_problems(path: Path) -> list[Problem]:
-    """NaN/Inf voxels of a float NIfTI file, read with nibabel: SimpleITK's NIfTI reader turns them into 0."""
-    if not str(path).endswith((".nii", ".nii.gz")):
-        return []
-    import nibabel as nib
+    """NaN/Inf voxels of a float NIfTI file (:func:`nnunet_mamba.input_checks.nonfinite_voxels`)."""
+    from nnunet_mamba.input_checks import nonfinite_voxels
     try:
-        img = nib.load(str(path))
-        if not np.issubdtype(img.header.get_data_dtype(), np.floating):
-            return []
-        bad = int((~np.isfinite(np.asanyarray(img.dataobj))).sum())
+        counts = nonfinite_voxels(str(path))
     except Exception as e:  # a damaged file: one problem, and the dataset's other problems still get reported
         return [Problem(str(path), f"cannot be read ({type(e).__name__}: {str(e)[:200]})")]
-    return [Problem(str(path), f"contains {bad} NaN/Inf voxel(s)")] if bad else []
+    return [Problem(str(path), f"contains {counts[0]} NaN/Inf voxel(s)")] if counts and counts[0] else []
 
 
 def geometry_problems(ref: sitk.Image, other: sitk.Image, ref_path: Path, other_path: Path,

@@ -45,10 +45,10 @@ def _is_dicom_dir(path: Path) -> bool:
 def read_nibabel(path: Path, problems: list[Problem]) -> Optional[sitk.Image]:
     """A 3D file nibabel reads (RAS affine) as a SimpleITK image (LPS): same voxels, same physical positions."""
     import nibabel as nib
-    from nnunet_mamba.input_checks import file_integrity_problem
-    damaged = file_integrity_problem(str(path))
-    if damaged:
-        problems.append(Problem(str(path), damaged.split(": ", 1)[1]))
+    from nnunet_mamba.input_checks import file_damage
+    damage = file_damage(str(path))
+    if damage:
+        problems.append(Problem(str(path), damage))
         return None
     try:
         img = nib.load(str(path))

@@ -26,15 +26,10 @@ class InputError(ValueError):
         super().__init__(f"{len(self.problems)} problem(s) with the {what}:\n{lines}")
 
 
-def gzip_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
-    """A truncated or corrupt gzip stream (ITK reads those silently, padding with garbage)."""
-    return file_integrity_problem(path, chunk)
-
-
-def file_integrity_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
-    """A damaged image file that readers would accept: a truncated or corrupt gzip stream, or a NIfTI file
-    (``.nii`` / ``.nii.gz``) with fewer bytes of voxel data than its header declares. ITK reads both without
-    complaint and fills the missing voxels with zeros or garbage."""
+def file_damage(path: str, chunk: int = 1 << 22) -> Optional[str]:
+    """Why an image file is damaged in a way readers would accept (None if it is not): a truncated or corrupt
+    gzip stream, or a NIfTI file (``.nii`` / ``.nii.gz``) with fewer bytes of voxel data than its header declares.
+    ITK reads both without complaint and fills the missing voxels with zeros or garbage."""
     import nibabel as nib
 
     name = str(path).lower()
@@ -42,7 +37,7 @@ def file_integrity_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
     if name.endswith(".gz"):
         with open(path, "rb") as f:
             if f.read(2) != b"\x1f\x8b":
-                return f"{path}: cannot be read: not gzip data, as its .gz ending says"
+                return "cannot be read: not gzip data, as its .gz ending says"
     try:
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rb") as f:
@@ -54,11 +49,11 @@ def file_integrity_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
                     head += block[:544 - len(head)]
                 total += len(block)
     except (EOFError, OSError, zlib.error) as e:
-        return f"{path}: damaged gzip data ({e}); the file is truncated or corrupt, copy it again"
+        return f"damaged gzip data ({e}); the file is truncated or corrupt, copy it again"
     if not name.endswith((".nii", ".nii.gz")):
         return None
     if total < 348:
-        return f"{path}: only {total} bytes, shorter than a NIfTI header; the file is truncated, copy it again"
+        return f"only {total} bytes, shorter than a NIfTI header; the file is truncated, copy it again"
     try:
         header = nib.Nifti1Header.from_fileobj(io.BytesIO(head), check=False)
         if header.sizeof_hdr != 348:
@@ -68,8 +63,8 @@ def file_integrity_problem(path: str, chunk: int = 1 << 22) -> Optional[str]:
     expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) \
         * header.get_data_dtype().itemsize
     if total < expected:
-        return (f"{path}: truncated: its header declares {expected} bytes of image data and header, the file holds "
-                f"{total}; copy it again")
+        return (f"truncated: its header declares {expected} bytes of image data and header, the file holds {total}; "
+                "copy it again")
     return None
 
 
@@ -80,9 +75,9 @@ def read_geometry(path: str):
     if not os.path.isfile(path):
         return f"{path}: no such file"
     if path.endswith(".gz"):
-        problem = gzip_problem(path)
-        if problem:
-            return problem
+        damage = file_damage(path)
+        if damage:
+            return f"{path}: {damage}"
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
@@ -141,24 +136,30 @@ def case_problems(files: Sequence[str], n_channels: int, file_ending: str,
     return problems
 
 
-def nonfinite_problem(path: str) -> Optional[str]:
-    """NaN/Inf voxels of a float NIfTI image (read with nibabel: SimpleITK's NIfTI reader turns them into 0)."""
+def nonfinite_voxels(path: str) -> Optional[tuple[int, int]]:
+    """(NaN/Inf voxels, voxels) of a float NIfTI image, read with nibabel (SimpleITK's NIfTI reader turns them into
+    0); None for other files and integer images. A file nibabel cannot read raises."""
     if not str(path).endswith((".nii", ".nii.gz")):
         return None
     import nibabel as nib
+    img = nib.load(str(path))
+    if not np.issubdtype(img.header.get_data_dtype(), np.floating):
+        return None
+    data = np.asanyarray(img.dataobj)
+    return int((~np.isfinite(data)).sum()), int(data.size)
+
+
+def nonfinite_problem(path: str) -> Optional[str]:
     try:
-        img = nib.load(str(path))
-        if not np.issubdtype(img.header.get_data_dtype(), np.floating):
-            return None
-        data = np.asanyarray(img.dataobj)
+        counts = nonfinite_voxels(path)
     except Exception as e:
         return f"{path}: cannot be read ({type(e).__name__}: {str(e)[:200]})"
-    bad = int((~np.isfinite(data)).sum())
-    if not bad:
+    if not counts or not counts[0]:
         return None
-    if bad == data.size:
+    bad, size = counts
+    if bad == size:
         return f"{path}: every voxel is NaN or Inf: there is no image to segment"
-    return f"{path}: {bad} of {data.size} voxels are NaN or Inf; replace them (e.g. by 0) before predicting"
+    return f"{path}: {bad} of {size} voxels are NaN or Inf; replace them (e.g. by 0) before predicting"
 
 
 OTHER_IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")

@@ -238,7 +238,7 @@ def remove_damaged_outputs(folder: str, file_ending: str) -> list[str]:
     left half-written (nnU-Net checks only that the file exists), so those cases are predicted again."""
     import zipfile
 
-    from nnunet_mamba.input_checks import gzip_problem
+    from nnunet_mamba.input_checks import file_damage
 
     removed = []
     if not os.path.isdir(folder):
@@ -247,7 +247,7 @@ def remove_damaged_outputs(folder: str, file_ending: str) -> list[str]:
         path = os.path.join(folder, name)
         damaged = False
         if name.endswith(file_ending) and name.endswith(".gz"):
-            damaged = gzip_problem(path) is not None
+            damaged = file_damage(path) is not None
         elif name.endswith(".npz"):
             try:
                 with zipfile.ZipFile(path) as z:

@@ -360,6 +360,7 @@ def test_random_damage_to_prediction_inputs_is_named_or_harmless(ws, tmp_path):
     """check-input on images with random damage (changed bytes or a cut): either one problem naming the damaged
     file, or it passes and the image's voxels are exactly the clean ones (damage in a gzip header field)."""
     from hypothesis import HealthCheck, given, settings, strategies as st
+    from test_fault_injection import damage
     root, env, ds, model = ws
     clean = inputs_copy(ws, tmp_path / "clean")
 
@@ -371,14 +372,7 @@ def test_random_damage_to_prediction_inputs_is_named_or_harmless(ws, tmp_path):
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(clean, folder)
         victim = sorted(folder.iterdir())[int(rng.integers(2))]
-        data = bytearray(victim.read_bytes())
-        if rng.random() < 0.25:
-            data = data[: int(rng.integers(0, len(data)))]
-        else:
-            for _ in range(int(rng.integers(1, 9))):
-                i = int(rng.integers(len(data)))
-                data[i] = (data[i] + int(rng.integers(1, 256))) % 256
-        victim.write_bytes(bytes(data))
+        damage(victim, rng)
         out = subprocess.run([cli("nnunet-mamba"), "check-input", "-i", str(folder), "-m", str(model)], env=env,
                              capture_output=True, text=True, timeout=300)
         if out.returncode == 0:

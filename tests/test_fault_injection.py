@@ -44,6 +44,18 @@ def convert(command: str, task: Path, out_root: Path, capsys) -> tuple[int, str]
     return code, capsys.readouterr().err
 
 
+def damage(path: Path, rng: np.random.Generator) -> None:
+    """Cut ``path`` short (one time in four) or change 1-8 of its bytes, at random."""
+    data = bytearray(path.read_bytes())
+    if rng.random() < 0.25:
+        data = data[: int(rng.integers(0, len(data)))]
+    else:
+        for _ in range(int(rng.integers(1, 9))):
+            i = int(rng.integers(len(data)))
+            data[i] = (data[i] + int(rng.integers(1, 256))) % 256
+    path.write_bytes(bytes(data))
+
+
 def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Generator, capsys,
           command: str = "msd") -> str:
     """Damage one random file of a copy of ``clean_task`` (1-8 random bytes changed, or cut short), convert it,
@@ -54,14 +66,7 @@ def trial(clean_task: Path, clean_output: dict, work: Path, rng: np.random.Gener
     shutil.copytree(clean_task, task)
     files = sorted(p for p in task.rglob("*") if p.is_file() and (command == "msd" or p.name != "dataset.json"))
     victim = files[int(rng.integers(len(files)))]
-    data = bytearray(victim.read_bytes())
-    if rng.random() < 0.25:
-        data = data[: int(rng.integers(0, len(data)))]
-    else:
-        for _ in range(int(rng.integers(1, 9))):
-            i = int(rng.integers(len(data)))
-            data[i] = (data[i] + int(rng.integers(1, 256))) % 256
-    victim.write_bytes(bytes(data))
+    damage(victim, rng)
     before = tree_digest(task)
     code, err = convert(command, task, work / "raw", capsys)
     if tree_digest(task) != before:
