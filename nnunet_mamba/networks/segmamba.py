@@ -23,10 +23,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock
-from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 
 from nnunet_mamba.layers import TriOrientedMamba
 from nnunet_mamba.layers.mixer import wider_than_fp16
+from .unetr import unetr_basic, unetr_up
 
 TOTAL_STRIDE = 16
 
@@ -125,12 +125,10 @@ class SegMamba(nn.Module):
         self.vit = MambaEncoder(in_chans, depths=depths, dims=feat_size, backend=backend)
 
         def basic(c_in, c_out):
-            return UnetrBasicBlock(spatial_dims=3, in_channels=c_in, out_channels=c_out, kernel_size=3, stride=1,
-                                   norm_name=norm_name, res_block=res_block)
+            return unetr_basic(3, c_in, c_out, norm_name, res_block)
 
         def up(c_in, c_out):
-            return UnetrUpBlock(spatial_dims=3, in_channels=c_in, out_channels=c_out, kernel_size=3,
-                                upsample_kernel_size=2, norm_name=norm_name, res_block=res_block)
+            return unetr_up(3, c_in, c_out, norm_name, res_block)
         self.encoder1 = basic(in_chans, feat_size[0])
         self.encoder2 = basic(feat_size[0], feat_size[1])
         self.encoder3 = basic(feat_size[1], feat_size[2])

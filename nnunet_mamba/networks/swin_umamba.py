@@ -49,9 +49,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock
-from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 
 from nnunet_mamba.layers.ss2d import PatchEmbed2D, PatchMerging2D, VSSLayer, drop_path_rates, vmamba_init_weights
+from .unetr import unetr_basic, unetr_up
 
 
 class VSSMEncoder(nn.Module):
@@ -110,12 +110,10 @@ class SwinUMamba(nn.Module):
                                         d_state=d_state, drop_path_rate=encoder_drop_path_rate, backend=backend)
 
         def basic(c_in, c_out):
-            return UnetrBasicBlock(spatial_dims=2, in_channels=c_in, out_channels=c_out, kernel_size=3, stride=1,
-                                   norm_name=norm_name, res_block=res_block)
+            return unetr_basic(2, c_in, c_out, norm_name, res_block)
 
         def up(c_in, c_out):
-            return UnetrUpBlock(spatial_dims=2, in_channels=c_in, out_channels=c_out, kernel_size=3,
-                                upsample_kernel_size=2, norm_name=norm_name, res_block=res_block)
+            return unetr_up(2, c_in, c_out, norm_name, res_block)
         self.encoder1 = basic(in_chans, feat_size[0])
         self.encoder2 = basic(feat_size[0], feat_size[1])
         self.encoder3 = basic(feat_size[1], feat_size[2])
