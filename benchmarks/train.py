@@ -62,6 +62,12 @@ PLANS = {
                            regions=True),
     # a 2D ResEnc M layout for the 2D-only networks: 4 channels, 3 regions, 192x160 slices, batch 12
     "brats_like_2d": plan(6, [32, 64, 128, 256, 512, 512], (192, 160), 4, 3, 12, [1, 3, 4, 6, 6, 6], regions=True),
+    # classification (one class per case, cross-entropy): AdrenalMNIST3D at 64^3 and a 2D 224x224 image set,
+    # batch 32; the baseline ``resenc_m`` is then the NoMamba encoder + pooling head of our classifier
+    "adrenal_64_cls": {**plan(5, [32, 64, 128, 256, 320], (64, 64, 64), 1, 2, 32, [1, 3, 4, 6, 6]),
+                       "classify": True},
+    "image_224_cls": {**plan(6, [32, 64, 128, 256, 512, 512], (224, 224), 1, 2, 32, [1, 3, 4, 6, 6, 6]),
+                      "classify": True},
 }
 
 
@@ -81,7 +87,9 @@ def plan_from_file(path, configuration="3d_fullres"):
                 batch=int(c["batch_size"]), regions=regions)
 
 
-def ds_loss(outputs, target, regions):
+def ds_loss(outputs, target, regions, classify=False):
+    if classify:
+        return F.cross_entropy(outputs.float(), target)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]  # networks without deep supervision
     weights = [1 / 2 ** i for i in range(len(outputs))]
     weights[-1] = 0 if len(weights) > 1 else 1
@@ -101,6 +109,8 @@ def ds_loss(outputs, target, regions):
 def make_network(spec, p):
     name, _, opts = spec.partition(":")
     options = json.loads(opts) if opts else {}
+    if p.get("classify"):
+        return make_classifier(name, p, options)
     if name == "resenc_m":
         from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
         net = ResidualEncoderUNet(p["in_ch"], num_classes=p["out_ch"], deep_supervision=True, **p["arch"])
@@ -113,6 +123,19 @@ def make_network(spec, p):
     return net
 
 
+def make_classifier(name, p, options):
+    """The published classifiers as their trainers build them, or our encoder + pooling head."""
+    from nnunet_mamba.networks import EncoderClassifier, build_encoder
+    if name == "medmamba":
+        from nnunet_mamba.networks.medmamba import medmamba
+        return medmamba("t", p["in_ch"], p["out_ch"], **options)
+    if name == "nnmamba_cls":
+        from nnunet_mamba.networks.nnmamba import NnMambaCls
+        return NnMambaCls(in_ch=p["in_ch"], number_classes=p["out_ch"], **options)
+    encoder = build_encoder("nomamba" if name == "resenc_m" else name, p["arch"], p["in_ch"], **options)
+    return EncoderClassifier(encoder, p["out_ch"], (-2, -1), 0.0)
+
+
 def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
     torch.manual_seed(0)
     net = make_network(spec, p).to(device)
@@ -121,7 +144,9 @@ def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
     model = torch.compile(net) if compile_ else net
     x = torch.randn(p["batch"], p["in_ch"], *p["patch"], device=device)
-    if p["regions"]:
+    if p.get("classify"):
+        y = torch.randint(0, p["out_ch"], (p["batch"],), device=device)
+    elif p["regions"]:
         y = (torch.rand(p["batch"], p["out_ch"], *p["patch"], device=device) > 0.7).float()
     else:
         y = torch.randint(0, p["out_ch"], (p["batch"], 1, *p["patch"]), device=device)
@@ -132,7 +157,7 @@ def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-            loss = ds_loss(model(x), y, p["regions"])
+            loss = ds_loss(model(x), y, p["regions"], p.get("classify", False))
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
