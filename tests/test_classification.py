@@ -16,7 +16,7 @@ import pytest
 import torch
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
-from nnunet_mamba.classification.inference import mirror_flips, network_input, predict_logits, whole_image_patch
+from nnunet_mamba.classification.inference import mirror_flips, network_input, predict_logits, softmax, whole_image_patch
 from nnunet_mamba.classification.labels import balanced_sampling_probabilities, case_classes, class_names
 from nnunet_mamba.classification.metrics import auc, classification_metrics
 from nnunet_mamba.classification.predict import find_cases
@@ -72,6 +72,29 @@ def test_balanced_sampling_draws_classes_equally():
     assert p.sum() == pytest.approx(1.0)
     draws = np.random.default_rng(0).choice(len(labels), 30000, p=p)
     assert np.bincount(labels[draws]) / 30000 == pytest.approx([1 / 3] * 3, abs=0.015)
+
+
+def test_prior_correction_turns_balanced_scores_into_bayes_decisions():
+    """A network trained on class-balanced batches learns the likelihood ratio under a uniform prior; adding
+    log(prior) gives the Bayes decision for the data's prior: accuracy above both the uncorrected argmax and the
+    majority class, AUC unchanged."""
+    from nnunet_mamba.classification.labels import class_prior, prior_corrected_logits
+    rng = np.random.default_rng(0)
+    y = (rng.random(20000) < 0.2).astype(int)  # 80 % class 0
+    x = rng.normal(loc=y * 1.0, scale=1.0)
+    balanced_logits = np.stack([-(x - 0.0) ** 2 / 2, -(x - 1.0) ** 2 / 2], 1)  # log-likelihoods = uniform-prior logits
+    prior = class_prior(y, 2)
+    assert prior == pytest.approx([0.8, 0.2], abs=0.01)
+    before = classification_metrics(y, softmax(balanced_logits), ["a", "b"])
+    after = classification_metrics(y, softmax(prior_corrected_logits(balanced_logits, prior)), ["a", "b"])
+    bayes = ((x > 0.5 + np.log(prior[0] / prior[1])) == y).mean()  # threshold of the Bayes-optimal rule
+    assert after["accuracy"] == pytest.approx(bayes, abs=1e-9)
+    assert after["accuracy"] > max(before["accuracy"], 1 - y.mean()) + 0.01
+    assert after["auc"] == pytest.approx(before["auc"], abs=1e-12)
+    assert prior_corrected_logits(balanced_logits, None) is balanced_logits
+    assert class_prior([0, 0, 0], 2) == pytest.approx([0.75, 0.25])  # an absent class keeps a nonzero prior
+    with pytest.raises(ValueError, match="does not fit"):
+        prior_corrected_logits(balanced_logits, [1.0])
 
 
 def test_case_classes_from_dataset_json_or_csv(tmp_path, monkeypatch):
@@ -263,6 +286,8 @@ def check_fold_outputs(model: Path, n_val: int) -> list[dict]:
         assert (fold / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert ckpt["classification"]["class_names"] == ["normal", "abnormal"] and ckpt["current_epoch"] == 2
+    prior = ckpt["classification"]["class_prior"]  # the training fold's class frequencies, never the validation's
+    assert sum(prior) == pytest.approx(1.0) and summary["class_prior"] == pytest.approx(prior)
     assert (fold / "checkpoint_best.pth").is_file() and not (fold / "checkpoint_latest.pth").exists()
     return rows
 

@@ -41,7 +41,8 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
 from nnunet_mamba.checkpoints import read_checkpoint
 from nnunet_mamba.classification.inference import network_input, predict_logits, softmax, whole_image_patch
-from nnunet_mamba.classification.labels import balanced_sampling_probabilities, case_classes, class_names, classes_of
+from nnunet_mamba.classification.labels import (balanced_sampling_probabilities, case_classes, class_names,
+                                                class_prior, classes_of, prior_corrected_logits)
 from nnunet_mamba.classification.metrics import classification_metrics
 from nnunet_mamba.classification.outputs import write_json, write_predictions_csv
 from nnunet_mamba.classification.plots import plot_confusion, plot_progress, plot_roc
@@ -74,6 +75,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
         for key in _HISTORY:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         self.whole_image_patch: Optional[list[int]] = None
+        self._class_prior: Optional[list[float]] = None
         # nnU-Net's initialize() passes label_manager.num_segmentation_heads (the labels of the whole-image mask)
         # as the number of outputs; this instance attribute shadows the classmethod so it gets the class count.
         self.build_network_architecture = self._build_for_dataset
@@ -169,13 +171,22 @@ class MambaClassifierTrainer(MambaTrainerBase):
         axes = self.inference_allowed_mirroring_axes
         return None if axes is None else [int(a) for a in axes]
 
+    @property
+    def class_prior(self) -> list[float]:
+        """Class frequencies of this fold's training cases: the decisions' prior (see prior_corrected_logits)."""
+        if self._class_prior is None:
+            train_keys, _ = self.do_split()
+            self._class_prior = class_prior(classes_of(train_keys, self.case_classes), len(self.class_names)).tolist()
+        return self._class_prior
+
     def _classify(self, dataset, keys) -> tuple[np.ndarray, np.ndarray]:
-        """(true classes, probabilities) of whole cases."""
+        """(true classes, logits) of whole cases; the logits are corrected from the balanced sampling to the
+        training cases' class frequencies."""
         inputs = [network_input(dataset.load_case(k)[0], self.configuration_manager.patch_size,
                                 self._net.total_stride) for k in keys]
         logits = predict_logits(self.network, inputs, self.device, batch_size=max(self.batch_size, 1),
                                 mirror_axes=self._classify_mirror_axes())
-        return classes_of(keys, self.case_classes), logits
+        return classes_of(keys, self.case_classes), prior_corrected_logits(logits, self.class_prior)
 
     def on_validation_epoch_end(self, val_outputs: list):
         keys = list(self.val_dataset.identifiers)
@@ -233,15 +244,18 @@ class MambaClassifierTrainer(MambaTrainerBase):
             "init_args": self.my_init_kwargs,
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-            "classification": {"class_names": self.class_names, "patch_size": self.whole_image_patch},
+            "classification": {"class_names": self.class_names, "patch_size": self.whole_image_patch,
+                               "class_prior": self.class_prior},
         }
         torch.save(checkpoint, f"{filename}.partial")
         os.replace(f"{filename}.partial", filename)
 
     def checkpoint_loaded(self, checkpoint: dict) -> None:
-        patch = (checkpoint.get("classification") or {}).get("patch_size")
-        if patch:
-            self._set_patch(patch)
+        record = checkpoint.get("classification") or {}
+        if record.get("patch_size"):
+            self._set_patch(record["patch_size"])
+        if record.get("class_prior"):
+            self._class_prior = list(record["class_prior"])
 
     # --- final validation ------------------------------------------------------------------------------
     def perform_actual_validation(self, save_probabilities: bool = False):
@@ -273,6 +287,9 @@ class MambaClassifierTrainer(MambaTrainerBase):
                                  "best_epoch": _best_epoch(self), "best_value": self._best_ema},
                    "weights": weights, "final_epoch": final_epoch,
                    "test_time_mirroring": self._classify_mirror_axes(),
+                   "decision": "argmax of the probabilities corrected from class-balanced sampling to the training "
+                               "cases' class frequencies (class_prior)",
+                   "class_prior": self.class_prior,
                    "scale_augmentation": self.scale_augmentation,
                    **metrics,
                    "history": {k: [None if v is None else float(v) for v in self.logger.get_value(k, step=None)]

@@ -91,3 +91,25 @@ def balanced_sampling_probabilities(labels: Sequence[int]) -> np.ndarray:
     values, counts = np.unique(labels, return_counts=True)
     per_class = {v: 1.0 / (len(values) * c) for v, c in zip(values.tolist(), counts.tolist())}
     return np.array([per_class[v] for v in labels.tolist()], dtype=np.float64)
+
+
+def class_prior(labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Class frequencies of the training cases (every class at least one count, so no class gets probability 0)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    counts = np.maximum(counts, 1.0)
+    return counts / counts.sum()
+
+
+def prior_corrected_logits(logits: np.ndarray, prior: Optional[Sequence[float]]) -> np.ndarray:
+    """Logits of a network trained on class-balanced batches, moved to the training cases' class frequencies.
+
+    Balanced sampling trains the network for a uniform class prior; Bayes' rule with the true prior ``prior``
+    gives p(c | x) proportional to p_balanced(c | x) * prior[c], i.e. ``logits + log(prior)``. Ranking within one
+    class (and so the binary AUC) is unchanged; the argmax decision becomes the one for the data's prior.
+    """
+    if prior is None:
+        return logits
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.shape != (logits.shape[-1],) or (prior <= 0).any():
+        raise ValueError(f"class prior {prior.tolist()} does not fit {logits.shape[-1]} classes")
+    return logits + np.log(prior).astype(logits.dtype)

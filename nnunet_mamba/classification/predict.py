@@ -15,7 +15,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from ..checkpoints import model_folds, read_checkpoint
 from .inference import network_input, predict_logits, softmax
-from .labels import class_names as read_class_names
+from .labels import class_names as read_class_names, prior_corrected_logits
 
 
 def classifier_trainer_class(name: str) -> type:
@@ -38,7 +38,7 @@ class ClassifierModel:
     configuration_name: str
     dataset_json: dict
     class_names: list
-    networks: list = field(default_factory=list)  # (network, patch size, test-time mirror axes) per fold
+    networks: list = field(default_factory=list)  # (network, patch size, test-time mirror axes, class prior) per fold
     device: torch.device = torch.device("cpu")
 
     @classmethod
@@ -69,7 +69,8 @@ class ClassifierModel:
             net.load_state_dict(ckpt["network_weights"])
             patch = (ckpt.get("classification") or {}).get("patch_size") or cm.patch_size
             mirror = ckpt.get("inference_allowed_mirroring_axes")
-            model.networks.append((net.to(dev).eval(), list(patch), mirror))
+            prior = (ckpt.get("classification") or {}).get("class_prior")  # None: a checkpoint without one
+            model.networks.append((net.to(dev).eval(), list(patch), mirror, prior))
         return model
 
     @property
@@ -91,11 +92,13 @@ class ClassifierModel:
         return data
 
     def probabilities(self, preprocessed: Sequence[np.ndarray]) -> np.ndarray:
-        """Mean softmax over folds, (N, classes); each fold mirrors as its trainer validated."""
+        """Mean softmax over folds, (N, classes); each fold mirrors and corrects for its training prior as its
+        trainer validated."""
         total = 0
-        for net, patch, mirror in self.networks:
+        for net, patch, mirror, prior in self.networks:
             inputs = [network_input(d, patch, net.total_stride) for d in preprocessed]
-            total = total + softmax(predict_logits(net, inputs, self.device, mirror_axes=mirror))
+            logits = predict_logits(net, inputs, self.device, mirror_axes=mirror)
+            total = total + softmax(prior_corrected_logits(logits, prior))
         return total / len(self.networks)
 
     def predict_cases(self, cases: dict[str, list[str]], batch: int = 32,

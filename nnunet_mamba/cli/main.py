@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (check_input, convert, demo, doctor, import_checkpoint, plan, predict_class, restore, submit, transfer,
-               zoo)
+from . import (check_input, compare, convert, demo, doctor, import_checkpoint, plan, predict_class, restore, submit,
+               transfer, zoo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnunet-mamba {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (doctor, demo, convert, plan, submit, predict_class, transfer, restore, check_input,
-                   import_checkpoint, zoo):
+                   import_checkpoint, zoo, compare):
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,157 @@
+"""``nnunet-mamba compare``: train several trainers at an equal budget on the same folds (and seeds) through the
+stock ``nnUNetv2_train``, then tabulate nnU-Net's own validation metrics with paired differences against a
+baseline. Resumable: finished runs are kept, interrupted ones continue from their checkpoint (``--c``), so a
+comparison can be built up over several sittings."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train trainers side by side and compare their validation metrics",
+                       description=__doc__)
+    p.add_argument("-d", "--dataset", required=True, help="dataset ID or name (preprocessed with each arm's plans)")
+    p.add_argument("-c", "--configuration", required=True, help="e.g. 3d_fullres, 2d")
+    p.add_argument("-tr", "--trainers", nargs="+", required=True,
+                   help="Trainer or Trainer@Plans, e.g. nnUNetTrainer_50epochs@nnUNetResEncUNetMPlans")
+    p.add_argument("--baseline", default=None, help="the arm the others are compared with (default: the first)")
+    p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("-o", "--out", default=None, help="folder for the runs and the report "
+                   "(default: compare_<dataset>_<configuration>)")
+    p.add_argument("-device", "--device", default=None, choices=("cuda", "cpu", "mps"),
+                   help="default: cuda when available")
+    p.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs")
+    p.add_argument("--dry-run", action="store_true", help="print what would run, and stop")
+    p.set_defaults(func=run)
+
+
+def _bin(name: str) -> str:
+    exe = Path(sys.executable).with_name(name)
+    return str(exe) if exe.exists() else name
+
+
+def _dataset_name(dataset: str) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    try:
+        return maybe_convert_to_dataset_name(int(dataset) if dataset.isdigit() else dataset)
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"dataset {dataset!r}: {e}") from None
+
+
+def _check_plans(dataset: str, arms, configuration: str) -> None:
+    pre = os.environ.get("nnUNet_preprocessed")
+    if not pre:
+        raise ValueError("nnUNet_preprocessed is not set: plan and preprocess the dataset first")
+    for arm in arms:
+        plans = Path(pre) / dataset / f"{arm.plans}.json"
+        if not plans.is_file():
+            raise FileNotFoundError(f"{plans}: missing; run nnUNetv2_plan_and_preprocess for {arm.label}")
+        if configuration not in json.loads(plans.read_text()).get("configurations", {}):
+            raise ValueError(f"{plans}: has no configuration {configuration!r}")
+
+
+def _provenance(dataset: str, configuration: str, device: str, folds, seeds) -> dict:
+    import nnunetv2
+    import torch
+    from importlib.metadata import version
+    card = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else "CPU"
+    return {"dataset": dataset, "configuration": configuration, "folds": " ".join(folds),
+            "seeds": " ".join(map(str, seeds)), "device": card, "nnunet-mamba": version("nnunet-mamba"),
+            "nnunetv2": getattr(nnunetv2, "__version__", None) or version("nnunetv2"), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def _train(run, cmd: list[str], env: dict, log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            fh.write(line)
+            if any(w in line for w in ("Epoch ", "Pseudo dice", "val_auc", "Mean Validation", "Error", "error")):
+                print(f"    {line.rstrip()}", flush=True)
+        return proc.wait()
+
+
+def run(args) -> int:
+    import torch
+    from nnunet_mamba.comparison.metrics import (CLASSIFICATION_METRICS, classification_observations, kind_of,
+                                                 read_summary, segmentation_observations)
+    from nnunet_mamba.comparison.report import build_report, markdown, write
+    from nnunet_mamba.comparison.runs import Arm, all_runs
+
+    arms = [Arm.parse(t) for t in args.trainers]
+    labels = [a.label for a in arms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"an arm is named twice: {labels}")
+    baseline = args.baseline or labels[0]
+    if baseline not in labels:
+        raise ValueError(f"--baseline {baseline!r} is not one of {labels}")
+    dataset = _dataset_name(args.dataset)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(args.out or f"compare_{dataset}_{args.configuration}").resolve()
+    runs = all_runs(arms, [str(f) for f in args.folds], args.seeds)
+    if not args.report_only:
+        _check_plans(dataset, arms, args.configuration)
+    failed = []
+    for i, r in enumerate(runs, 1):
+        state = r.state(out, dataset, args.configuration)
+        tag = f"[{i}/{len(runs)}] {r.arm.label} fold {r.fold} seed {r.seed}"
+        if state == "done" or args.report_only:
+            print(f"{tag}: {state}", flush=True)
+            continue
+        cmd = r.command(_bin("nnUNetv2_train"), dataset, args.configuration, device, state)
+        print(f"{tag}: {'resuming' if state == 'resume' else 'training'}\n  $ {' '.join(cmd)}", flush=True)
+        if args.dry_run:
+            continue
+        log = out / "logs" / f"{r.arm.label.replace('@', '__')}_fold{r.fold}_seed{r.seed}.log"
+        t0 = time.time()
+        rc = _train(r, cmd, r.env(out, os.environ), log)
+        if rc != 0:
+            failed.append(tag)
+            print(f"{tag}: failed (exit code {rc}); log: {log}", flush=True)
+        else:
+            print(f"{tag}: finished in {time.time() - t0:.0f} s", flush=True)
+    if args.dry_run:
+        return 0
+
+    observations, run_means, kind = {}, {}, None
+    for r in runs:
+        if r.state(out, dataset, args.configuration) != "done":
+            continue
+        path = r.folder(out, dataset, args.configuration) / "validation" / "summary.json"
+        summary = read_summary(path)
+        this = kind_of(summary)
+        if kind and this != kind:
+            raise ValueError(f"{path}: a {this} summary among {kind} ones")
+        kind = this
+        obs = (segmentation_observations(summary, r.seed) if kind == "segmentation"
+               else classification_observations(summary, r.seed, r.fold))
+        observations.setdefault(r.arm.label, {}).update(obs)
+        metric = "Dice" if kind == "segmentation" else "auc"
+        values = [o[metric] for o in obs.values()]
+        run_means.setdefault(r.arm.label, []).append(float(sum(values) / len(values)))
+    if not observations:
+        print("no finished runs to compare yet", flush=True)
+        return 1 if failed else 0
+    metrics = ["Dice"] if kind == "segmentation" else list(CLASSIFICATION_METRICS)
+    title = f"{dataset} {args.configuration}: validation {metrics[0]}, {len(args.folds)} fold(s) x {len(args.seeds)} seed(s)"
+    reports = []
+    for m in metrics:
+        means = run_means if m == metrics[0] else {
+            a: [o[m] for o in obs.values()] for a, obs in observations.items()}
+        reports.append(build_report(observations, means, m, baseline, title if m == metrics[0] else f"{dataset}: {m}"))
+    provenance = _provenance(dataset, args.configuration, device, args.folds, args.seeds)
+    files = write(reports, observations, provenance, out)
+    print("\n" + "\n".join(markdown(r, provenance) for r in reports))
+    print("wrote " + ", ".join(str(f) for f in files))
+    if failed:
+        print(f"{len(failed)} run(s) failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    return 0

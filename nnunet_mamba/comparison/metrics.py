@@ -1,0 +1,57 @@
+"""Paired observations from nnU-Net's validation summaries.
+
+Segmentation (``fold_X/validation/summary.json`` with ``metric_per_case``): one observation per validation case,
+the case's Dice averaged over the foreground labels (labels empty in both reference and prediction skipped, as
+nnU-Net's NaN); the key is (seed, case), so arms pair on the same cases. Classification (our classifier trainers'
+summary: ``auc``, ``accuracy``, ``balanced_accuracy``): one observation per run; the key is (seed, fold).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+CLASSIFICATION_METRICS = ("auc", "balanced_accuracy", "accuracy")
+
+
+def read_summary(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable nnU-Net validation summary ({e})") from None
+
+
+def kind_of(summary: dict) -> str:
+    if "metric_per_case" in summary:
+        return "segmentation"
+    if "auc" in summary and "accuracy" in summary:
+        return "classification"
+    raise ValueError("neither an nnU-Net segmentation summary (metric_per_case) nor a classification summary")
+
+
+def _case_id(entry: dict) -> str:
+    name = Path(entry.get("reference_file") or entry["prediction_file"]).name
+    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".tif", ".npz"):
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
+
+
+def segmentation_observations(summary: dict, seed: int) -> dict:
+    """{(seed, case): {"Dice": mean over labels, "Dice_<label>": ...}}."""
+    out = {}
+    for entry in summary["metric_per_case"]:
+        per_label = {lab: m.get("Dice", math.nan) for lab, m in entry["metrics"].items()}
+        values = [v for v in per_label.values() if v is not None and not math.isnan(v)]
+        row = {"Dice": float(np.mean(values)) if values else math.nan}
+        row.update({f"Dice_{lab}": (math.nan if v is None else float(v)) for lab, v in per_label.items()})
+        out[(seed, _case_id(entry))] = row
+    return out
+
+
+def classification_observations(summary: dict, seed: int, fold: str) -> dict:
+    """{(seed, fold): {metric: value}} for AUC, balanced accuracy and accuracy."""
+    return {(seed, fold): {k: (math.nan if summary.get(k) is None else float(summary[k]))
+                           for k in CLASSIFICATION_METRICS}}
