@@ -155,7 +155,7 @@ def write_report(runs: list[dict], out: Path, title: str, volume: float | None =
     lines = [f"# AdrenalMNIST3D classification: {title}", "",
              "Ours: nnU-Net plans + preprocessing, fold 0 = official train (1188) / val (98) split; trained on train. "
              "The weights column says which weights were evaluated: the final epoch, or `checkpoint_best.pth`, the "
-             "epoch with the best val AUC (selection on val, as the issue allows; such a number is optimistic for "
+             "epoch with the best val AUC (model selection on val; such a number is optimistic for "
              "unseen data). The official test split (298) is withheld from this project, so our numbers are "
              "**validation** numbers and the published ones are **test** numbers: they are not the same cases.", "",
              "| model | seed | split | weights | AUC (95% CI) | ACC | balanced ACC | confusion [[TN, FP], [FN, TP]] | "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4: `nnUNetv2_train ... -num_gpus 2 -tr MambaTrainer` on a 2-GPU machine, next to the 1-GPU run
+# `nnUNetv2_train ... -num_gpus 2 -tr MambaTrainer` on a 2-GPU machine, next to the 1-GPU run
 # (same machine, same plans, same trainer, torch.compile off so both measure steady-state steps).
 #   bash benchmarks/gpu_hippocampus.sh setup && bash benchmarks/gpu_hippocampus.sh prep   # first
 #   bash benchmarks/gpu_ddp.sh TRAINER                                                    # then

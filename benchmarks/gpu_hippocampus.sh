@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-4 GPU measurements on a bare device machine (no registry): install carried wheels,
+# The Hippocampus GPU measurements on a bare GPU machine (no registry): install carried wheels,
 # preprocess MSD Hippocampus with nnU-Net's ResEnc M planner, time the networks, train on fold 0.
 #   bash benchmarks/gpu_hippocampus.sh setup     # wheels from .whl_sitk/ and .whl_nn/ (pip --no-index)
 #   bash benchmarks/gpu_hippocampus.sh prep      # raw Dataset004 from .gpu_data/ -> nnUNetResEncUNetMPlans

@@ -15,9 +15,9 @@
 #   bash benchmarks/gpu_scan.sh mamba          # build mamba-ssm from .whl/ into /tmp/mamba_site (kept while the machine
 #                                              #   stays warm; skipped when already there), ~2 min. Outside the working
 #                                              #   tree: a build in the ignored .mamba_site/ lost its extension and most of
-#                                              #   its modules by the next call (session 11)
+#                                              #   its modules by the next run
 #   bash benchmarks/gpu_scan.sh table ARGS     # scan.py's side-by-side table with that build -> $OUT/table
-# Keep at most 8 files under $OUT per device call: the rest do not come back (session 12 lost a table that way).
+# Keep at most 8 files under $OUT per run: the rest are not copied back (a table was lost that way).
 set -u
 OUT=${OUT:-/tmp/out}
 MSITE=/tmp/mamba_site

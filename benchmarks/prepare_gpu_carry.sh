@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Prepare, here (with network), what a bare GPU machine (no registry) needs, as folders to `carry`:
 #   .whl/       mamba-ssm's sdist (benchmarks/scan.py --build-mamba builds it there) -- scan table
-#   .whl_own/   our wheel                                                           -- every GPU call
-#   .whl_sitk/  SimpleITK (53 MB: carry it alone in a first call, install it, then the rest while warm)
+#   .whl_own/   our wheel                                                           -- every GPU run
+#   .whl_sitk/  SimpleITK (53 MB: carry it alone in a first run, install it, then the rest while warm)
 #   .whl_nn/    nnunetv2 2.8.1 and the pure-Python / binary deps the GPU image lacks, plus our wheel
 #   .gpu_data/  Dataset004_Hippocampus in nnU-Net raw format (from ../shared/data)  -- training timings
-# (.mamba_site/ stays excluded for old call scripts; `gpu_scan.sh mamba` now builds into /tmp/mamba_site on the GPU
-# machine, outside the working tree: a build inside it lost its extension by the next call, session 11)
+# (.mamba_site/ stays excluded for old run scripts; `gpu_scan.sh mamba` now builds into /tmp/mamba_site on the GPU
+# machine, outside the working tree: a build inside it lost its extension by the next run)
 # Wheels for CPython 3.12 on manylinux x86_64 (the GPU image: /opt/torch/.venv, Python 3.12.3).
 #   bash benchmarks/prepare_gpu_carry.sh [scan|train|all]   (default all)
 set -euo pipefail

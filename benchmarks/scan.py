@@ -363,7 +363,7 @@ def kernel_note(r) -> str:
 
 
 def target_lines(rows) -> list:
-    """The issue's targets at K = 2-4 (fused forward+backward >= 2x the naive path, and faster than K x mamba-ssm's
+    """The targets at K = 2-4 (fused forward+backward >= 2x the naive path, and faster than K x mamba-ssm's
     single direction), the cells that miss them, and the rows whose medians moved > 20 % between passes."""
     def cell(r):
         return f"({r['B']},{r['D']},{r['grid']}) K={r['K']} {r['dtype']}"

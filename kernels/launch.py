@@ -26,7 +26,7 @@ from triton.runtime import driver
 from .env import getenv
 
 # Triton releases whose compiled-kernel launcher (``CompiledKernel.run``) the direct path was checked against on a
-# GPU (float64 check of both kernel families, SCAN_NOTES.md sessions 10-11)
+# GPU (float64 check of both kernel families, benchmarks/SCAN_NOTES.md at b2b8613 and dd4d44c)
 CHECKED_TRITON = ("3.6",)
 
 

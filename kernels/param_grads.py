@@ -6,7 +6,7 @@ returns ``dA`` as (K, D, N) and the others as (K, D) in the parameters' dtypes. 
 each launch costs more CPU time than the GPU needs) one Triton launch does it all instead of three torch reductions,
 a transposing copy and the casts; with many rows (long maps, large batches: tens of MB of partials) torch's
 reductions, which spread the rows over the whole GPU, do it (one program per channel block and direction walking
-2,048 rows made (2, 128, 64^3) 4 % and (1, 96, 64^3) 7 % slower on H200, SCAN_NOTES.md session 11).
+2,048 rows made (2, 128, 64^3) 4 % and (1, 96, 64^3) 7 % slower on H200, benchmarks/SCAN_NOTES.md at 685f86a).
 ``NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS`` moves the line (default 128 rows; 0: always torch). The same launch
 also converts the backward's fp32 dB / dC to the inputs' dtype (bf16, fp16) where asked (``casts``).
 """

@@ -57,7 +57,7 @@ switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` and
 ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS=<n>`` move the two thresholds. Their backward sums dB/dC over a warp's 32 channels with a
 butterfly of warp shuffles (inline PTX) and combines warps with relaxed fp32 atomics, or, with
 ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` or ``NNUNET_MAMBA_SCAN_BC_SLABS=1``, stores one fp32 slab per warp that
-torch sums (deterministic). Defaults measured on H100 (SCAN_NOTES.md, session 8): 2-step sub-chunks whose
+torch sums (deterministic). Defaults measured on H100 (benchmarks/SCAN_NOTES.md, 52665e6): 2-step sub-chunks whose
 adjoint half reuses the forward half's per-step values, one lane per channel (``NNUNET_MAMBA_SCAN_SPLIT_*``
 splits a channel's states over 2 or 4 lanes: slower), no register cap (``NNUNET_MAMBA_SCAN_MAXNREG_*``).
 """
@@ -556,7 +556,7 @@ def _seq_min_length() -> int:
     K = 2 / 3 / 4, fp32, chunked vs sequential: (2, 640, 8^3) 0.473 / 0.658 / 0.935 vs 0.219 / 0.321 / 0.427 ms,
     (2, 64, 8^3) 0.155 / 0.202 / 0.280 vs 0.130 / 0.190 / 0.246, (2, 256, 32x32) 0.351 / 0.486 / 0.697 vs
     0.179 / 0.258 / 0.339; at 4^3 (64 steps) the chunked kernels stay faster, 0.114 / 0.140 / 0.199 vs 0.122 /
-    0.180 / 0.237 (SCAN_NOTES.md, session 11; the line was 1024 before). ``NNUNET_MAMBA_SCAN_SEQ_MIN_L``
+    0.180 / 0.237 (benchmarks/SCAN_NOTES.md, dd4d44c; the line was 1024 before). ``NNUNET_MAMBA_SCAN_SEQ_MIN_L``
     overrides it."""
     return env_count("NNUNET_MAMBA_SCAN_SEQ_MIN_L", 64)
 
@@ -564,7 +564,7 @@ def _seq_min_length() -> int:
 def _seq_min_programs(bwd: bool = False) -> int:
     """Programs per direction from which a sequence of at most :func:`_seq_min_length` steps also takes the
     sequential kernels (16-step chunks, 32 channels per one-warp program). Measured on H100 (K=6, bf16,
-    SCAN_NOTES.md, session 7): at (58, 256, 5x7x5), 5,104 programs, 3.3 vs 6.8 ms forward+backward; at
+    benchmarks/SCAN_NOTES.md, e33f53b): at (58, 256, 5x7x5), 5,104 programs, 3.3 vs 6.8 ms forward+backward; at
     (2, 320, 4^3), 80 programs, chunked 2.6x faster. ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS``
     overrides the 4096 (a very large value: short maps always chunked), ``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD``
     the backward's alone (the forward's carries then go unused where the two passes differ)."""
@@ -594,8 +594,8 @@ def _config(L: int, D: int, bwd: bool, Bsz: int = 1) -> dict:
     # channels spread over all lanes and warps ("vec1": every thread scans a run of steps of one
     # channel in registers, no cross-warp scan).
     # Sequential path (triton_seq), forward and backward: faster than the chunked scan on H100 once dB/dC use
-    # the shuffle butterfly (SCAN_NOTES.md, session 4) and, since the prefetches and saved carries, at every
-    # map longer than one chunk (session 11); on single-chunk maps only when batch x channels alone fill the GPU.
+    # the shuffle butterfly (SCAN_NOTES.md, 5c1e723) and, since the prefetches and saved carries, at every
+    # map longer than one chunk (dd4d44c); on single-chunk maps only when batch x channels alone fill the GPU.
     # NNUNET_MAMBA_SCAN_SEQ=0 / NNUNET_MAMBA_SCAN_SEQ_BWD=0 switch back to the chunked scan.
     seq = getenv("NNUNET_MAMBA_SCAN_SEQ_BWD" if bwd else "NNUNET_MAMBA_SCAN_SEQ", "1") == "1"
     if seq and (L > _seq_min_length() or _seq_programs(L, D, Bsz) >= _seq_min_programs(bwd)):
@@ -624,7 +624,7 @@ def _exact_da(cfg: dict) -> bool:
     steps instead of as ``h_t - dt_t u_t B_t``, which cancels when ``a_t = exp(dt A)`` is tiny (huge deltas:
     1e-2 relative error in dA at dt ~ 24, tests/kernels/test_triton_interpreter.py). One more scan and
     exp2 per state: opt-in (``NNUNET_MAMBA_SCAN_EXACT_DA=1``, config ``exact_da``). It passes the float64 check on a
-    GPU and cost a third more backward time at 8^3 (H200, SCAN_NOTES.md session 9, when 8^3 still ran these
+    GPU and cost a third more backward time at 8^3 (H200, SCAN_NOTES.md at 8812b31, when 8^3 still ran these
     kernels); they now see only single-chunk maps, where its cost is not yet timed on a GPU-bound host. The
     sequential kernels keep ``h_{t-1}`` and are exact either way."""
     return _switch(cfg, "exact_da", "NNUNET_MAMBA_SCAN_EXACT_DA", False)
@@ -634,7 +634,7 @@ def _reuse_steps(cfg: dict) -> bool:
     """Whether the sequential backward's adjoint walk reuses each step's inputs (u, dt, dy, their index math)
     from the forward recompute of the same sub-chunk instead of loading them again; B and C are reloaded.
     On by default with 2-step sub-chunks (H100, bf16, K=3: 4-8 % faster than S=4 without reuse at
-    16^3-64^3, SCAN_NOTES.md session 8); ``NNUNET_MAMBA_SCAN_REUSE_STEPS=0`` (config ``reuse_steps``) turns
+    16^3-64^3, benchmarks/SCAN_NOTES.md, 385accf); ``NNUNET_MAMBA_SCAN_REUSE_STEPS=0`` (config ``reuse_steps``) turns
     it off."""
     return _switch(cfg, "reuse_steps", "NNUNET_MAMBA_SCAN_REUSE_STEPS", True)
 
@@ -642,7 +642,7 @@ def _reuse_steps(cfg: dict) -> bool:
 def _lane_split(cfg: dict, N: int, bwd: bool) -> int:
     """Lanes that share one channel in the sequential kernels, each holding N / split of its states
     (1: a lane holds all N). Fewer states per lane means fewer live registers and twice the programs per
-    split, but more instructions per channel: measured slower on H100 (SCAN_NOTES.md, session 8), kept for
+    split, but more instructions per channel: measured slower on H100 (benchmarks/SCAN_NOTES.md, 385accf), kept for
     comparisons. ``NNUNET_MAMBA_SCAN_SPLIT_BWD`` / ``NNUNET_MAMBA_SCAN_SPLIT_FWD``
     (config ``split_bwd`` / ``split_fwd``): 1, 2 or 4; the forward's value also serves its summary walks,
     the backward's the backward's. Falls back to 1 where N or the program's lanes do not divide, and under
@@ -669,7 +669,7 @@ def _prefetch(cfg: dict, bwd_walk2: bool = False) -> dict:
     """Launch arguments of the sequential kernels' cache prefetches: ``PF`` (0 none, 1 into L2, 2 into L1) of
     the lines that a walk loads ``PFD`` iterations later (the backward's walk 2: sub-chunks; the other walks:
     unrolled step pairs). Default: into L2, one iteration ahead (H200, bf16, K=3: forward+backward 17-22 %
-    faster at 16^3-64^3; into L1 equally fast; further ahead slower; SCAN_NOTES.md, session 9).
+    faster at 16^3-64^3; into L1 equally fast; further ahead slower; benchmarks/SCAN_NOTES.md, 8812b31).
     ``NNUNET_MAMBA_SCAN_PREFETCH`` (config ``prefetch``), ``NNUNET_MAMBA_SCAN_PREFETCH_DIST`` / ``_DIST_BWD``
     (config ``prefetch_dist`` / ``prefetch_dist_bwd``). Off in the interpreter (no PTX)."""
     mode = int(cfg.get("prefetch", env_count("NNUNET_MAMBA_SCAN_PREFETCH", 1)))
@@ -688,7 +688,7 @@ def _bc_slabs(cfg: dict) -> bool:
     """Whether the sequential backward writes dB/dC as one fp32 slab per channel block (plain stores, summed
     by torch: deterministic, but nDB times the memory) instead of fp32 atomics into one buffer
     (``NNUNET_MAMBA_SCAN_BC_SLABS=1`` or config ``bc_slabs``; implied by ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1``).
-    With relaxed atomics both are equally fast on H100 (SCAN_NOTES.md, session 8), so the default is the
+    With relaxed atomics both are equally fast on H100 (benchmarks/SCAN_NOTES.md, 676abe1), so the default is the
     atomics' smaller buffer."""
     return _switch(cfg, "bc_slabs", "NNUNET_MAMBA_SCAN_BC_SLABS", False)
 
@@ -752,7 +752,7 @@ def _seq_config(L: int, D: int, Bsz: int) -> dict:
     sequence into at most 64 chunks (the carry pass walks the chunks one after another). H100, bf16: 64- instead
     of 32-step chunks made (2,512,16^3) 4-13 % faster at K = 2-4, 256 instead of 128 left 32^3 and (1,96,64^3)
     unchanged, while the Hippocampus mixers (few steps, batch 58) lose 7-16 % with half as many programs
-    (SCAN_NOTES.md, session 10). ``NNUNET_MAMBA_SCAN_SEQ_PROGRAMS`` moves the 4096,
+    (benchmarks/SCAN_NOTES.md, b2b8613). ``NNUNET_MAMBA_SCAN_SEQ_PROGRAMS`` moves the 4096,
     ``NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS`` the 64."""
     want = env_count("NNUNET_MAMBA_SCAN_SEQ_PROGRAMS", 4096)
     max_chunks = env_count("NNUNET_MAMBA_SCAN_SEQ_MAX_CHUNKS", 64)
@@ -868,7 +868,7 @@ def _save_carries(cfg: dict) -> bool:
     """Whether the forward hands its chunk carries (fp32, ``(B, 1, K, nC, N, D)``: 32 / T bytes per element of
     ``delta``'s 2 in bf16, T the chunk length) to the backward, whose summary walk then starts from the true
     states: no carry correction in walk 2, and (``_dc_in_summary``) y, dz and dC come from that walk. On by
-    default (H200, bf16, K=3: forward+backward 10-12 % faster at 16^3-64^3; SCAN_NOTES.md, session 9);
+    default (H200, bf16, K=3: forward+backward 10-12 % faster at 16^3-64^3; benchmarks/SCAN_NOTES.md, b216496);
     ``NNUNET_MAMBA_SCAN_SAVE_CARRIES=0`` (config ``save_carries``) turns it off."""
     return _switch(cfg, "save_carries", "NNUNET_MAMBA_SCAN_SAVE_CARRIES", True)
 
@@ -1099,7 +1099,7 @@ def _vector_bc(cfg: dict, Bm, Cm, bwd_kernel: bool = False, NL: Optional[int] = 
     a real GPU (no PTX in the interpreter). ``NNUNET_MAMBA_SCAN_VEC_BC=0`` (or config ``vec_bc``)
     forces scalar loads; ``NNUNET_MAMBA_SCAN_VEC_BC_BWD=0`` (config ``vec_bc_bwd``) does so in the backward
     kernel only (with 4-step sub-chunks the vectors spill there, offline sm_90a: 472 bytes, yet measured 12 %
-    faster on H100 and passed the float64 check; SCAN_NOTES.md, sessions 6 and 7). ``NL``: the states a lane
+    faster on H100 and passed the float64 check; SCAN_NOTES.md at bc3355e and e33f53b). ``NL``: the states a lane
     loads (N / split), which must fill whole 16-byte vectors."""
     if bwd_kernel:
         want = _switch(cfg, "vec_bc_bwd", "NNUNET_MAMBA_SCAN_VEC_BC_BWD", True)

@@ -2,7 +2,7 @@
 
 nnU-Net's predictor runs every network under ``torch.autocast("cuda")``, i.e. float16, whose range ends at
 65504. A network whose activations grow past that (measured: a Mamba restorer's decoder convolution at 65344,
-``benchmarks/results/h100_session6/fp16_bisect/``) returns inf/NaN there, while bf16 and float32 give finite
+``benchmarks/results/2026-11-27_h100_bc3355e/fp16_bisect/``) returns inf/NaN there, while bf16 and float32 give finite
 results on the same weights. Training has its own fallback (``MambaTrainerBase.fp16_fallback_after``); this hook
 covers inference, which nnU-Net controls: in eval mode under float16 autocast, a forward whose output is not
 finite runs once more under bf16 autocast (float32 where the GPU has no bf16). Finite outputs cost one

@@ -107,7 +107,7 @@ def test_sequence_length_and_parallelism_pick_the_kernel_family(monkeypatch):
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD", "1")  # the backward alone: 4^3 sequential
     assert T._config(64, 320, True, 2)["seq"] and not T._config(64, 320, False, 2).get("seq")
     monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS_BWD")
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "1024")  # the line before session 11
+    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_L", "1024")  # the earlier default
     monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS", "6000")
     assert not T._config(175, 256, True, 58).get("seq") and not T._config(512, 640, True, 2).get("seq")
     assert T._config(1025, 32, True, 1)["seq"]

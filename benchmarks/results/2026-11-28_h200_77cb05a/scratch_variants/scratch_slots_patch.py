@@ -1,4 +1,4 @@
-"""Call 1's bound on the backward's sub-chunk scratch traffic (measurement only: it makes the gradients wrong).
+"""A bound on the backward's sub-chunk scratch traffic (measurement only: it makes the gradients wrong).
 
 Patches the installed ``triton_seq.py`` so that every program's scratch lands in one of 16 shared slots (chunk index
 modulo 16): at (2, 256, 32^3) the live scratch is then 16 x 2 MB and stays in L2, instead of 537 MB per direction
