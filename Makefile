@@ -30,8 +30,10 @@ demo: install
 	$(VENV)/bin/nnunet-mamba doctor
 	$(VENV)/bin/nnunet-mamba demo
 
-# the pytest script (not `python -m pytest`) keeps the source folder off sys.path: the installed package is tested
+# ruff (pyflakes + pycodestyle errors/warnings, settings in pyproject.toml) first; then the pytest script (not
+# `python -m pytest`), which keeps the source folder off sys.path: the installed package is tested
 test: install
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
 test-fast: install

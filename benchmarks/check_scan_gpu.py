@@ -151,7 +151,8 @@ def main():
                    t_triton_s=t_tri, t_ref_s=t_ref)
         rows.append(row)
         print(f"{'PASS' if ok else 'FAIL'} B={c['Bsz']} D={c['D']} grid={c['grid']} K={c['K']} {row['dtype']}"
-              f"{' dt+' + str(c.get('dt_shift')) if c.get('dt_shift') else ''}{' minimal' if c.get('full') is False else ''}"
+              f"{' dt+' + str(c.get('dt_shift')) if c.get('dt_shift') else ''}"
+              f"{' minimal' if c.get('full') is False else ''}"
               f" | " + " ".join(f"{n}={e:.1e}" for n, e in zip(NAMES, errs)) + f" | tri {t_tri:.1f}s ref {t_ref:.1f}s",
               flush=True)
     print()

@@ -40,8 +40,9 @@ def main() -> None:
         before, after = classification_metrics(y, p, names), classification_metrics(y, corrected, names)
         name = path.parent.name
         out[name] = {"file": str(path), "prior": prior.tolist(), "before": before, "after": after}
-        rows.append(f"| {name} | {before['accuracy']:.3f} | {after['accuracy']:.3f} | {before['balanced_accuracy']:.3f} "
-                    f"| {after['balanced_accuracy']:.3f} | {before['auc']:.3f} | {after['auc']:.3f} |")
+        rows.append(f"| {name} | {before['accuracy']:.3f} | {after['accuracy']:.3f} "
+                    f"| {before['balanced_accuracy']:.3f} | {after['balanced_accuracy']:.3f} | {before['auc']:.3f} "
+                    f"| {after['auc']:.3f} |")
     majority = max(np.bincount(y)) / len(y)
     md = ["# Class-prior correction of saved predictions", "",
           f"Training prior {np.round(class_prior(train, len(names)), 3).tolist()} from {a.npz.name}; "

@@ -107,7 +107,8 @@ def main() -> int:
         pass
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"faithful_gpu_check_{args.compile}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"faithful_gpu_check_{args.compile}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print("ALL PASS" if ok else "FAILURES")
     return 0 if ok else 1
 

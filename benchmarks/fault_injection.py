@@ -71,7 +71,9 @@ def main() -> int:
                             cwd=ROOT).stdout.strip()
     result = {"trials_per_command": args.trials, "seed": args.seed, "commands": per_command, "failures": failures,
               "seconds": round(time.time() - start, 1), "commit": commit, "machine": platform.platform(),
-              "python": platform.python_version(), "dataset": "msd, folder: 3 real MSD Hippocampus cases (2 training, 1 test); brats, submit: 2 synthetic BraTS 2021 cases (and random predictions)"}
+              "python": platform.python_version(),
+              "dataset": "msd, folder: 3 real MSD Hippocampus cases (2 training, 1 test); brats, submit: 2 synthetic "
+                         "BraTS 2021 cases (and random predictions)"}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "failures"}))
     for f in failures[:20]:

@@ -25,7 +25,6 @@ import argparse
 import contextvars
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -77,8 +76,11 @@ def trainer_and_batches(args, device):
     def batches():
         while True:
             yield trainer._pair(next(dl_train))
-    factory = lambda: cls.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 1)
-    return cls, factory, batches(), f"{name}, patch {list(trainer.configuration_manager.patch_size)}, batch {trainer.batch_size}"
+
+    def factory():
+        return cls.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 1)
+    return cls, factory, batches(), (f"{name}, patch {list(trainer.configuration_manager.patch_size)}, "
+                                     f"batch {trainer.batch_size}")
 
 
 def autocast(device, precision):
@@ -109,7 +111,8 @@ class Probe:
     def _replay_hook(self, name, inp, out):
         if not self.replay or not isinstance(out, torch.Tensor):
             return
-        ins_ok = all(bool(torch.isfinite(i).all()) for i in inp if isinstance(i, torch.Tensor) and i.is_floating_point())
+        ins_ok = all(bool(torch.isfinite(i).all()) for i in inp
+                     if isinstance(i, torch.Tensor) and i.is_floating_point())
         if not bool(torch.isfinite(out).all()):
             self.events.append(("forward", name, ins_ok, float(out.detach().float().abs().nan_to_num(0, 0, 0).max())))
         if out.requires_grad:
@@ -229,8 +232,8 @@ def train_setting(tag, backend, precision, factory, batches, loss_fn, lr, wd, de
                 torch.save({"setting": tag, "step": i, "scans": probe.scans}, Path(args.out) / f"scan_inputs_{tag}.pt")
                 event = {"weights": before, "x": x.cpu(), "y": y.cpu(), "setting": tag, "step": i}
                 net.load_state_dict(after)
-                print(f"  {tag}: non-finite at step {i}: {row['replay']['first_forward'] or row['replay']['first_backward']}",
-                      flush=True)
+                print(f"  {tag}: non-finite at step {i}: "
+                      f"{row['replay']['first_forward'] or row['replay']['first_backward']}", flush=True)
             if row["nonfinite_loss_steps"] >= args.max_nonfinite:
                 break
             if args.progress and (i + 1) % args.progress == 0:

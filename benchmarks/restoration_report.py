@@ -221,7 +221,8 @@ def report(gpu: Path, out: Path, unseen: Path, note: str = "") -> None:
                  if f.name[:-len("_0000.nii.gz")] in restored}
         drawn = json.loads((unseen / "degradation.json").read_text())["cases"]
         pairs = {c: (_array(f), _array(unseen / "clean" / f"{c}.nii.gz"), drawn[c]) for c, f in cases.items()}
-        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", deg, param)
+        unseen_rows = evaluate(pairs, {k: d / "unseen" for k, d in labels.items()}, set(pairs), out, "unseen", deg,
+                               param)
     base = BASELINE_NAME[deg.task]
     methods = ["degraded", *([base] if base else []), *sorted(labels, key=lambda k: k != "NoMamba")]
     result = {"degradation": {**deg.describe(), "seed": seed}, "baseline": base,
@@ -306,7 +307,8 @@ def _baseline_text(res) -> str:
     if d["task"] == "denoise":
         return (f"NLM: scikit-image denoise_nl_means (patch {res['nlm']['patch_size']}, distance "
                 f"{res['nlm']['patch_distance']}, fast mode) with sigma = each case's true noise sigma (oracle) and "
-                f"h = {res['nlm']['h_over_sigma']} x sigma, the best of {list(res['nlm']['mean_psnr_by_h_over_sigma'])} "
+                f"h = {res['nlm']['h_over_sigma']} x sigma, the best of "
+                f"{list(res['nlm']['mean_psnr_by_h_over_sigma'])} "
                 f"on {len(res['nlm']['tuning_cases'])} training (not validation) cases: both choices favour NLM.")
     if d["task"] == "sr":
         return ("Degraded = thick slices (block means of factor slices) linearly interpolated back to the original "
@@ -329,8 +331,9 @@ def _markdown(res, methods, path, note=""):
         f"# Restoration on real MRI (Hippocampus, {TITLE[d['task']]})", "", *([f"**{note}**", ""] if note else []),
         f"Degradation: {d}" + (", sigma = level x 99.5th percentile of the clean image" if d["task"] == "denoise"
                                else "") + f". Models: "
-        f"{', '.join(res['trainers'])}, fold 0 of nnU-Net's 5-fold split (see gpu_restoration.sh); metrics against the clean "
-        "image in the original geometry: PSNR with the clean image's range, SSIM 3D (scikit-image, Gaussian window).",
+        f"{', '.join(res['trainers'])}, fold 0 of nnU-Net's 5-fold split (see gpu_restoration.sh); metrics against "
+        "the clean image in the original geometry: PSNR with the clean image's range, SSIM 3D (scikit-image, "
+        "Gaussian window).",
         _baseline_text(res),
         f"Degraded pairs regenerated here from the seed; largest |PSNR difference| to the GPU's: "
         f"{res['degraded_psnr_max_abs_diff_vs_gpu']:.2e} dB.", "",

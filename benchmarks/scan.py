@@ -349,8 +349,9 @@ def fmt(x, p=3):
 def fmt_row(r):
     return (f"B={r['B']} D={r['D']} {r['grid']} K={r['K']} {r['dtype']}: fused fwd {fmt(r['fused_fwd_ms'])} "
             f"fwd+bwd {fmt(r['fused_fwdbwd_ms'])} ms ({r['fused_fwdbwd_GBps']:.0f} GB/s floor-equiv) | naive "
-            f"{fmt(r.get('naive_fwd_ms'))} / {fmt(r.get('naive_fwdbwd_ms'))} | Kx1dir {fmt(r.get('mamba_Kx1dir_fwd_ms'))}"
-            f" / {fmt(r.get('mamba_Kx1dir_fwdbwd_ms'))} | ref {fmt(r.get('ref_fwd_ms'))} / {fmt(r.get('ref_fwdbwd_ms'))}"
+            f"{fmt(r.get('naive_fwd_ms'))} / {fmt(r.get('naive_fwdbwd_ms'))} | Kx1dir "
+            f"{fmt(r.get('mamba_Kx1dir_fwd_ms'))} / {fmt(r.get('mamba_Kx1dir_fwdbwd_ms'))} | ref "
+            f"{fmt(r.get('ref_fwd_ms'))} / {fmt(r.get('ref_fwdbwd_ms'))}"
             f" | speedup fwd {fmt(r.get('speedup_fwd'), 2)} fwd+bwd {fmt(r.get('speedup_fwdbwd'), 2)}")
 
 
@@ -373,13 +374,15 @@ def target_lines(rows) -> list:
     out = [f"Targets, K = 2-4: fused forward+backward >= 2x the naive path in {len(timed) - len(slow)} of {len(timed)} "
            f"cells; faster than K x 1-dir in {len(timed) - len(behind)} of {len(timed)}."]
     out += [f"- below 2x: {cell(r)}: {r['speedup_fwdbwd']:.2f}x" for r in slow]
-    out += [f"- not faster than K x 1-dir: {cell(r)}: {r['fused_fwdbwd_ms']:.3f} vs {r['mamba_Kx1dir_fwdbwd_ms']:.3f} ms"
-            + kernel_note(r) for r in behind]
-    host = [r for r in rows if r.get("fused_fwdbwd_kernels_ms") and r["fused_fwdbwd_ms"] > 1.5 * r["fused_fwdbwd_kernels_ms"]]
+    out += [f"- not faster than K x 1-dir: {cell(r)}: {r['fused_fwdbwd_ms']:.3f} vs "
+            f"{r['mamba_Kx1dir_fwdbwd_ms']:.3f} ms" + kernel_note(r) for r in behind]
+    host = [r for r in rows
+            if r.get("fused_fwdbwd_kernels_ms") and r["fused_fwdbwd_ms"] > 1.5 * r["fused_fwdbwd_kernels_ms"]]
     if host:
-        out += ["", "Rows whose fused forward+backward took over 1.5x its kernel time (the host did not issue the launches "
-                "in time; wall / kernels, ms): " + "; ".join(f"{cell(r)} {r['fused_fwdbwd_ms']:.3f} / "
-                                                            f"{r['fused_fwdbwd_kernels_ms']:.3f}" for r in host) + "."]
+        out += ["", "Rows whose fused forward+backward took over 1.5x its kernel time (the host did not issue the "
+                "launches in time; wall / kernels, ms): "
+                + "; ".join(f"{cell(r)} {r['fused_fwdbwd_ms']:.3f} / {r['fused_fwdbwd_kernels_ms']:.3f}" for r in host)
+                + "."]
     moved = []
     for r in rows:
         for name, runs in r.items():
@@ -400,15 +403,16 @@ def write_md(path, meta, rows, title):
     lines.append("")
     if rows and "fused_fwd_ms" in rows[0]:
         lines.append("| B | D | grid | K | dtype | fused fwd | fused fwd+bwd | naive fwd | naive fwd+bwd | speedup fwd "
-                     "| speedup fwd+bwd | K x 1-dir fwd | K x 1-dir fwd+bwd | ref fwd | ref fwd+bwd | floor GB (fwd+bwd) "
-                     "| fused GB/s (floor/time) | % of copy BW |")
+                     "| speedup fwd+bwd | K x 1-dir fwd | K x 1-dir fwd+bwd | ref fwd | ref fwd+bwd "
+                     "| floor GB (fwd+bwd) | fused GB/s (floor/time) | % of copy BW |")
         lines.append("|" + "---|" * 18)
         for r in rows:
             lines.append(
                 f"| {r['B']} | {r['D']} | {r['grid']} | {r['K']} | {r['dtype']} | {fmt(r['fused_fwd_ms'])} | "
                 f"{fmt(r['fused_fwdbwd_ms'])} | {fmt(r.get('naive_fwd_ms'))} | {fmt(r.get('naive_fwdbwd_ms'))} | "
-                f"{fmt(r.get('speedup_fwd'), 2)} | {fmt(r.get('speedup_fwdbwd'), 2)} | {fmt(r.get('mamba_Kx1dir_fwd_ms'))} | "
-                f"{fmt(r.get('mamba_Kx1dir_fwdbwd_ms'))} | {fmt(r.get('ref_fwd_ms'), 1)} | {fmt(r.get('ref_fwdbwd_ms'), 1)} | "
+                f"{fmt(r.get('speedup_fwd'), 2)} | {fmt(r.get('speedup_fwdbwd'), 2)} | "
+                f"{fmt(r.get('mamba_Kx1dir_fwd_ms'))} | {fmt(r.get('mamba_Kx1dir_fwdbwd_ms'))} | "
+                f"{fmt(r.get('ref_fwd_ms'), 1)} | {fmt(r.get('ref_fwdbwd_ms'), 1)} | "
                 f"{r['floor_bytes_fwdbwd'] / 1e9:.3f} | {r['fused_fwdbwd_GBps']:.0f} | "
                 f"{100 * r['fused_fwdbwd_GBps'] / meta['copy_GBps']:.1f} |")
         lines.append("")

@@ -96,7 +96,8 @@ def main():
     ap.add_argument("--ks", type=int, nargs="*", default=[1, 2, 3, 4])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--reps", type=int, default=300)
-    ap.add_argument("--profile", action="store_true", help="cProfile the calls (top functions by own time; SORT=cumulative "
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile the calls (top functions by own time; SORT=cumulative "
                     "and TOP=N in the environment change the order and the length)")
     ap.add_argument("--direct", action="store_true",
                     help="count the direct launcher's host work too (its key, launch numbering and argument list; the "
@@ -120,7 +121,8 @@ def main():
     for shape in a.shape or ["2,640,8x8x8", "2,512,16x16x16"]:
         for K in a.ks:
             us = per_call_us(shape, K, dtype, a.reps, a.profile)
-            rows.append(dict(shape=shape, K=K, dtype=a.dtype, direct_launcher=a.direct, numbered=not a.unnumbered, host_us_per_fwd_bwd=us))
+            rows.append(dict(shape=shape, K=K, dtype=a.dtype, direct_launcher=a.direct, numbered=not a.unnumbered,
+                             host_us_per_fwd_bwd=us))
             what = "the direct launcher's Python counted, its C launcher not" if a.direct else "launches not counted"
             print(f"{shape} K={K} {a.dtype}: {us:.0f} us of host work per forward+backward ({what})", flush=True)
     if a.json:

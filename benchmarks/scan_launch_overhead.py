@@ -137,8 +137,8 @@ def direct_vs_jit(shape: str, K: int, dtype, reps: int) -> dict:
     os.environ.pop("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
     diffs = [((a - b).norm() / b.norm().clamp_min(1e-30)).item()
              for a, b in zip(res["1"][1], res["0"][1]) if a is not None]
-    return dict(jit=res["0"][0], direct=res["1"][0], forward_identical=bool(torch.equal(res["1"][1][0], res["0"][1][0])),
-                max_rel_diff=max(diffs))
+    return dict(jit=res["0"][0], direct=res["1"][0],
+                forward_identical=bool(torch.equal(res["1"][1][0], res["0"][1][0])), max_rel_diff=max(diffs))
 
 
 def cpu_profile(shape: str, K: int, dtype, reps: int, top: int = 25):
@@ -167,9 +167,11 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--json", default=None)
     ap.add_argument("--direct", action="store_true",
-                    help="compare JIT launches with direct launches (NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1): times, outputs")
+                    help="compare JIT launches with direct launches (NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1): "
+                         "times, outputs")
     ap.add_argument("--launcher", action="store_true",
-                    help="also split the CPU time: inside Triton's JIT launches vs a direct replay of the same launches")
+                    help="also split the CPU time: inside Triton's JIT launches vs a direct replay "
+                         "of the same launches")
     ap.add_argument("--cprofile", action="store_true",
                     help="also profile the CPU side of --reps forward+backward calls (cProfile, top functions)")
     a = ap.parse_args()
@@ -178,15 +180,18 @@ def main():
     for K in a.ks:
         r = measure(a.shape, K, dtype, a.reps)
         rows.append(r)
-        print(f"{a.shape} K={K} {a.dtype}: enqueue {r['enqueue_ms']:.3f} ms, CPU per call {r['cpu_per_call_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms, "
+        print(f"{a.shape} K={K} {a.dtype}: enqueue {r['enqueue_ms']:.3f} ms, "
+              f"CPU per call {r['cpu_per_call_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms, "
               f"kernels {r['kernels_ms']:.3f} ms, {r['launches']:.0f} launches", flush=True)
         if a.direct:
             c = direct_vs_jit(a.shape, K, dtype, a.reps)
             r["direct"] = c
-            print(f"    JIT launches: CPU per call {c['jit']['cpu_per_call_ms']:.3f} wall {c['jit']['wall_ms']:.3f} ms; "
+            print(f"    JIT launches: CPU per call {c['jit']['cpu_per_call_ms']:.3f} "
+                  f"wall {c['jit']['wall_ms']:.3f} ms; "
                   f"direct: CPU per call {c['direct']['cpu_per_call_ms']:.3f} wall {c['direct']['wall_ms']:.3f} ms; "
                   f"forward identical "
-                  f"{c['forward_identical']}, largest relative difference {c['max_rel_diff']:.1e}; direct launcher: JIT / direct "
+                  f"{c['forward_identical']}, largest relative difference {c['max_rel_diff']:.1e}; "
+                  f"direct launcher: JIT / direct "
                   f"launches {c['direct']['jit_and_direct_launches']}", flush=True)
         if a.cprofile:
             cpu_profile(a.shape, K, dtype, a.reps)

@@ -84,7 +84,8 @@ def main():
         print(head if a.totals else f"{head} (L={case['L']}, cfg bwd {case['cfg_bwd']})", flush=True)
         if not a.totals:
             for k in case["kernels"]:
-                print(f"  {k['ms']:8.3f} ms  {100 * k['ms'] / case['kernels_ms']:5.1f} %  x{k['launches']:<3d} {k['name']}")
+                print(f"  {k['ms']:8.3f} ms  {100 * k['ms'] / case['kernels_ms']:5.1f} %  "
+                      f"x{k['launches']:<3d} {k['name']}")
         torch.cuda.empty_cache()
     if a.json:
         with open(a.json, "w") as f:

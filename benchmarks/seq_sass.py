@@ -75,7 +75,8 @@ def main():
     a = ap.parse_args()
     compiled = compile_kernel(a.kernel, a.N, a.S, a.vec_bc, bool(a.reuse_steps), a.split, a.pf, bool(a.true_scr))
     mix, resources = sass_mix(compiled)
-    row = dict(kernel=a.kernel, N=a.N, S=a.S, vec_bc=a.vec_bc, reuse_steps=a.reuse_steps, split=a.split, pf=a.pf, true_scr=a.true_scr, triton=triton.__version__,
+    row = dict(kernel=a.kernel, N=a.N, S=a.S, vec_bc=a.vec_bc, reuse_steps=a.reuse_steps, split=a.split, pf=a.pf,
+               true_scr=a.true_scr, triton=triton.__version__,
                registers=resources.get("REG"), stack_bytes=resources.get("STACK"), local_bytes=resources.get("LOCAL"),
                instructions=sum(mix.values()), top=dict(mix.most_common(14)))
     print(json.dumps(row))

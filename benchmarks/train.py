@@ -47,7 +47,8 @@ def plan(n_stages, features, patch, in_ch, out_ch, batch, blocks, kernel_sizes=N
           "kernel_sizes": kernel_sizes or [[3] * nd] * n_stages,
           "strides": strides or [[1] * nd] + [[2] * nd] * (n_stages - 1),
           "n_blocks_per_stage": blocks, "n_conv_per_stage_decoder": [1] * (n_stages - 1), "conv_bias": True,
-          "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{nd}d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+          "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{nd}d",
+          "norm_op_kwargs": {"eps": 1e-5, "affine": True},
           "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
           "nonlin_kwargs": {"inplace": True}}
     return dict(arch=resolve_arch_kwargs(kw, IMPORTS), patch=patch, in_ch=in_ch, out_ch=out_ch, batch=batch,
@@ -278,8 +279,8 @@ def write_results(args, card, rows):
     lines = [f"# Training step on {card}", "", f"torch {meta['torch']}, CUDA {meta['cuda']}, triton "
              f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}"
              + "".join(f", {k}={v}" for k, v in meta["scan_env"].items()), "",
-             "| plan | network | AMP | batch x patch | step ms (median) | x resenc_m | peak GB | x resenc_m | target GB "
-             "| params M | first step s | finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| plan | network | AMP | batch x patch | step ms (median) | x resenc_m | peak GB | x resenc_m "
+             "| target GB | params M | first step s | finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["plan"], r["amp"]): r for r in rows if r["network"] == "resenc_m" and "error" not in r}
     for r in rows:
         if "error" in r:

@@ -44,7 +44,8 @@ def detect_naming(case_ids: list[str], folder: Path) -> str:
     unknown = [cid for cid in case_ids if not any(n["pattern"].match(cid) for n in NAMINGS.values())]
     if unknown:
         raise DatasetError([Problem(str(folder / u), "is not a BraTS case folder name (BraTS2021_00000 or "
-                                                      "BraTS-GLI-00000-000)") for u in unknown], f"BraTS folder {folder}")
+                                                      "BraTS-GLI-00000-000)") for u in unknown],
+                           f"BraTS folder {folder}")
     if len(found) != 1:
         raise DatasetError([Problem(str(folder), f"mixes BraTS namings {sorted(found)}; convert them separately")]
                            if found else [Problem(str(folder), "contains no BraTS case folders")],

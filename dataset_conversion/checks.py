@@ -85,7 +85,8 @@ def geometry_problems(ref: sitk.Image, other: sitk.Image, ref_path: Path, other_
     if ref.GetSize() != other.GetSize():
         out.append(Problem(str(other_path), f"size {other.GetSize()} differs from {ref_path.name} {ref.GetSize()}"))
         return out
-    for name, a, b in (("spacing", ref.GetSpacing(), other.GetSpacing()), ("origin", ref.GetOrigin(), other.GetOrigin()),
+    for name, a, b in (("spacing", ref.GetSpacing(), other.GetSpacing()),
+                       ("origin", ref.GetOrigin(), other.GetOrigin()),
                        ("direction", ref.GetDirection(), other.GetDirection())):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or not np.allclose(a, b, rtol=tol, atol=tol):

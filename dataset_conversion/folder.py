@@ -147,7 +147,8 @@ def discover(folder: Path, n_channels: int, channel_pattern: str, problems: list
             case, channel = m.group("case"), int(m.group("channel"))
         slots = found.setdefault(case, {})
         if channel in slots:
-            problems.append(Problem(str(entry), f"duplicate case {case!r} channel {channel} (also {slots[channel].name})"))
+            problems.append(Problem(str(entry),
+                                    f"duplicate case {case!r} channel {channel} (also {slots[channel].name})"))
             continue
         slots[channel] = entry
     cases = {}

@@ -69,7 +69,8 @@ def explain_backend(device: torch.device | str, requested: Optional[str] = None)
             raise RuntimeError(f"scan backend 'mamba_ssm' requested ({source}) but mamba-ssm's CUDA extension "
                                "(selective_scan_cuda) is not installed; it is optional: pip install mamba-ssm")
         if device.type != "cuda":
-            raise RuntimeError(f"scan backend 'mamba_ssm' requested ({source}) for {device.type} tensors; it needs CUDA")
+            raise RuntimeError(f"scan backend 'mamba_ssm' requested ({source}) for {device.type} tensors; "
+                               "it needs CUDA")
     return choice, f"requested by {source}"
 
 

@@ -54,8 +54,8 @@ Sequences longer than one chunk (L > 64), and shorter ones whose batch x channel
 :mod:`.triton_seq` (one launch per direction, sum over directions in fp32 in launch order:
 deterministic), forward and backward; ``NNUNET_MAMBA_SCAN_SEQ=0`` / ``NNUNET_MAMBA_SCAN_SEQ_BWD=0``
 switch back to the chunked scan, ``NNUNET_MAMBA_SCAN_SEQ_MIN_L=<n>`` and
-``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS=<n>`` move the two thresholds. Their backward sums dB/dC over a warp's 32 channels with a
-butterfly of warp shuffles (inline PTX) and combines warps with relaxed fp32 atomics, or, with
+``NNUNET_MAMBA_SCAN_SEQ_MIN_PROGRAMS=<n>`` move the two thresholds. Their backward sums dB/dC over a warp's 32 channels
+with a butterfly of warp shuffles (inline PTX) and combines warps with relaxed fp32 atomics, or, with
 ``NNUNET_MAMBA_SCAN_DETERMINISTIC=1`` or ``NNUNET_MAMBA_SCAN_BC_SLABS=1``, stores one fp32 slab per warp that
 torch sums (deterministic). Defaults measured on H100 (benchmarks/SCAN_NOTES.md, 52665e6): 2-step sub-chunks whose
 adjoint half reuses the forward half's per-step values, one lane per channel (``NNUNET_MAMBA_SCAN_SPLIT_*``

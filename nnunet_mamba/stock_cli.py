@@ -87,7 +87,8 @@ def explain(exc: BaseException) -> str:
         return f"{text.splitlines()[0]}: this machine has no usable CUDA GPU; add -device cpu (slow) or run on a GPU"
     if "Error(s) in loading state_dict" in text:
         return ("the checkpoint's weights do not fit the network this trainer builds (another trainer, other plans "
-                f"or another nnunet-mamba version): {text.splitlines()[1].strip()[:300] if len(text.splitlines()) > 1 else ''}")
+                "or another nnunet-mamba version): "
+                f"{text.splitlines()[1].strip()[:300] if len(text.splitlines()) > 1 else ''}")
     return f"{type(exc).__name__}: {text}"
 
 
@@ -95,7 +96,8 @@ def _missing_file(path: str) -> str:
     path = os.path.abspath(path)
     parent, name = os.path.dirname(path), os.path.basename(path)
     if name.endswith(".json") and os.path.basename(os.path.dirname(parent)) != "" and \
-            os.environ.get("nnUNet_preprocessed") and path.startswith(os.path.abspath(os.environ["nnUNet_preprocessed"])):
+            os.environ.get("nnUNet_preprocessed") and \
+            path.startswith(os.path.abspath(os.environ["nnUNet_preprocessed"])):
         plans = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(parent, "*Plans*.json")))
         return (f"{path}: no such plans file. Plans of this dataset: {', '.join(plans) or 'none'} (pass one with -p), "
                 "or create it: nnUNetv2_plan_and_preprocess / nnunet-mamba plan")
@@ -113,8 +115,8 @@ def _missing_file(path: str) -> str:
             os.path.abspath(os.environ["nnUNet_preprocessed"])):
         dataset = os.path.basename(parent)
         return (f"{path}: the dataset is not preprocessed for {m.group(2)}; run nnUNetv2_plan_and_preprocess -d "
-                f"{dataset[7:10] if dataset.startswith('Dataset') else dataset} -c {m.group(2)} (or nnUNetv2_preprocess "
-                f"with -plans_name {m.group(1)}) first")
+                f"{dataset[7:10] if dataset.startswith('Dataset') else dataset} -c {m.group(2)} "
+                f"(or nnUNetv2_preprocess with -plans_name {m.group(1)}) first")
     model = parent if name in ("dataset.json", "plans.json") else None
     if model is not None and not os.path.isdir(model):
         dataset_dir = os.path.dirname(model)

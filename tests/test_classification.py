@@ -16,7 +16,8 @@ import pytest
 import torch
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
-from nnunet_mamba.classification.inference import mirror_flips, network_input, predict_logits, softmax, whole_image_patch
+from nnunet_mamba.classification.inference import (mirror_flips, network_input, predict_logits, softmax,
+                                                   whole_image_patch)
 from nnunet_mamba.classification.labels import balanced_sampling_probabilities, case_classes, class_names
 from nnunet_mamba.classification.metrics import auc, classification_metrics
 from nnunet_mamba.classification.predict import find_cases

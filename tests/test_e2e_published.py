@@ -1,9 +1,9 @@
 """The faithful published networks end to end through the stock nnU-Net CLI (subprocesses), on CPU.
 
 convert a few MSD Hippocampus cases -> nnUNetv2_plan_and_preprocess (stock nnUNetPlans, the plans U-Mamba was
-published with) -> nnUNetv2_train -tr <published network>Trainer_ci (a few iterations) -> nnUNetv2_predict. The checkpoints must
-carry the original authors' state-dict names, so that their released weights and ours are interchangeable.
-No nnUNet_extTrainer is set: the trainers are found through the installed start-up hook.
+published with) -> nnUNetv2_train -tr <published network>Trainer_ci (a few iterations) -> nnUNetv2_predict. The
+checkpoints must carry the original authors' state-dict names, so that their released weights and ours are
+interchangeable. No nnUNet_extTrainer is set: the trainers are found through the installed start-up hook.
 """
 import json
 import os

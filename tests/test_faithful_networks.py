@@ -30,8 +30,9 @@ def build_from_fixture(network: str, init_kwargs: dict) -> torch.nn.Module:
     """Our registry network for a recorded original's constructor kwargs."""
     kw = dict(init_kwargs)
     if network.startswith("segmamba"):
-        return build_network("segmamba", {"conv_op": torch.nn.Conv3d}, kw["in_chans"], kw["out_chans"], deep_supervision=False, depths=kw["depths"],
-                             feat_size=kw["feat_size"], hidden_size=kw["hidden_size"])
+        return build_network("segmamba", {"conv_op": torch.nn.Conv3d}, kw["in_chans"], kw["out_chans"],
+                             deep_supervision=False, depths=kw["depths"], feat_size=kw["feat_size"],
+                             hidden_size=kw["hidden_size"])
     patch = kw.pop("input_size", None)
     arch = resolve_arch_kwargs({k: v for k, v in kw.items()
                                 if k not in ("input_channels", "num_classes", "deep_supervision")}, CLASSES)

@@ -73,7 +73,8 @@ def test_real_broken_cases_are_all_reported_and_nothing_is_written(tmp_path):
     shutil.copy(extras / "images" / "hippocampus_118.nii.gz", task / "imagesTr")
     first = meta["training"][0]
     shutil.copy(extras / "labels" / "hippocampus_281.nii.gz", task / first["label"])
-    meta["training"].append({"image": "./imagesTr/hippocampus_118.nii.gz", "label": "./labelsTr/hippocampus_118.nii.gz"})
+    meta["training"].append({"image": "./imagesTr/hippocampus_118.nii.gz",
+                             "label": "./labelsTr/hippocampus_118.nii.gz"})
     (task / "dataset.json").write_text(json.dumps(meta))
     before = sorted(p.relative_to(task) for p in task.rglob("*"))
     with pytest.raises(DatasetError) as err:

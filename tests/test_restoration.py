@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 
 from nnunet_mamba.dataset_conversion.degrade import convert_degrade
 from nnunet_mamba.networks import build_network, resolve_arch_kwargs
-from nnunet_mamba.networks.restorer import ResidualRestorer, build_restorer
+from nnunet_mamba.networks.restorer import build_restorer
 from nnunet_mamba.restoration import metrics
 from nnunet_mamba.restoration.degradations import (Degradation, add_gaussian_noise, add_rician_noise, cartesian_mask,
                                                    kspace_undersample, thick_slices, through_plane_sr)
@@ -159,7 +159,8 @@ def test_torch_ssim_equals_scikit_image(shape):
     theirs = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                    use_sample_covariance=False)
     assert ours == pytest.approx(theirs, abs=1e-5)
-    assert float(RestorationLoss()(torch.tensor(a)[None, None], torch.tensor(a)[None, None])) == pytest.approx(0, abs=1e-6)
+    assert float(RestorationLoss()(torch.tensor(a)[None, None],
+                                   torch.tensor(a)[None, None])) == pytest.approx(0, abs=1e-6)
 
 
 def test_nlm_baseline_denoises_a_real_image():
@@ -244,7 +245,9 @@ def test_convert_degrade_is_reproducible_and_recorded(tmp_path):
     assert ds["restoration"]["task"] == "denoise" and ds["restoration"]["level"] == 0.05
     rec = json.loads((a / "degradation.json").read_text())["cases"]
     assert len(rec) == 4 and all("sigma" in r and "rng_entropy" in r for r in rec.values())
-    arr = lambda d, n: sitk.GetArrayFromImage(sitk.ReadImage(str(d / "imagesTr" / n)))
+
+    def arr(d, n):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(d / "imagesTr" / n)))
     for f in sorted((a / "imagesTr").glob("*_0000.nii.gz")):
         assert np.array_equal(arr(a, f.name), arr(b, f.name)) and not np.array_equal(arr(a, f.name), arr(c, f.name))
         clean = arr(a, f.name.replace("_0000", "_0001"))

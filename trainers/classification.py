@@ -85,7 +85,8 @@ class MambaClassifierTrainer(MambaTrainerBase):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         """``num_output_channels`` = number of classes (callers outside nnU-Net's trainer pass it)."""
-        encoder = build_encoder(cls.network_name, cls.arch_kwargs(configuration_manager), num_input_channels, **cls.network_options)
+        encoder = build_encoder(cls.network_name, cls.arch_kwargs(configuration_manager), num_input_channels,
+                                **cls.network_options)
         return guard_fp16_inference(EncoderClassifier(encoder, num_output_channels, cls.pooled_stages, cls.dropout))
 
     def _build_for_dataset(self, plans_manager, configuration_manager, num_input_channels: int,

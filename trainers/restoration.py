@@ -6,12 +6,12 @@ move both channels together); intensity augmentations are left out, because they
 break the pairing. Each batch is split into input (channel 0) and target (channel 1), both divided by the case's
 scale from the degraded channel (:func:`nnunet_mamba.restoration.inference.case_scale`).
 
-Loss: L1 + (1 - SSIM), optimiser AdamW (lr 1e-3, nnU-Net's poly decay). Per epoch: validation loss, PSNR and SSIM on validation patches (PSNR with each patch's clean
-range); the best checkpoint has the highest moving average of the validation PSNR. progress.png plots the losses and
-the validation PSNR (restored and degraded input) and SSIM per epoch. Final validation: every validation case restored with sliding windows,
-written as ``validation/<case><ending>`` in the original geometry and intensity scale, scored against the clean
-image (PSNR, SSIM 3D) next to the degraded input in ``validation/summary.json``, with slice panels in
-``validation/png/``.
+Loss: L1 + (1 - SSIM), optimiser AdamW (lr 1e-3, nnU-Net's poly decay). Per epoch: validation loss, PSNR and SSIM on
+validation patches (PSNR with each patch's clean range); the best checkpoint has the highest moving average of the
+validation PSNR. progress.png plots the losses and the validation PSNR (restored and degraded input) and SSIM per epoch.
+Final validation: every validation case restored with sliding windows, written as ``validation/<case><ending>`` in the
+original geometry and intensity scale, scored against the clean image (PSNR, SSIM 3D) next to the degraded input in
+``validation/summary.json``, with slice panels in ``validation/png/``.
 """
 from __future__ import annotations
 
@@ -176,7 +176,8 @@ class MambaRestorationTrainer(MambaTrainerBase):
         self.print_to_log_file(f"val PSNR (patches) {psnrs[-1]:.2f} dB (degraded input: "
                                f"{get('val_psnr_input', step=-1):.2f} dB), moving average {ema:.2f} "
                                f"dB, val SSIM {get('val_ssim', step=-1):.4f}")
-        self.print_to_log_file(f"Epoch time: {np.round(get('epoch_end_timestamps', step=-1) - get('epoch_start_timestamps', step=-1), decimals=2)} s")
+        epoch_seconds = get("epoch_end_timestamps", step=-1) - get("epoch_start_timestamps", step=-1)
+        self.print_to_log_file(f"Epoch time: {np.round(epoch_seconds, decimals=2)} s")
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != (self.num_epochs - 1):
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
         if self._best_ema is None or ema > self._best_ema:

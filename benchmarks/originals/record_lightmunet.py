@@ -17,9 +17,9 @@ Each holds ``init_stats`` ({state_dict key: [mean, std (correction=0), min, max]
 initialisation after ``torch.manual_seed(0)``: the trainer applies no other), ``state_dict`` (every float
 tensor perturbed, ``p += 0.05 * (|p|.mean() + 1e-2) * randn`` with a seeded generator in state-dict order, then
 rounded to float16-representable values and stored as float16, exact; a draw that makes a tensor equal to an
-earlier one of its shape, which happens to the one-element ``skip_scale`` parameters, is drawn again), ``input``, ``outputs`` (the one output of
-an eval-mode float32 forward under ``no_grad``), ``param_count``, ``init_kwargs`` (the constructor's), ``source``,
-``mamba_ssm``, versions.
+earlier one of its shape, which happens to the one-element ``skip_scale`` parameters, is drawn again), ``input``,
+``outputs`` (the one output of an eval-mode float32 forward under ``no_grad``), ``param_count``, ``init_kwargs`` (the
+constructor's), ``source``, ``mamba_ssm``, versions.
 
 ``<out>/lightmunet_param_counts.json``: parameter counts of the network ``nnUNetTrainerLightMUNet`` builds,
 ``LightMUNet(spatial_dims=len(patch_size), init_filters=32, in_channels=<input channels>,

@@ -206,7 +206,8 @@ def jsonable(kwargs):
     for k, v in kwargs.items():
         if isinstance(v, type):
             v = f"{v.__module__}.{v.__qualname__}"
-            v = v.replace("torch.nn.modules.conv.", "torch.nn.").replace("torch.nn.modules.instancenorm.", "torch.nn.") \
+            v = v.replace("torch.nn.modules.conv.", "torch.nn.") \
+                 .replace("torch.nn.modules.instancenorm.", "torch.nn.") \
                  .replace("torch.nn.modules.activation.", "torch.nn.")
         out[k] = copy.deepcopy(v)
     return out

@@ -10,5 +10,5 @@ from .segmamba import SegMamba
 from .umamba import UMamba
 
 __all__ = ["HybridResEncUNet", "SegMamba", "UMamba", "StageWithMixer", "build_network", "list_networks",
-           "network_dims", "network_source", "register_network", "resolve_arch_kwargs", "from_configuration", "count_parameters", "mixers", "build_encoder",
-           "list_backbones", "EncoderClassifier", "guard_fp16_inference"]
+           "network_dims", "network_source", "register_network", "resolve_arch_kwargs", "from_configuration",
+           "count_parameters", "mixers", "build_encoder", "list_backbones", "EncoderClassifier", "guard_fp16_inference"]

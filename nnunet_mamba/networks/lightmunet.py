@@ -51,7 +51,8 @@ _MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
 def dwconv(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = False):
-    """Depthwise ``kernel_size`` conv then pointwise conv (MONAI ``Convolution``s, so the keys are ``0.conv``, ``1.conv``)."""
+    """Depthwise ``kernel_size`` conv then pointwise conv (MONAI ``Convolution``s, so the keys are ``0.conv``,
+    ``1.conv``)."""
     return nn.Sequential(
         Convolution(spatial_dims, in_channels, in_channels, kernel_size=kernel_size, bias=bias, conv_only=True,
                     groups=in_channels),

@@ -10,9 +10,9 @@ import pydoc
 from typing import Any
 
 RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6)
-_KEEP = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_blocks_per_stage", "n_conv_per_stage",
-         "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op", "dropout_op_kwargs",
-         "nonlin", "nonlin_kwargs")
+_KEEP = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_blocks_per_stage",
+         "n_conv_per_stage", "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op",
+         "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
 
 
 def _locate(value: Any, key: str):

@@ -3,17 +3,17 @@
 Every entry is built from resolved nnU-Net plans kwargs (:mod:`.plans`) plus
 input channels, output channels and the deep-supervision flag, for 2D or 3D.
 
-| name          | network                                                                    |
-|---------------|----------------------------------------------------------------------------|
-| mamba_resenc  | ResEnc U-Net + residual multi-directional Mamba mixers on the 2 lowest-resolution stages (our default) |
-| nomamba       | the same network without mixers (the ablation)                             |
-| umamba_bot    | U-Mamba Bot (Ma et al. 2024), as bowang-lab/U-Mamba builds it               |
-| umamba_enc    | U-Mamba Enc (Ma et al. 2024), as bowang-lab/U-Mamba builds it               |
-| segmamba      | SegMamba (Xing et al. 2024), as ge-xing/SegMamba builds it (3D)            |
-| lightmunet    | LightM-UNet (Liao et al. 2024), as MrBlankness/LightM-UNet builds it        |
-| nnmamba       | nnMamba (Gong et al. 2024), as lhaof/nnMamba builds it (3D)                |
-| vmunet        | VM-UNet (Ruan and Xiang 2024), as JCruan519/VM-UNet builds it (2D)         |
-| swin_umamba   | Swin-UMamba (Liu et al. 2024), as JiarunLiu/Swin-UMamba builds it (2D)     |
+| name         | network                                                                                            |
+|--------------|----------------------------------------------------------------------------------------------------|
+| mamba_resenc | ResEnc U-Net + residual multi-directional Mamba mixers on the 2 lowest-resolution stages (default) |
+| nomamba      | the same network without mixers (the ablation)                                                     |
+| umamba_bot   | U-Mamba Bot (Ma et al. 2024), as bowang-lab/U-Mamba builds it                                      |
+| umamba_enc   | U-Mamba Enc (Ma et al. 2024), as bowang-lab/U-Mamba builds it                                      |
+| segmamba     | SegMamba (Xing et al. 2024), as ge-xing/SegMamba builds it (3D)                                    |
+| lightmunet   | LightM-UNet (Liao et al. 2024), as MrBlankness/LightM-UNet builds it                               |
+| nnmamba      | nnMamba (Gong et al. 2024), as lhaof/nnMamba builds it (3D)                                        |
+| vmunet       | VM-UNet (Ruan and Xiang 2024), as JCruan519/VM-UNet builds it (2D)                                 |
+| swin_umamba  | Swin-UMamba (Liu et al. 2024), as JiarunLiu/Swin-UMamba builds it (2D)                             |
 
 Entries that need the patch size (U-Mamba Enc's channel-token mode) are registered with
 ``needs_patch_size=True`` and get it from :func:`build_network`.

@@ -96,9 +96,11 @@ class UMambaLayer(nn.Module):
             Bsz, C, *grid = x.shape
             width = math.prod(grid) if self.channel_token else C
             if width != self.dim:
+                reason = ("the patch size differs from the one it was built for" if self.channel_token
+                          else "wrong channels")
                 raise ValueError(f"U-Mamba layer built for d_model {self.dim} "
                                  f"({'voxels' if self.channel_token else 'channels'}) got a map of shape "
-                                 f"{tuple(x.shape)}: {'the patch size differs from the one it was built for' if self.channel_token else 'wrong channels'}")
+                                 f"{tuple(x.shape)}: {reason}")
             if self.channel_token:
                 return self.mamba(self.norm(x.flatten(2))).reshape(x.shape)
             out = self.mamba(self.norm(x.flatten(2).transpose(1, 2)))

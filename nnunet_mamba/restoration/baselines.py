@@ -2,9 +2,9 @@
 super-resolution), compressed sensing with total variation (undersampled k-space).
 
 NLM (scikit-image), parameters as scikit-image's own denoising example:
-``h = h_over_sigma * sigma`` (default 0.8), 3-voxel patches searched within a distance of 5 voxels, ``fast_mode=True``. ``sigma``: the true
-noise sigma when it is known (synthetic degradations record it: an oracle setting that favours NLM), else
-scikit-image's wavelet estimate ``estimate_sigma`` (needs PyWavelets).
+``h = h_over_sigma * sigma`` (default 0.8), 3-voxel patches searched within a distance of 5 voxels, ``fast_mode=True``.
+``sigma``: the true noise sigma when it is known (synthetic degradations record it: an oracle setting that favours NLM),
+else scikit-image's wavelet estimate ``estimate_sigma`` (needs PyWavelets).
 """
 from __future__ import annotations
 

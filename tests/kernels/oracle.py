@@ -11,10 +11,10 @@ def selective_scan_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
         delta = delta + delta_bias[..., None]
     if delta_softplus:
         delta = F.softplus(delta)
-    b, d, l = u.shape
+    b, d, seqlen = u.shape
     x = u.new_zeros((b, d, A.shape[1]))
     ys = []
-    for i in range(l):
+    for i in range(seqlen):
         dA = torch.exp(delta[:, :, i, None] * A)
         dBu = delta[:, :, i, None] * B[:, None, :, i] * u[:, :, i, None]
         x = dA * x + dBu

@@ -43,7 +43,8 @@ def test_outputs_and_gradients_have_the_inputs_shapes_and_dtypes(stubbed, Bsz, D
         L *= s
     u, z, dout = meta(Bsz, L, D, dtype=dtype), meta(Bsz, L, D, dtype=dtype), meta(Bsz, L, D, dtype=dtype)
     delta, Bm, Cm = meta(Bsz, L, K, D, dtype=dtype), meta(Bsz, L, K, N, dtype=dtype), meta(Bsz, L, K, N, dtype=dtype)
-    A, Dskip, bias = meta(K, D, N, dtype=torch.float32), meta(K, D, dtype=torch.float32), meta(K, D, dtype=torch.float32)
+    A, Dskip, bias = (meta(K, D, N, dtype=torch.float32), meta(K, D, dtype=torch.float32),
+                      meta(K, D, dtype=torch.float32))
     rest = (grid, default_directions(len(grid), K), True)
     out, carries = T.multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, bias, z, *rest, return_carries=True)
     assert out.shape == u.shape and out.dtype == dtype
