@@ -141,7 +141,8 @@ def run(args) -> int:
         print("no finished runs to compare yet", flush=True)
         return 1 if failed else 0
     metrics = ["Dice"] if kind == "segmentation" else list(CLASSIFICATION_METRICS)
-    title = f"{dataset} {args.configuration}: validation {metrics[0]}, {len(args.folds)} fold(s) x {len(args.seeds)} seed(s)"
+    title = (f"{dataset} {args.configuration}: validation {metrics[0]}, {len(args.folds)} fold(s) x "
+             f"{len(args.seeds)} seed(s)")
     reports = []
     for m in metrics:
         means = run_means if m == metrics[0] else {

@@ -3,7 +3,7 @@ stock nnU-Net commands: convert -> plan and preprocess -> train a Mamba network 
 predict the held-out cases -> evaluate (Dice per label) -> pictures of the segmentations.
 
 The trainer and configuration are ones a user can pick for their own data: ``MambaTrainer_cpu`` on the
-2d configuration without a GPU (seeded: the same Dice on every run), ``MambaTrainer_20epochs`` on the 2d
+2d configuration without a GPU (seeded: the same Dice on every run), ``MambaTrainer_10epochs`` on the 2d
 configuration with one."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 DATASET_ID = 904
 DATASET_NAME = "HippocampusDemo"
 CONFIG = "2d"
-TRAINER = {"cpu": "MambaTrainer_cpu", "cuda": "MambaTrainer_20epochs"}
+TRAINER = {"cpu": "MambaTrainer_cpu", "cuda": "MambaTrainer_10epochs"}
 SEED = "0"
 LABEL_COLOURS = ((1.0, 0.2, 0.2), (0.2, 0.6, 1.0), (1.0, 0.85, 0.1), (0.3, 0.9, 0.3))
 
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the full pipeline on the shipped Hippocampus subset")
     p.add_argument("--workdir", default="nnunet_mamba_demo", help="folder for nnUNet_raw/preprocessed/results")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--trainer", default=None, help="default: MambaTrainer_cpu on CPU, MambaTrainer_20epochs on a GPU")
+    p.add_argument("--trainer", default=None, help="default: MambaTrainer_cpu on CPU, MambaTrainer_10epochs on a GPU")
     p.add_argument("--fold", default="0")
     p.set_defaults(func=run)
 

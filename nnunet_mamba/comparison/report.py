@@ -50,7 +50,8 @@ def markdown(report: dict, provenance: dict) -> str:
         d = r.get("vs_baseline")
         diff = "(baseline)" if d is None else (
             f"{_fmt(d['mean'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]")
-        lines.append(f"| {r['arm']} | {r['runs']} | {_fmt(r['observations']['mean'])} | {_fmt(r['over_runs']['std'])} | "
+        lines.append(f"| {r['arm']} | {r['runs']} | {_fmt(r['observations']['mean'])} | "
+                     f"{_fmt(r['over_runs']['std'])} | "
                      + "".join(f"{_fmt(r['per_part'].get(p))} | " for p in parts)
                      + f"{diff} | {_p(None if d is None else d['p_ttest'])} | "
                      f"{_p(None if d is None else d['p_wilcoxon'])} | {'-' if d is None else d['n']} |")
