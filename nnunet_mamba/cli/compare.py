@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .stock_commands import dataset_name, run_logged, stock_command
 
 
 def add_parser(sub) -> None:
@@ -31,15 +32,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _bin(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
-
-
 def _dataset_name(dataset: str) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     try:
-        return maybe_convert_to_dataset_name(int(dataset) if dataset.isdigit() else dataset)
+        return dataset_name(dataset)
     except (RuntimeError, KeyError) as e:
         raise ValueError(f"dataset {dataset!r}: {e}") from None
 
@@ -67,16 +62,9 @@ def _provenance(dataset: str, configuration: str, device: str, folds, seeds) -> 
             "date": time.strftime("%Y-%m-%d")}
 
 
-def _train(run, cmd: list[str], env: dict, log: Path) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            fh.write(line)
-            if any(w in line for w in ("Epoch ", "Pseudo dice", "val_auc", "Mean Validation", "Error", "error")):
-                print(f"    {line.rstrip()}", flush=True)
-        return proc.wait()
+def _progress_line(line: str) -> bool:
+    """The training output lines worth echoing: epochs, validation figures, errors."""
+    return any(w in line for w in ("Epoch ", "Pseudo dice", "val_auc", "Mean Validation", "Error", "error"))
 
 
 def run(args) -> int:
@@ -106,13 +94,13 @@ def run(args) -> int:
         if state == "done" or args.report_only:
             print(f"{tag}: {state}", flush=True)
             continue
-        cmd = r.command(_bin("nnUNetv2_train"), dataset, args.configuration, device, state)
+        cmd = r.command(stock_command("nnUNetv2_train"), dataset, args.configuration, device, state)
         print(f"{tag}: {'resuming' if state == 'resume' else 'training'}\n  $ {' '.join(cmd)}", flush=True)
         if args.dry_run:
             continue
         log = out / "logs" / f"{r.arm.label.replace('@', '__')}_fold{r.fold}_seed{r.seed}.log"
         t0 = time.time()
-        rc = _train(r, cmd, r.env(out, os.environ), log)
+        rc = run_logged(cmd, r.env(out, os.environ), log, echo=_progress_line)
         if rc != 0:
             failed.append(tag)
             print(f"{tag}: failed (exit code {rc}); log: {log}", flush=True)

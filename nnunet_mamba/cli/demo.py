@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from .stock_commands import run_logged, stock_command
 
 DATASET_ID = 904
 DATASET_NAME = "HippocampusDemo"
@@ -32,21 +32,10 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _bin(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
-
-
 def _step(title: str, cmd: list[str], env: dict, log: Path) -> float:
     print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
     t0 = time.time()
-    with open(log, "a") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            fh.write(line)
-            if line.strip():
-                print("  " + line.rstrip(), flush=True)
-        rc = proc.wait()
+    rc = run_logged(cmd, env, log, echo=str.strip)
     if rc != 0:
         raise RuntimeError(f"step '{title}' failed with exit code {rc}; full log: {log}")
     dt = time.time() - t0
@@ -86,20 +75,21 @@ def run(args) -> int:
     print(f"--- wrote {ds} ({times['convert']:.0f} s)")
 
     times["plan+preprocess"] = _step("plan and preprocess", [
-        _bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIG, "-np", "2", "-npfp", "2",
+        stock_command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIG, "-np", "2", "-npfp", "2",
         "--verify_dataset_integrity"], env, log)
     times["train"] = _step(f"train {trainer}", [
-        _bin("nnUNetv2_train"), str(DATASET_ID), CONFIG, args.fold, "-tr", trainer, "-device", device], train_env, log)
+        stock_command("nnUNetv2_train"), str(DATASET_ID), CONFIG, args.fold, "-tr", trainer, "-device", device],
+        train_env, log)
     pred = work / "predictions"
     shutil.rmtree(pred, ignore_errors=True)
     times["predict"] = _step("predict the held-out cases", [
-        _bin("nnUNetv2_predict"), "-i", str(ds / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID), "-c", CONFIG,
-        "-f", args.fold, "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1"], env, log)
+        stock_command("nnUNetv2_predict"), "-i", str(ds / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID),
+        "-c", CONFIG, "-f", args.fold, "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1"], env, log)
 
     t0 = time.time()
-    summary = evaluate(ds / "labelsTs", pred, work / "evaluation.json")
-    times["evaluate"] = time.time() - t0
     labels = label_names(ds / "dataset.json")
+    summary = evaluate(ds / "labelsTs", pred, work / "evaluation.json", list(labels))
+    times["evaluate"] = time.time() - t0
     picture = work / "segmentations.png"
     render_overlays(ds / "imagesTs", ds / "labelsTs", pred, picture, labels)
     fold_dir = res / f"Dataset{DATASET_ID}_{DATASET_NAME}" / f"{trainer}__nnUNetPlans__{CONFIG}" / f"fold_{args.fold}"
@@ -127,10 +117,10 @@ def label_names(dataset_json: Path) -> dict[int, str]:
     return {int(v): k for k, v in labels.items() if int(v) != 0}
 
 
-def evaluate(gt_dir: Path, pred_dir: Path, out_json: Path) -> dict:
+def evaluate(gt_dir: Path, pred_dir: Path, out_json: Path, labels: list[int]) -> dict:
     """nnU-Net's own metric code on a folder pair; returns its summary dict."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder_simple
-    compute_metrics_on_folder_simple(str(gt_dir), str(pred_dir), [1, 2], str(out_json), num_processes=1,
+    compute_metrics_on_folder_simple(str(gt_dir), str(pred_dir), labels, str(out_json), num_processes=1,
                                      chill=False)
     return json.loads(out_json.read_text())
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .stock_commands import dataset_name
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("transfer", help="segmentation <-> classification: copy a checkpoint's encoder into the "
@@ -25,7 +27,6 @@ def add_parser(sub) -> None:
 def target_network(dataset: str, configuration: str, trainer: str, plans: str = "nnUNetPlans"):
     """The network ``nnUNetv2_train dataset configuration FOLD -tr trainer -p plans`` would build."""
     import json
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     import nnunet_mamba.trainers as ours
@@ -39,7 +40,7 @@ def target_network(dataset: str, configuration: str, trainer: str, plans: str = 
     pre = os.environ.get("nnUNet_preprocessed")
     if not pre:
         raise RuntimeError("nnUNet_preprocessed is not set")
-    name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
+    name = dataset_name(dataset)
     plans_file = Path(pre) / name / f"{plans}.json"
     if not plans_file.is_file():
         raise FileNotFoundError(f"{plans_file}: no such plans (run nnUNetv2_plan_and_preprocess first)")

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from .stock_commands import dataset_name
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("zoo", help="every network for a plan: parameters, compute, memory estimate, paper",
@@ -23,7 +25,6 @@ def add_parser(sub) -> None:
 
 
 def _dataset_plan(dataset: str, configuration: str, plans: str):
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from nnunet_mamba.networks import from_configuration
@@ -31,7 +32,7 @@ def _dataset_plan(dataset: str, configuration: str, plans: str):
     pre = os.environ.get("nnUNet_preprocessed")
     if not pre:
         raise RuntimeError("nnUNet_preprocessed is not set (or use --example)")
-    name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
+    name = dataset_name(dataset)
     plans_file = Path(pre) / name / f"{plans}.json"
     if not plans_file.is_file():
         raise FileNotFoundError(f"{plans_file}: no such plans (run nnUNetv2_plan_and_preprocess first)")
