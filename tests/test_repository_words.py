@@ -1,5 +1,6 @@
-"""The repository speaks of the software only: no words about how its development was organised, in any tracked
-file's text or path (code, tests, docs, benchmark notes and result folders)."""
+"""The repository speaks of the software only: no words about how its development was organised (nor the names of
+the machine kinds it was measured on; the card's own name says which GPU), in any tracked file's text or path
+(code, tests, docs, benchmark notes and result folders)."""
 import re
 import subprocess
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # assembled from parts so that this file does not match itself
 WORDS = re.compile("|".join([r"\bsess" + r"ions?\b", r"\bcall ?[0-9]+\b", r"\bissue[ -]?#?[0-9]+", r"device " + "time",
-                             r"\blent " + "card"]), re.IGNORECASE)
+                             r"\blent " + "card", "nvidia" + r"-h[12]00(-x[0-9])?\b"]), re.IGNORECASE)
 TEXT = {".py", ".md", ".sh", ".toml", ".cfg", ".txt", ".json", ".yml", ".yaml", ""}
 
 
