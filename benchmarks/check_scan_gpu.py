@@ -6,6 +6,8 @@ relative errors ||x - ref|| / ||ref|| for out and all 8 gradients. Outputs are c
 NaN/Inf. Prints a pass/fail table, optionally writes JSON, exits 1 on any failure.
 
     python benchmarks/check_scan_gpu.py [--quick] [--json out.json]
+    python benchmarks/check_scan_gpu.py --networks --only-extra   # every scan problem of the shipped networks
+                                                                  # (network_scan_shapes.py), fp32 and bf16
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import time
 import torch
 
 from nnunet_mamba.kernels import reference as R
-from nnunet_mamba.kernels import triton_scan as T
+from nnunet_mamba.kernels import triton as T
 from nnunet_mamba.kernels.directions import default_directions
 from scan import parse_shape  # benchmarks/scan.py (this script's folder is on sys.path)
 
@@ -68,9 +70,9 @@ def rel(a, b):
     return (a - b).norm().item() / max(n, 1e-30)
 
 
-def run_case(Bsz, D, grid, K, dtype, dt_shift=0.0, full=True, seed=0):
+def run_case(Bsz, D, grid, K, dtype, dt_shift=0.0, full=True, seed=0, N=16, users=None):
     dirs = default_directions(len(grid), K)
-    args, dout = make_inputs(Bsz, D, grid, K, dtype, dt_shift=dt_shift, seed=seed, full=full)
+    args, dout = make_inputs(Bsz, D, grid, K, dtype, N=N, dt_shift=dt_shift, seed=seed, full=full)
     rest = (grid, dirs, True)
     poison()
     t0 = time.time()
@@ -111,7 +113,9 @@ def main():
     ap.add_argument("--min-len", type=int, default=0, help="only grids with more than this many steps")
     ap.add_argument("--case", action="append", default=[], metavar="B,D,AxBxC,K",
                     help="an extra case in both dtypes, e.g. 58,256,5x7x5,6 (repeatable)")
-    ap.add_argument("--only-extra", action="store_true", help="run only the --case cases")
+    ap.add_argument("--only-extra", action="store_true", help="run only the --case / --networks cases")
+    ap.add_argument("--networks", action="store_true",
+                    help="add every scan problem the shipped networks pose at the benchmark plans, in both dtypes")
     a = ap.parse_args()
     cases = []
     big = [(2, 640, (8, 8, 8), 3), (2, 512, (16, 16, 16), 3), (2, 256, (32, 32, 32), 3),
@@ -137,6 +141,11 @@ def main():
         Bsz, D, grid = parse_shape(shape, "--case")
         for dtype in (torch.float32, torch.bfloat16):
             cases.append(dict(Bsz=Bsz, D=D, grid=grid, K=int(k), dtype=dtype))
+    if a.networks:
+        from network_scan_shapes import problems  # benchmarks/network_scan_shapes.py
+        for (Bsz, grid, D, K, N), users in sorted(problems().items(), key=lambda kv: math.prod(kv[0][1])):
+            for dtype in (torch.float32, torch.bfloat16):
+                cases.append(dict(Bsz=Bsz, D=D, grid=grid, K=K, N=N, dtype=dtype, users=" ".join(sorted(set(users)))))
     if a.big:  # more chunks than a CUDA grid's y/z axes allow (65535): chunks must sit on axis 0
         cases.append(dict(Bsz=1, D=24, grid=(128, 128, 128), K=2, dtype=torch.bfloat16))
     if a.dtype:
@@ -151,6 +160,7 @@ def main():
                    t_triton_s=t_tri, t_ref_s=t_ref)
         rows.append(row)
         print(f"{'PASS' if ok else 'FAIL'} B={c['Bsz']} D={c['D']} grid={c['grid']} K={c['K']} {row['dtype']}"
+              f"{' (' + c['users'] + ')' if c.get('users') else ''}"
               f"{' dt+' + str(c.get('dt_shift')) if c.get('dt_shift') else ''}"
               f"{' minimal' if c.get('full') is False else ''}"
               f" | " + " ".join(f"{n}={e:.1e}" for n, e in zip(NAMES, errs)) + f" | tri {t_tri:.1f}s ref {t_ref:.1f}s",

@@ -4,11 +4,8 @@
 #   bash benchmarks/gpu_scan.sh check [ARGS]   # check_scan_gpu.py vs float64, with the env the caller sets
 #   bash benchmarks/gpu_scan.sh checkpar ARGS  # the fp32 and the bf16 cases in two processes at once (the
 #                                              #   kernels compile in parallel), logs in $OUT/check_{fp32,bf16}.*
-#   bash benchmarks/gpu_scan.sh bwd NAME ARGS  # scan_bwd_modes.py (bf16, mode 0) -> $OUT/NAME.{json,md}
-#   bash benchmarks/gpu_scan.sh variants "NAME:VAR=1,VAR=2 NAME2:..." ARGS
-#       the same timing once per variant (NAME with its environment). The generated kernels first compile in
-#       parallel (one warm-up process per variant fills Triton's cache; its timings are discarded), then the
-#       variants are timed one after another on the idle GPU -> $OUT/NAME.{json,md}
+#   bash benchmarks/gpu_scan.sh ab WHEEL ARGS  # scan.py's A/B of the fused scan: the installed wheel vs the base WHEEL
+#                                              #   (.whl_base/<commit>/*.whl, carried) -> $OUT/ab
 #   bash benchmarks/gpu_scan.sh profile ARGS   # scan_profile.py: CUDA time per kernel of one fwd+bwd (--shape, --K)
 #   bash benchmarks/gpu_scan.sh ncu KERNEL [SKIP] ARGS  # Nsight Compute on one launch of KERNEL (regex, e.g. seq_bwd)
 #                                              #   after SKIP launches -> $OUT/ncu_KERNEL.txt
@@ -27,7 +24,7 @@ setup)
   w=$(ls .whl_own/nnunet_mamba-*.whl 2>/dev/null || ls .whl_nn/nnunet_mamba-*.whl)
   python3 -m pip install -q --no-index --no-deps --no-compile --force-reinstall $w
   [ -f "$(dirname $w)/COMMIT" ] && cp "$(dirname $w)/COMMIT" .bench_commit  # scan.py's commit field
-  python3 -c "import nnunet_mamba.kernels.triton_scan as t; print('kernels ok')"
+  python3 -c "import nnunet_mamba.kernels.triton as t; print('kernels ok')"
   ;;
 check)
   shift; python3 benchmarks/check_scan_gpu.py "$@" 2>&1 | grep -v Warning
@@ -40,24 +37,9 @@ checkpar)
   wait
   grep -hE "^(PASS|FAIL)" $OUT/check_*.log | cut -c1-230; grep -hE "ALL PASS|SOME FAILED" $OUT/check_*.log
   ;;
-bwd)
-  name=$2; shift 2
-  python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -v Warning
-  ;;
-variants)
-  specs=($2); shift 2
-  # split_spec NAME:VAR=1,VAR=2 -> sets $name and $envs ("VAR=1 VAR=2", empty without a colon)
-  split_spec() { name=${1%%:*}; envs=${1#*:}; [ "$envs" = "$1" ] && envs=""; envs=${envs//,/ }; }
-  for spec in "${specs[@]}"; do
-    split_spec "$spec"
-    env $envs python3 benchmarks/scan_bwd_modes.py --out /tmp/warm_$name --modes 0 "$@" > /tmp/warm_$name.log 2>&1 &
-  done
-  wait
-  for spec in "${specs[@]}"; do
-    split_spec "$spec"
-    echo "== $name ($envs)"
-    env $envs python3 benchmarks/scan_bwd_modes.py --out $OUT/$name --modes 0 "$@" 2>&1 | grep -E "^(B=|failed)"
-  done
+ab)
+  base=$2; shift 2
+  python3 benchmarks/scan.py --base "$base" --out-dir $OUT/ab "$@" 2>&1 | grep -v Warning
   ;;
 profile)
   shift; python3 benchmarks/scan_profile.py "$@" 2>&1 | grep -v Warning
@@ -80,7 +62,7 @@ table)
   python3 benchmarks/scan.py --mamba-target $MSITE --out-dir $OUT/table "$@" 2>&1 | grep -v Warning
   ;;
 *)
-  echo "usage: $0 setup|check [ARGS]|checkpar ARGS|bwd NAME [ARGS]|variants SPECS [ARGS]|profile ARGS|ncu KERNEL [SKIP] [ARGS]|mamba|table [ARGS]"
+  echo "usage: $0 setup|check [ARGS]|checkpar ARGS|ab WHEEL [ARGS]|profile ARGS|ncu KERNEL [SKIP] [ARGS]|mamba|table [ARGS]"
   exit 2
   ;;
 esac

@@ -5,15 +5,17 @@
 #   .whl_sitk/  SimpleITK (53 MB: carry it alone in a first run, install it, then the rest while warm)
 #   .whl_nn/    nnunetv2 2.8.1 and the pure-Python / binary deps the GPU image lacks, plus our wheel
 #   .gpu_data/  Dataset004_Hippocampus in nnU-Net raw format (from ../shared/data)  -- training timings
+#   .whl_base/  with a second argument (a commit): that commit's wheel, the base of scan.py / train.py --base
 # (.mamba_site/ stays excluded for old run scripts; `gpu_scan.sh mamba` now builds into /tmp/mamba_site on the GPU
 # machine, outside the working tree: a build inside it lost its extension by the next run)
 # Wheels for CPython 3.12 on manylinux x86_64 (the GPU image: /opt/torch/.venv, Python 3.12.3).
-#   bash benchmarks/prepare_gpu_carry.sh [scan|train|all]   (default all)
+#   bash benchmarks/prepare_gpu_carry.sh [scan|train|all] [BASE_COMMIT]   (default all, no base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+base=${2:-}
 PY=${PY:-.venv/bin/python}
-for d in .whl .whl_own .whl_sitk .whl_nn .gpu_data .mamba_site; do
+for d in .whl .whl_own .whl_base .whl_sitk .whl_nn .gpu_data .mamba_site; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
 grep -qx "/.bench_commit" .git/info/exclude 2>/dev/null || echo "/.bench_commit" >> .git/info/exclude
@@ -26,6 +28,7 @@ download() {  # download DIR SPEC...: binary wheels for the GPU machine's Python
 rm -rf .whl_own && $PY -m pip wheel -q --no-deps --no-build-isolation . -w .whl_own
 # the commit the wheel is built from (+ "-dirty" with uncommitted changes): gpu_scan.sh setup hands it to scan.py
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benchmarks/_call.sh' || echo -dirty)" > .whl_own/COMMIT
+[ -z "$base" ] || $PY benchmarks/scan.py --base "$base" --prepare-only  # prints .whl_base/<commit>/*.whl
 if [ "$what" = scan ] || [ "$what" = all ]; then
   mkdir -p .whl
   ls .whl/mamba_ssm-2.3.2.post1.tar.gz >/dev/null 2>&1 || \
@@ -48,4 +51,4 @@ if [ "$what" = train ] || [ "$what" = all ]; then
   cp .whl_own/*.whl .whl_nn/
   [ -d .gpu_data/Dataset004_Hippocampus ] || .venv/bin/nnunet-mamba convert msd ../shared/data/Task04_Hippocampus -o .gpu_data
 fi
-du -sh .whl .whl_own .whl_sitk .whl_nn .gpu_data 2>/dev/null || true
+du -sh .whl .whl_own .whl_base .whl_sitk .whl_nn .gpu_data 2>/dev/null || true

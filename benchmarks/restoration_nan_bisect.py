@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnunet_mamba.kernels import scan_options
+
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "benchmarks" / "results" / "plans" / "hippocampus" / "nnUNetMambaPlans_mamba_resenc_8G.json"
 PRECISIONS = ("fp16", "bf16", "fp32")
@@ -182,13 +184,14 @@ def replay(net, probe, loss_fn, x, y, device, precision):
 
 
 # --------------------------------------------------------------------------------------------- runs
-def set_backend(name):
-    os.environ["NNUNET_MAMBA_SCAN_BACKEND"] = name
+def train_setting(tag, backend, precision, *rest, **kw):
+    """One setting's training loop with its scan backend (``scan_options(backend=...)``)."""
+    with scan_options(backend=backend):
+        return _train_setting(tag, backend, precision, *rest, **kw)
 
 
-def train_setting(tag, backend, precision, factory, batches, loss_fn, lr, wd, device, args, deadline, start=None):
+def _train_setting(tag, backend, precision, factory, batches, loss_fn, lr, wd, device, args, deadline, start=None):
     from nnunet_mamba.layers import mixer as M
-    set_backend(backend)
     torch.manual_seed(0)
     net = factory().to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
@@ -253,11 +256,10 @@ def cross_check(event, factory, loss_fn, device, settings):
     out = {}
     x, y = event["x"].to(device), event["y"].to(device)
     for backend, precision in settings:
-        set_backend(backend)
         net = factory().to(device)
         net.load_state_dict(event["weights"])
         net.zero_grad(set_to_none=True)
-        with autocast(device, precision):
+        with scan_options(backend=backend), autocast(device, precision):
             loss = loss_fn(net(x), y)
         loss.backward()
         gfin = all(bool(torch.isfinite(p.grad).all()) for p in net.parameters() if p.grad is not None)

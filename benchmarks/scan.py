@@ -4,8 +4,8 @@ GPU mode (default): for each stage shape (batch, channels, grid) and K = 1..4, i
 median times (``triton.testing.do_bench``, CUDA events, warm-up; inputs rotated over several
 sets when one set fits in L2) of forward and forward+backward for
 
-  (a) the fused Triton operator (``nnunet_mamba.kernels.triton_scan``; fwd+bwd = fwd call + bwd call,
-      the bwd recomputes the forward inside),
+  (a) the fused Triton operator (``nnunet_mamba.kernels.triton``; fwd+bwd = fwd call + bwd call,
+      the bwd starts from the forward's chunk carries),
   (b) the naive mamba-ssm path (``kernels.mamba_ssm_backend``: permuted copies + one
       ``selective_scan_fn`` per direction + un-permute + sum; fwd+bwd = autograd forward + backward),
       when mamba_ssm is importable,
@@ -23,7 +23,20 @@ Writes benchmarks/results/scan_<device>.json and .md.
 CPU mode (``--cpu``): the reference's fwd+bwd time at (1, 64, 16^3), K=2, on this machine's CPU;
 writes benchmarks/results/scan_cpu.json and .md.
 
-``--sweep``: time a few Triton block configurations (development aid).
+A/B between commits (``--base REF``, REF a wheel or a git commit; see ``ab.py``): every row's fused forward and
+forward+backward, timed alternately with the base and with the current install, each time in a fresh process
+(base, current, base, current, ... ``--repeats`` pairs per row; the lowest median of each side is kept); writes
+scan_ab_<base>_<current>.json and .md (base, current, current / base per row). Where git exists, build the base's
+wheel:
+
+    python benchmarks/scan.py --base HEAD~1 --prepare-only        # prints .whl_base/<commit>/nnunet_mamba-*.whl
+
+then, on the GPU machine (the current wheel installed, ``.whl_base/`` carried along):
+
+    python benchmarks/scan.py --base .whl_base/<commit>/nnunet_mamba-*.whl --shapes 0 2 --ks 2 3 --dtypes bf16
+
+(``--base COMMIT`` alone builds and times in one go where git and a GPU are both at hand.) Every timing starts a
+process, so pick the rows (``--shapes``, ``--shape``, ``--ks``, ``--dtypes``).
 """
 from __future__ import annotations
 
@@ -39,6 +52,7 @@ import time
 
 import torch
 
+import ab  # benchmarks/ab.py (this script's folder is on sys.path)
 from nnunet_mamba.kernels import reference as R
 from nnunet_mamba.kernels.directions import default_directions
 
@@ -83,6 +97,7 @@ def bench(fn, warmup=25, rep=100):
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # the benchmarks' dtype names
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def cuda_kernels(fn, iters: int) -> list:
@@ -154,25 +169,17 @@ def parse_shape(text: str, option: str = "--shape") -> tuple[int, int, tuple[int
         raise SystemExit(f"{option} {text!r}: expected B,D,AxBxC such as 58,128,10x14x10") from None
 
 
-def scan_env() -> dict:
-    """The NNUNET_MAMBA_SCAN_* variables of this process (they switch kernel variants): part of every result."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("NNUNET_MAMBA_SCAN")}
+def scan_options_in_force() -> dict:
+    """The scan options this process runs with (``nnunet_mamba.kernels.options``): part of every result."""
+    from nnunet_mamba.kernels import options
+    return dict(zip(("backend", "deterministic", "direct_launch"), options.current()))
 
 
-def git_commit(arg):
-    """``arg``, else the commit the GPU machine's wheel was built from (``.bench_commit``, written by
-    ``gpu_scan.sh setup``: that machine's copy of the checkout can answer ``git rev-parse`` with an older commit),
-    else git's HEAD."""
-    if arg:
-        return arg
-    stamp = os.path.join(HERE, "..", ".bench_commit")
-    if os.path.exists(stamp):
-        return open(stamp).read().strip()
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown (no git checkout / no commit)"
+def fused_module():
+    """The Triton backend's module (``multidir_scan_fwd`` / ``multidir_scan_bwd``), found through the dispatch, so
+    that an A/B base with another module layout is timed by the same code."""
+    from nnunet_mamba.kernels.dispatch import backend_module
+    return backend_module("triton")
 
 
 def build_mamba_ssm(sdist, target):
@@ -244,29 +251,42 @@ def naive_paths(M, ssf, sets, args, rest) -> dict:
             "mamba_1dir_fwdbwd_ms": one_fb}
 
 
+def input_sets(Bsz, D, grid, K, dtype, l2, dev) -> list:
+    """The (args, dout) sets of one row: one, or as many as it takes to keep a set out of L2 from one call to its
+    next."""
+    args, dout = make_inputs(Bsz, D, grid, K, dtype, dev)
+    nbytes = input_bytes(args, dout)
+    nsets = 1 if nbytes * 2 > l2 else min(8, max(2, math.ceil(3 * l2 / nbytes)))
+    return [(args, dout)] + [make_inputs(Bsz, D, grid, K, dtype, dev, seed=i + 1) for i in range(nsets - 1)]
+
+
+def fused_paths(T, sets, rest) -> dict:
+    """The fused operator's forward and forward+backward (the backward from the forward's chunk carries where the
+    forward keeps them), each a closure over the rotating input sets."""
+    def fused_f(ar, do):
+        return T.multidir_scan_fwd(*ar, *rest)
+
+    def fused_fb(ar, do):
+        _, carries = T.multidir_scan_fwd(*ar, *rest, return_carries=True)
+        return T.multidir_scan_bwd(do, *ar, *rest, carries=carries)
+    return {"fused_fwd_ms": rotating(sets, fused_f), "fused_fwdbwd_ms": rotating(sets, fused_fb)}
+
+
 def time_case(case, row, T, M, ssf, l2, a, first: bool, dev: str = "cuda") -> dict:
     """One pass over one row of the table: every path's do_bench median is appended to ``<path>_runs_ms``; the
     row's time of a path is the lowest so far. The reference is timed in the first pass only."""
     Bsz, D, grid, dtype, K = case
     L = math.prod(grid)
-    args, dout = make_inputs(Bsz, D, grid, K, dtype, dev)
-    nbytes = input_bytes(args, dout)
-    nsets = 1 if nbytes * 2 > l2 else min(8, max(2, math.ceil(3 * l2 / nbytes)))
-    sets = [(args, dout)] + [make_inputs(Bsz, D, grid, K, dtype, dev, seed=i + 1) for i in range(nsets - 1)]
+    sets = input_sets(Bsz, D, grid, K, dtype, l2, dev)
+    args, dout = sets[0]
     rest = (grid, default_directions(len(grid), K), True)
     if row is None:
         row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), L=L, K=K, dtype=str(dtype).replace("torch.", ""),
-                   input_sets=nsets)
+                   input_sets=len(sets))
         s = torch.finfo(dtype).bits // 8
         row["floor_bytes_fwdbwd"], row["floor_bytes_fwd"] = floor_bytes(Bsz, D, L, K, s)
 
-    def fused_f(ar, do):
-        return T.multidir_scan_fwd(*ar, *rest)
-
-    def fused_fb(ar, do):  # the backward starts from the forward's chunk carries where it keeps them
-        _, carries = T.multidir_scan_fwd(*ar, *rest, return_carries=True)
-        return T.multidir_scan_bwd(do, *ar, *rest, carries=carries)
-    paths = {"fused_fwd_ms": rotating(sets, fused_f), "fused_fwdbwd_ms": rotating(sets, fused_fb)}
+    paths = fused_paths(T, sets, rest)
     if M is not None:
         paths.update(naive_paths(M, ssf, sets, args, rest))
     for name, fn in paths.items():  # one after another, so that a slow moment is not always the same path's
@@ -299,21 +319,31 @@ def time_case(case, row, T, M, ssf, l2, a, first: bool, dev: str = "cuda") -> di
     return row
 
 
+def table_cases(a) -> list:
+    """(B, D, grid, dtype, K) of every row: ``--shapes`` (indices into SHAPES; all without ``--shape``) and the
+    ``--shape`` extras, times ``--dtypes`` and ``--ks``."""
+    extra = [parse_shape(s) for s in a.shape]
+    shapes = ([SHAPES[i] for i in a.shapes] if a.shapes else ([] if extra else SHAPES)) + extra
+    return [(Bsz, D, grid, DTYPES[dt], K) for Bsz, D, grid in shapes for dt in a.dtypes for K in a.ks]
+
+
+def l2_bytes() -> int:
+    return getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+
+
 def run_gpu(a, on_row=None):
     import triton  # noqa: F401
-    from nnunet_mamba.kernels import triton_scan as T
     from nnunet_mamba.kernels import mamba_ssm_backend as M
+    T = fused_module()
     dev = "cuda"
     have_mamba = M.available()
     ssf = M._load_selective_scan_fn() if have_mamba else None
-    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    l2 = l2_bytes()
     bw_copy = copy_bandwidth(dev)
     _BW["copy"] = bw_copy
     print(f"device {torch.cuda.get_device_name()} | copy bandwidth {bw_copy / 1e9:.0f} GB/s | mamba_ssm "
           f"{'yes' if have_mamba else 'NO (naive path skipped)'}", flush=True)
-    shapes = [SHAPES[i] for i in a.shapes] if a.shapes else SHAPES
-    dtypes = [DTYPES[d] for d in a.dtypes]
-    cases = [(Bsz, D, grid, dtype, K) for Bsz, D, grid in shapes for dtype in dtypes for K in a.ks]
+    cases = table_cases(a)
     rows = [None] * len(cases)
     # whole passes over the table, so that a slow spell of the machine (seconds) hits one pass of a row, not all
     for p in range(a.repeats):
@@ -332,8 +362,9 @@ def run_gpu(a, on_row=None):
 
 
 def gpu_meta(a, bw_copy, l2):
-    return dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(a.commit),
-                scan_env=scan_env(), copy_GBps=bw_copy / 1e9, l2_bytes=l2, N=N_STATE, delta_softplus=True,
+    return dict(device=torch.cuda.get_device_name(), versions=versions(), commit=ab.current_commit(a.commit),
+                scan_options=scan_options_in_force(), copy_GBps=bw_copy / 1e9, l2_bytes=l2, N=N_STATE,
+                delta_softplus=True,
                 notes="fused fwd+bwd = multidir_scan_fwd (returning its chunk carries) + multidir_scan_bwd (the bwd "
                       "recomputes the forward, from those carries where the forward keeps them); "
                       "naive fwd+bwd = autograd forward + backward through selective_scan_fn and the permute copies; "
@@ -447,73 +478,131 @@ def run_cpu(a):
         pass
     row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), K=K, dtype="float32", backend="reference (PyTorch, CPU)",
                fwdbwd_s_median=times[len(times) // 2], fwdbwd_s_all=times, threads=torch.get_num_threads())
-    meta = dict(device=f"CPU: {cpu} ({os.cpu_count()} cores)", versions=versions(), commit=git_commit(a.commit),
+    meta = dict(device=f"CPU: {cpu} ({os.cpu_count()} cores)", versions=versions(), commit=ab.current_commit(a.commit),
                 notes="reference multidir_scan_fwd + multidir_scan_bwd (the bwd recomputes the forward), fp32, "
                       "delta_softplus, z/D/delta_bias present; wall-clock median")
     print(f"CPU reference fwd+bwd at (1,64,16^3) K=2: {row['fwdbwd_s_median']:.2f} s (median of {len(times)})")
     return meta, [row]
 
 
-def run_sweep(a):
-    from nnunet_mamba.kernels import triton_scan as T
-    configs = [
-        dict(BLOCK_T=64, BLOCK_D=32, num_warps=8, vec1=False),
-        dict(BLOCK_T=64, BLOCK_D=32, num_warps=8, vec1=True),
-        dict(BLOCK_T=64, BLOCK_D=16, num_warps=4, vec1=False),
-        dict(BLOCK_T=64, BLOCK_D=16, num_warps=4, vec1=True),
-        dict(BLOCK_T=128, BLOCK_D=16, num_warps=8, vec1=True),
-        dict(BLOCK_T=32, BLOCK_D=32, num_warps=4, vec1=True),
-        dict(BLOCK_T=128, BLOCK_D=32, num_warps=8, vec1=False),
-    ]
-    if a.sweep_configs:
-        configs = [json.loads(c) for c in a.sweep_configs]
-    shapes = [SHAPES[i] for i in a.shapes] if a.shapes else [SHAPES[0], SHAPES[2], SHAPES[3]]
-    out = []
-    for Bsz, D, grid in shapes:
-        K = a.ks[0] if a.ks else 3
-        dtype = torch.bfloat16
-        args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
-        rest = (grid, default_directions(3, K), True)
-        for cfg in configs:
-            T._CONFIG_OVERRIDE = cfg
-            try:
-                f = bench(lambda: T.multidir_scan_fwd(*args, *rest))
-                b = bench(lambda: T.multidir_scan_bwd(dout, *args, *rest))
-            except Exception as e:  # noqa: BLE001
-                f = b = float("nan")
-                print("config failed", cfg, type(e).__name__, str(e)[:200])
-            out.append(dict(shape=(Bsz, D, grid), K=K, cfg=cfg, fwd_ms=f, bwd_ms=b))
-            print(f"B={Bsz} D={D} {grid} K={K} bf16 {cfg}: fwd {f:.3f} ms bwd {b:.3f} ms fwd+bwd {f + b:.3f}",
-                  flush=True)
-        T._CONFIG_OVERRIDE = None
-        f = bench(lambda: T.multidir_scan_fwd(*args, *rest))
-        b = bench(lambda: T.multidir_scan_bwd(dout, *args, *rest))
-        print(f"B={Bsz} D={D} {grid} K={K} bf16 default {T._config(math.prod(grid), D, False)} / "
-              f"{T._config(math.prod(grid), D, True)}: fwd {f:.3f} bwd {b:.3f}", flush=True)
-        del args, dout
-    return out
+AB_PATHS = ("fused_fwd_ms", "fused_fwdbwd_ms")
+
+
+def ab_child(a) -> None:
+    """One A/B row in this process, with whichever ``nnunet_mamba`` comes first on the path: one do_bench median of
+    the fused forward and of the forward+backward, printed as ``ROW {json}`` with that package's file and the card."""
+    import nnunet_mamba
+    shape, K, dtype = a.ab_child
+    Bsz, D, grid = parse_shape(shape)
+    K = int(K)
+    sets = input_sets(Bsz, D, grid, K, DTYPES[dtype], l2_bytes(), "cuda")
+    rest = (grid, default_directions(len(grid), K), True)
+    row = {name: bench(fn, rep=a.rep_ms) for name, fn in fused_paths(fused_module(), sets, rest).items()}
+    row.update(device=torch.cuda.get_device_name(), nnunet_mamba_file=nnunet_mamba.__file__)
+    print("ROW " + json.dumps(row), flush=True)
+
+
+def ab_row(a, base, case) -> dict:
+    """One row of the A/B: ``--repeats`` pairs of fresh processes (base, then current); each side keeps its lowest
+    median."""
+    Bsz, D, grid, dtype, K = case
+    row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), K=K, dtype=DTYPE_NAMES[dtype])
+    cmd = [sys.executable, os.path.abspath(__file__), "--ab-child", f"{Bsz},{D},{row['grid']}", str(K), row["dtype"],
+           "--rep-ms", str(a.rep_ms)]
+    for _ in range(a.repeats):
+        for side, target in ab.sides(base):
+            got = ab.run_row(cmd, target)
+            if "error" in got:
+                row["error"] = f"{side}: {got['error']}"
+                return row
+            row["device"] = got["device"]
+            for name in AB_PATHS:
+                row.setdefault(f"{side}_{name[:-3]}_runs_ms", []).append(got[name])
+    for name in AB_PATHS:
+        for side, _ in ab.sides(base):
+            row[f"{side}_{name}"] = min(row[f"{side}_{name[:-3]}_runs_ms"])
+        row[f"ratio_{name[:-3]}"] = row[f"current_{name}"] / row[f"base_{name}"]
+    return row
+
+
+def fmt_ab_row(r) -> str:
+    head = f"B={r['B']} D={r['D']} {r['grid']} K={r['K']} {r['dtype']}: "
+    if "error" in r:
+        return head + r["error"]
+    return head + "; ".join(f"{label} base {r[f'base_{name}']:.3f} current {r[f'current_{name}']:.3f} ms "
+                            f"(x{r[f'ratio_{name[:-3]}']:.3f})" for label, name in zip(("fwd", "fwd+bwd"), AB_PATHS))
+
+
+def write_ab(path, meta, rows) -> None:
+    """The side-by-side table: per row base, current and current / base of the forward and the forward+backward."""
+    device = next((r["device"] for r in rows if "device" in r), "unknown")
+    lines = [f"# Fused scan A/B: {meta['base_commit']} (base) vs {meta['current_commit']} (current)", "",
+             f"- device: {device}", f"- base wheel: {meta['base_wheel']}", f"- versions: {meta['versions']}",
+             f"- scan options (current): {meta['scan_options']}", f"- notes: {meta['notes']}", "",
+             "| B | D | grid | K | dtype | fwd base | fwd current | current / base | fwd+bwd base | fwd+bwd current "
+             "| current / base |", "|" + "---|" * 11]
+    for r in rows:
+        cells = [r["B"], r["D"], r["grid"], r["K"], r["dtype"]]
+        if "error" in r:
+            cells += [r["error"]] + [""] * 5
+        else:
+            for name in AB_PATHS:
+                cells += [f"{r[f'base_{name}']:.3f}", f"{r[f'current_{name}']:.3f}", f"{r[f'ratio_{name[:-3]}']:.3f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "Times in ms. " + "; ".join(
+        f"{label}: " + ab.ratio_note([r[f"ratio_{name[:-3]}"] for r in rows if "error" not in r])
+        for label, name in zip(("forward", "forward+backward"), AB_PATHS)) + "."]
+    with open(path + ".json", "w") as f:
+        json.dump(dict(meta=dict(meta, device=device), rows=rows), f, indent=1)
+    with open(path + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def run_ab(a, base) -> None:
+    """The A/B table of the fused scan, written after every row (partial results survive a time limit)."""
+    meta = dict(base_commit=base.commit, base_wheel=base.wheel, current_commit=ab.current_commit(a.commit),
+                versions=versions(), scan_options=scan_options_in_force(), repeats=a.repeats, rep_ms=a.rep_ms,
+                notes=f"fused forward and forward+backward (the backward from the forward's chunk carries); per row "
+                      f"{a.repeats} pairs of fresh processes, base then current, each one triton.testing.do_bench "
+                      f"median over {a.rep_ms} ms; each side keeps its lowest (all in the JSON's *_runs_ms)")
+    path = os.path.join(a.out_dir, f"scan_ab_{base.commit}_{meta['current_commit']}")
+    rows = []
+    for case in table_cases(a):
+        rows.append(ab_row(a, base, case))
+        print(fmt_ab_row(rows[-1]), flush=True)
+        write_ab(path, meta, rows)
+    print(f"wrote {path}.json/.md")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true")
-    ap.add_argument("--sweep", action="store_true")
-    ap.add_argument("--sweep-configs", nargs="*", default=None, help="JSON dicts")
     ap.add_argument("--shapes", type=int, nargs="*", default=None, help="indices into SHAPES")
+    ap.add_argument("--shape", action="append", default=[], metavar="B,D,AxBxC",
+                    help="an extra (batch, channels, grid) row shape, e.g. 58,128,10x14x10 (repeatable)")
     ap.add_argument("--ks", type=int, nargs="*", default=[1, 2, 3, 4])
     ap.add_argument("--dtypes", nargs="*", default=["bf16", "fp32"])
     ap.add_argument("--no-reference", dest="reference", action="store_false")
     ap.add_argument("--ref-limit", type=int, default=2 * 4 * 4096 * 512, help="max B*K*L*D for timing the reference")
     ap.add_argument("--cpu-reps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3,
-                    help="GPU: passes over the table; every path keeps its lowest median")
+                    help="GPU: passes over the table (A/B: base / current pairs per row); every path keeps its "
+                         "lowest median")
     ap.add_argument("--rep-ms", type=int, default=100, help="GPU: milliseconds of repetitions per do_bench median")
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--commit", default=None)
     ap.add_argument("--build-mamba", default=None, help="mamba-ssm sdist to build for sm_90 first")
     ap.add_argument("--mamba-target", default="/tmp/mamba_site")
     ap.add_argument("--build-only", action="store_true", help="only build mamba-ssm (--build-mamba) and exit")
+    ab.add_arguments(ap)
+    ap.add_argument("--ab-child", nargs=3, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.ab_child:
+        return ab_child(a)
+    base = ab.prepare(a)
+    if base is not None:
+        os.makedirs(a.out_dir, exist_ok=True)
+        return run_ab(a, base)
     if a.build_mamba:
         build_mamba_ssm(a.build_mamba, a.mamba_target)
         if a.build_only:
@@ -521,9 +610,6 @@ def main():
     elif os.path.isdir(a.mamba_target):
         sys.path.insert(0, os.path.abspath(a.mamba_target))
     os.makedirs(a.out_dir, exist_ok=True)
-    if a.sweep:
-        run_sweep(a)
-        return
     if a.cpu:
         meta, rows = run_cpu(a)
         name = "cpu"

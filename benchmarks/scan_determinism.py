@@ -1,7 +1,8 @@
 """Run-to-run spread of the Triton scan's gradients (fp32 atomics in dB/dC) and the deterministic mode.
 
 For each shape: the same inputs, the backward run R times; reports max |x_r - x_0| / max |x_0| per gradient,
-with the default (atomics) and with NNUNET_MAMBA_SCAN_DETERMINISTIC=1 (per-block partials summed by torch).
+with the default (atomics) and with the ``deterministic`` scan option (``scan_options(deterministic=True)``:
+per-block partials summed by torch).
 
     python benchmarks/scan_determinism.py --out results/scan_determinism_h100.json
 """
@@ -15,9 +16,11 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import git_commit, make_inputs, versions  # noqa: E402
+from ab import current_commit  # noqa: E402
+from scan import make_inputs, versions  # noqa: E402
 
-from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
+from nnunet_mamba.kernels import scan_options  # noqa: E402
+from nnunet_mamba.kernels import triton as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
 
 NAMES = ["du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"]
@@ -42,18 +45,18 @@ def main():
         for dtype in (torch.float32, torch.bfloat16):
             args, dout = make_inputs(Bsz, D, grid, K, dtype, "cuda")
             rest = (grid, default_directions(3, K), True)
-            for det in ("0", "1"):
-                os.environ["NNUNET_MAMBA_SCAN_DETERMINISTIC"] = det
-                runs = [T.multidir_scan_bwd(dout, *args, *rest) for _ in range(a.reps)]
+            for det in (False, True):
+                with scan_options(deterministic=det):
+                    runs = [T.multidir_scan_bwd(dout, *args, *rest) for _ in range(a.reps)]
                 torch.cuda.synchronize()
                 row = dict(B=Bsz, D=D, grid="x".join(map(str, grid)), K=K, dtype=str(dtype).replace("torch.", ""),
-                           deterministic=det == "1", reps=a.reps, max_rel_spread=spread(runs))
+                           deterministic=det, reps=a.reps, max_rel_spread=spread(runs))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 del runs
             del args, dout
             torch.cuda.empty_cache()
-    json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None), rows=rows),
+    json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=current_commit(), rows=rows),
               open(a.out, "w"), indent=1)
 
 

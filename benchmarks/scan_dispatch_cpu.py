@@ -1,4 +1,4 @@
-"""Host-side cost of the fused scan's dispatch, without a GPU: Python, config, switches and torch bookkeeping.
+"""Host-side cost of the fused scan's dispatch, without a GPU: Python, plan, options and torch bookkeeping.
 
 Runs ``multidir_scan_fwd`` (with carries) + ``multidir_scan_bwd`` on ``meta`` tensors (shapes and dtypes, no
 data, no compute) with every Triton launch replaced by a no-op, so what is left is the CPU work the dispatch adds
@@ -6,13 +6,14 @@ around the launches (on a GPU add the launches themselves: ~9 us each through th
 Triton's JIT on the H100 machine; ``scan_launch_overhead.py``). Use it to see a host-side change pay off on the
 development machine.
 
-    python benchmarks/scan_dispatch_cpu.py [--shape 2,512,16x16x16] [--ks 1 2 3] [--dtype bf16] [--profile]
-        [--direct [--unnumbered]]
+    python benchmarks/scan_dispatch_cpu.py [--shape 2,512,16x16x16] [--ks 1 2 3] [--dtype bf16]
+        [--profile [--sort tottime|cumulative] [--top 20]] [--direct]
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import os
 import pstats
 import sys
@@ -21,10 +22,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nnunet_mamba.kernels import launch as L  # noqa: E402
-from nnunet_mamba.kernels import param_grads as P  # noqa: E402
-from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
+from nnunet_mamba.kernels import triton as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
+
+# the submodules themselves (the package's ``plan`` attribute is the function of that name)
+L, PLAN = (importlib.import_module(f"nnunet_mamba.kernels.triton.{m}") for m in ("launch", "plan"))
+LAUNCHING = [importlib.import_module(f"nnunet_mamba.kernels.triton.{m}") for m in ("chunked", "sequential",
+                                                                                    "param_grads")]
 
 
 class _NoLaunch:
@@ -53,6 +57,18 @@ def _direct_no_launch(fn):
     return _DIRECT[id(fn)]
 
 
+def stub_launches(direct: bool) -> None:
+    """Every Triton launch of the scan becomes a no-op (``direct``: behind the real direct launcher), and the plan
+    and the launcher take their GPU code paths."""
+    if direct:
+        import types
+        L.driver = types.SimpleNamespace(active=types.SimpleNamespace(get_current_device=lambda: 0,
+                                                                      get_current_stream=lambda device: 0))
+    for module in LAUNCHING:
+        module.launcher = _direct_no_launch if direct else (lambda fn: _NoLaunch())
+    PLAN.triton_interpreting = L.triton_interpreting = lambda: False
+
+
 def meta_inputs(Bsz: int, D: int, grid: tuple, K: int, dtype, N: int = 16):
     L = 1
     for s in grid:
@@ -63,7 +79,9 @@ def meta_inputs(Bsz: int, D: int, grid: tuple, K: int, dtype, N: int = 16):
     return args, e(Bsz, L, D)
 
 
-def per_call_us(shape: str, K: int, dtype, reps: int, profile: bool = False) -> float:
+def per_call_us(shape: str, K: int, dtype, reps: int, profile=None) -> float:
+    """Median host time of one forward+backward in microseconds; ``profile``: (sort key, rows) to print cProfile's
+    table of ``reps`` more calls."""
     b, d, g = shape.split(",")
     grid = tuple(int(x) for x in g.split("x"))
     args, dout = meta_inputs(int(b), int(d), grid, K, dtype)
@@ -86,7 +104,7 @@ def per_call_us(shape: str, K: int, dtype, reps: int, profile: bool = False) -> 
         for _ in range(reps):
             fwd_bwd()
         prof.disable()
-        pstats.Stats(prof).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "20")))
+        pstats.Stats(prof).sort_stats(profile[0]).print_stats(profile[1])
     return sorted(times)[len(times) // 2] * 1e6
 
 
@@ -96,42 +114,31 @@ def main():
     ap.add_argument("--ks", type=int, nargs="*", default=[1, 2, 3, 4])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--reps", type=int, default=300)
-    ap.add_argument("--profile", action="store_true",
-                    help="cProfile the calls (top functions by own time; SORT=cumulative "
-                    "and TOP=N in the environment change the order and the length)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the calls (top functions)")
+    ap.add_argument("--sort", default="tottime", help="--profile: pstats sort key (tottime, cumulative, ...)")
+    ap.add_argument("--top", type=int, default=20, help="--profile: rows of the table")
     ap.add_argument("--direct", action="store_true",
                     help="count the direct launcher's host work too (its key, launch numbering and argument list; the "
                          "compiled kernel's C launcher is a no-op)")
     ap.add_argument("--json", default=None, help="also write the figures with the machine, commit and versions")
-    ap.add_argument("--unnumbered", action="store_true",
-                    help="with --direct: no launch numbering (every launch builds its argument key)")
     a = ap.parse_args()
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    if a.direct:
-        import types
-        L.driver = types.SimpleNamespace(active=types.SimpleNamespace(get_current_device=lambda: 0,
-                                                                      get_current_stream=lambda device: 0))
-        T.launcher = P.launcher = _direct_no_launch
-        if a.unnumbered:
-            T._numbered = lambda *args: L.NumberedLaunches(None)
-    else:
-        T.launcher = P.launcher = lambda fn: _NoLaunch()  # every Triton launch becomes a no-op
-    T.triton_interpreting = lambda: False  # take the GPU code paths
+    stub_launches(a.direct)
     rows = []
     for shape in a.shape or ["2,640,8x8x8", "2,512,16x16x16"]:
         for K in a.ks:
-            us = per_call_us(shape, K, dtype, a.reps, a.profile)
-            rows.append(dict(shape=shape, K=K, dtype=a.dtype, direct_launcher=a.direct, numbered=not a.unnumbered,
-                             host_us_per_fwd_bwd=us))
+            us = per_call_us(shape, K, dtype, a.reps, (a.sort, a.top) if a.profile else None)
+            rows.append(dict(shape=shape, K=K, dtype=a.dtype, direct_launcher=a.direct, host_us_per_fwd_bwd=us))
             what = "the direct launcher's Python counted, its C launcher not" if a.direct else "launches not counted"
             print(f"{shape} K={K} {a.dtype}: {us:.0f} us of host work per forward+backward ({what})", flush=True)
     if a.json:
         import json
         import platform
-        from scan import git_commit, versions
+        from ab import current_commit
+        from scan import versions
         with open(a.json, "w") as f:
             json.dump(dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                           commit=git_commit(None), versions=versions(), reps=a.reps, rows=rows), f, indent=1)
+                           commit=current_commit(), versions=versions(), reps=a.reps, rows=rows), f, indent=1)
 
 
 if __name__ == "__main__":

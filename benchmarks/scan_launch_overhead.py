@@ -21,11 +21,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import bench, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
+from ab import current_commit  # noqa: E402
+from scan import bench, make_inputs, parse_shape, scan_options_in_force, versions  # noqa: E402
 
-from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
+from nnunet_mamba.kernels import scan_options  # noqa: E402
+from nnunet_mamba.kernels import triton as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
-from nnunet_mamba.kernels.launch import launch_counts  # noqa: E402
+from nnunet_mamba.kernels.triton.launch import launch_counts  # noqa: E402
 
 
 def forward_backward(shape: str, K: int, dtype):
@@ -72,9 +74,14 @@ def measure(shape: str, K: int, dtype, reps: int) -> dict:
 
 
 def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
-    """CPU time per forward+backward spent inside Triton's JIT launches (binder, cache lookup, launch), and what
-    the same launches cost when replayed straight through the compiled kernels' C launcher (``CompiledKernel.run``
-    with the bound arguments of the JIT call)."""
+    """CPU time per forward+backward spent inside Triton's JIT launches (binder, cache lookup, launch; direct
+    launches off), and what the same launches cost when replayed straight through the compiled kernels' C launcher
+    (``CompiledKernel.run`` with the bound arguments of the JIT call)."""
+    with scan_options(direct_launch=False):
+        return _launcher_split(shape, K, dtype, reps)
+
+
+def _launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
     import inspect
     from triton.runtime.jit import JITFunction
     fwd_bwd = forward_backward(shape, K, dtype)[3]
@@ -122,23 +129,22 @@ def launcher_split(shape: str, K: int, dtype, reps: int) -> dict:
 
 
 def direct_vs_jit(shape: str, K: int, dtype, reps: int) -> dict:
-    """Timings with the JIT launches and with direct launches (``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1``), and the
+    """Timings with the JIT launches and with direct launches (``scan_options(direct_launch=...)``), and the
     largest relative difference between the two paths' outputs and gradients (the forward should be identical;
     dB/dC are fp32 atomics, so their order may differ)."""
     args, dout, rest, _ = forward_backward(shape, K, dtype)
     res = {}
-    for mode in ("0", "1"):
-        os.environ["NNUNET_MAMBA_SCAN_DIRECT_LAUNCH"] = mode
-        counts0 = launch_counts()
-        out, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
-        got = [out, *T.multidir_scan_bwd(dout, *args, *rest, carries=carries)]
-        res[mode] = (measure(shape, K, dtype, reps), [g.float() if g is not None else None for g in got])
-        res[mode][0]["jit_and_direct_launches"] = [b - a for a, b in zip(counts0, launch_counts())]
-    os.environ.pop("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
+    for direct in (False, True):
+        with scan_options(direct_launch=direct):
+            counts0 = launch_counts()
+            out, carries = T.multidir_scan_fwd(*args, *rest, return_carries=True)
+            got = [out, *T.multidir_scan_bwd(dout, *args, *rest, carries=carries)]
+            res[direct] = (measure(shape, K, dtype, reps), [g.float() if g is not None else None for g in got])
+            res[direct][0]["jit_and_direct_launches"] = [b - a for a, b in zip(counts0, launch_counts())]
     diffs = [((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-             for a, b in zip(res["1"][1], res["0"][1]) if a is not None]
-    return dict(jit=res["0"][0], direct=res["1"][0],
-                forward_identical=bool(torch.equal(res["1"][1][0], res["0"][1][0])), max_rel_diff=max(diffs))
+             for a, b in zip(res[True][1], res[False][1]) if a is not None]
+    return dict(jit=res[False][0], direct=res[True][0],
+                forward_identical=bool(torch.equal(res[True][1][0], res[False][1][0])), max_rel_diff=max(diffs))
 
 
 def cpu_profile(shape: str, K: int, dtype, reps: int, top: int = 25):
@@ -167,7 +173,7 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--json", default=None)
     ap.add_argument("--direct", action="store_true",
-                    help="compare JIT launches with direct launches (NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=1): "
+                    help="compare JIT launches with direct launches (scan_options(direct_launch=...)): "
                          "times, outputs")
     ap.add_argument("--launcher", action="store_true",
                     help="also split the CPU time: inside Triton's JIT launches vs a direct replay "
@@ -203,8 +209,8 @@ def main():
                   f"through the compiled kernels' C launcher: {s['direct_replay_ms']:.3f} ms", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None),
-                           scan_env=scan_env(), dtype=a.dtype, rows=rows), f, indent=1)
+            json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=current_commit(),
+                           scan_options=scan_options_in_force(), dtype=a.dtype, rows=rows), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ warm-up (for ``ncu --kernel-name regex:seq_bwd --launch-skip ...``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -23,10 +24,14 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scan import DTYPES, bench, cuda_kernels, git_commit, make_inputs, parse_shape, scan_env, versions  # noqa: E402
+from ab import current_commit  # noqa: E402
+from scan import (DTYPES, N_STATE, bench, cuda_kernels, make_inputs, parse_shape, scan_options_in_force,  # noqa: E402
+                  versions)
 
-from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
+from nnunet_mamba.kernels import options  # noqa: E402
+from nnunet_mamba.kernels import triton as T  # noqa: E402
 from nnunet_mamba.kernels.directions import default_directions  # noqa: E402
+from nnunet_mamba.kernels.triton.plan import plan  # noqa: E402
 
 
 def profile_case(shape: str, K: int, dtype: str, iters: int, ncu_once: bool = False) -> dict:
@@ -57,7 +62,8 @@ def profile_case(shape: str, K: int, dtype: str, iters: int, ncu_once: bool = Fa
             per_kernel[name] = (t + ms, n + 1)
     rows = sorted(((t / iters, n // iters, name) for name, (t, n) in per_kernel.items()), reverse=True)
     phase_ms = {p: sum(ms for ms, _, name in rows if name.startswith(p)) for p in ("fwd", "bwd")}
-    return dict(shape=shape, K=K, dtype=dtype, L=math.prod(grid), cfg_bwd=T._config(math.prod(grid), D, True, Bsz),
+    plan_bwd = plan(Bsz, math.prod(grid), D, K, N_STATE, DTYPES[dtype], True, options.deterministic(), True)
+    return dict(shape=shape, K=K, dtype=dtype, L=math.prod(grid), plan_bwd=dataclasses.asdict(plan_bwd),
                 kernels_fwd_ms=phase_ms["fwd"], kernels_bwd_ms=phase_ms["bwd"],
                 kernels_ms=phase_ms["fwd"] + phase_ms["bwd"], launches=sum(n for _, n, _ in rows),
                 wall_ms=bench(step), kernels=[dict(ms=ms, launches=n, name=name) for ms, n, name in rows])
@@ -81,7 +87,7 @@ def main():
         cases.append(case)
         head = (f"{shape} K={K} {dtype}: kernels {case['kernels_fwd_ms']:.3f} + {case['kernels_bwd_ms']:.3f} = "
                 f"{case['kernels_ms']:.3f} ms per fwd+bwd, {case['launches']} launches, wall {case['wall_ms']:.3f} ms")
-        print(head if a.totals else f"{head} (L={case['L']}, cfg bwd {case['cfg_bwd']})", flush=True)
+        print(head if a.totals else f"{head} (L={case['L']}, backward plan {case['plan_bwd']})", flush=True)
         if not a.totals:
             for k in case["kernels"]:
                 print(f"  {k['ms']:8.3f} ms  {100 * k['ms'] / case['kernels_ms']:5.1f} %  "
@@ -89,8 +95,8 @@ def main():
         torch.cuda.empty_cache()
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=git_commit(None),
-                           scan_env=scan_env(), cases=cases), f, indent=1)
+            json.dump(dict(device=torch.cuda.get_device_name(), versions=versions(), commit=current_commit(),
+                           scan_options=scan_options_in_force(), cases=cases), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,17 @@ slices, batch 12), for the 2D-only networks.
 
     python benchmarks/train.py [--networks resenc_m mamba_resenc ...] [--amp bf16] [--compile]
 Writes benchmarks/results/train_<card>.json and .md (after every row).
+
+A/B between commits (``--base REF``, REF a wheel or a git commit; see ``ab.py``): every row runs alternately with
+the base and with the current install, each time in its own subprocess (base, current, base, current, ...
+``--repeats`` pairs per row; each side keeps its lowest median step time); writes train_ab_<base>_<current>.json
+and .md (step time and peak memory of both, current / base). Where git exists, build the base's wheel:
+
+    python benchmarks/scan.py --base HEAD~1 --prepare-only        # prints .whl_base/<commit>/nnunet_mamba-*.whl
+
+then, on the GPU machine (the current wheel installed, ``.whl_base/`` carried along):
+
+    python benchmarks/train.py --base .whl_base/<commit>/nnunet_mamba-*.whl --compile --plans hippocampus_resenc_m
 """
 from __future__ import annotations
 
@@ -27,7 +38,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,8 +45,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import ab  # benchmarks/ab.py (this script's folder is on sys.path)
 from nnunet_mamba.networks import build_network, resolve_arch_kwargs
-from scan import scan_env  # benchmarks/scan.py (this script's folder is on sys.path)
 
 IMPORTS = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
@@ -193,7 +203,9 @@ def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
 
 
 def run_one(args):
-    """Child process: one (network, plan, amp) row, printed as JSON on the last line."""
+    """Child process: one (network, plan, amp) row, printed as JSON on the last line with the file of the
+    ``nnunet_mamba`` it imported."""
+    import nnunet_mamba
     device = torch.device("cuda")
     spec, plan_name, amp = args.one
     plan = plan_from_file(plan_name) if plan_name.endswith(".json") else PLANS[plan_name]
@@ -204,6 +216,7 @@ def run_one(args):
     except torch.OutOfMemoryError as e:
         r = {"network": spec, "amp": amp, "error": f"OOM: {str(e)[:120]}"}
     r["plan"] = os.path.basename(plan_name)
+    r["nnunet_mamba_file"] = nnunet_mamba.__file__
     if plan_name.endswith(".json"):
         rec = json.load(open(plan_name)).get("nnunet_mamba", {})
         r["gpu_memory_target_gb"] = rec.get("gpu_memory_target_in_gb")
@@ -211,8 +224,40 @@ def run_one(args):
     print("ROW " + json.dumps(r), flush=True)
 
 
+def measure_row(args, spec, plan_name, amp, target=None) -> dict:
+    """One row in its own subprocess; ``target``: the A/B base's install, first on the child's path."""
+    cmd = [sys.executable, __file__, "--one", spec, plan_name, amp, "--steps", str(args.steps),
+           "--warmup", str(args.warmup)] + (["--compile"] if args.compile else []) \
+        + (["--profile"] if args.profile else [])
+    r = ab.run_row(cmd, target, args.timeout, echo=args.profile)
+    if "error" in r and "network" not in r:
+        r.update(network=spec, amp=amp, plan=plan_name)
+    r.pop("profile_top", None)
+    return r
+
+
+def ab_row(args, base, spec, plan_name, amp) -> dict:
+    """One row of the A/B: ``--repeats`` pairs of subprocesses (base, then current); each side keeps its lowest
+    median step time and its peak memory."""
+    row = {"network": spec, "plan": os.path.basename(plan_name), "amp": amp}
+    for _ in range(args.repeats):
+        for side, target in ab.sides(base):
+            r = measure_row(args, spec, plan_name, amp, target)
+            if "error" in r:
+                row["error"] = f"{side}: {r['error']}"
+                return row
+            row.setdefault(f"{side}_step_runs_ms", []).append(r["median_step_ms"])
+            row[f"{side}_peak_mem_gb"] = r["peak_mem_gb"]
+            row["batch"], row["patch"] = r["batch"], r["patch"]
+    for side, _ in ab.sides(base):
+        row[f"{side}_step_ms"] = min(row[f"{side}_step_runs_ms"])
+    row["ratio_step"] = row["current_step_ms"] / row["base_step_ms"]
+    row["ratio_peak_mem"] = row["current_peak_mem_gb"] / row["base_peak_mem_gb"]
+    return row
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", nargs="+", default=["resenc_m", "nomamba", "mamba_resenc", "umamba_bot",
                                                       "umamba_enc", "segmamba"])
     ap.add_argument("--plans", nargs="+", default=list(PLANS), help="names of PLANS or nnU-Net plans .json files")
@@ -223,62 +268,80 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--timeout", type=int, default=900, help="seconds per row")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--repeats", type=int, default=2, help="A/B: base / current pairs per row")
+    ap.add_argument("--commit", default=None, help="the current install's commit (default: git, else the stamps)")
+    ab.add_arguments(ap)
     ap.add_argument("--one", nargs=3, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.one:
         return run_one(args)
+    base = ab.prepare(args)
     card = torch.cuda.get_device_name(0)
     rows = []
     for plan_name in args.plans:
         for amp in args.amp:
             for spec in args.networks:
-                cmd = [sys.executable, __file__, "--one", spec, plan_name, amp, "--steps", str(args.steps),
-                       "--warmup", str(args.warmup)] + (["--compile"] if args.compile else []) \
-                    + (["--profile"] if args.profile else [])
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                    found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
-                    if args.profile:
-                        print(proc.stdout, flush=True)
-                    if found:
-                        r = json.loads(found[-1][4:])
-                    else:
-                        r = {"network": spec, "amp": amp, "plan": plan_name,
-                             "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]}
-                except subprocess.TimeoutExpired:
-                    r = {"network": spec, "amp": amp, "plan": plan_name, "error": f"timeout {args.timeout} s"}
-                r.pop("profile_top", None)
-                rows.append(r)
-                print(json.dumps(r), flush=True)
-                table = write_results(args, card, rows)  # after every row: a crash keeps what was measured
+                if base is None:
+                    rows.append(measure_row(args, spec, plan_name, amp))
+                    table = write_results(args, card, rows)  # after every row: a crash keeps what was measured
+                else:
+                    rows.append(ab_row(args, base, spec, plan_name, amp))
+                    table = write_ab(args, card, base, rows)
+                print(json.dumps(rows[-1]), flush=True)
     print("\n".join(table))
 
 
-def write_results(args, card, rows):
-    commit = os.environ.get("NNUNET_MAMBA_COMMIT", "")  # the device copy's .git can be stale: say it explicitly
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip()
-        except OSError:
-            commit = ""
+def run_meta(args, card) -> dict:
+    """Card, versions, commit and scan options of this run."""
+    from scan import scan_options_in_force  # benchmarks/scan.py
     meta = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "commit": commit or os.environ.get("NNUNET_MAMBA_COMMIT", "unknown"), "compile": args.compile,
-            "scan_backend_env": os.environ.get("NNUNET_MAMBA_SCAN_BACKEND", "auto"),
-            "scan_env": scan_env()}
+            "commit": ab.current_commit(args.commit), "compile": args.compile, "scan_options": scan_options_in_force()}
     try:
         import triton
         meta["triton"] = triton.__version__
     except ImportError:
         pass
+    return meta
+
+
+def write_ab(args, card, base, rows) -> list:
+    """The side-by-side table of the A/B: per row step time and peak memory of base and current, current / base."""
+    meta = dict(run_meta(args, card), base_commit=base.commit, base_wheel=base.wheel, repeats=args.repeats,
+                notes=f"per row {args.repeats} pairs of subprocesses, base then current; each side keeps its lowest "
+                      f"median step time over {args.steps} steps after {args.warmup} warm-up steps")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"train_ab_{base.commit}_{meta['commit']}" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# Training step A/B on {card}: {base.commit} (base) vs {meta['commit']} (current)", "",
+             f"torch {meta['torch']}, CUDA {meta['cuda']}, triton {meta.get('triton')}, torch.compile {args.compile}, "
+             f"scan options (current) {meta['scan_options']}; base wheel {base.wheel}; {meta['notes']}", "",
+             "| plan | network | AMP | batch x patch | step ms base | step ms current | current / base "
+             "| peak GB base | peak GB current | current / base |", "|" + "---|" * 10]
+    for r in rows:
+        cells = [r["plan"], r["network"], r["amp"]]
+        if "error" in r:
+            cells += ["", r["error"]] + [""] * 5
+        else:
+            cells += [f"{r['batch']} x {'x'.join(map(str, r['patch']))}", f"{r['base_step_ms']:.1f}",
+                      f"{r['current_step_ms']:.1f}", f"{r['ratio_step']:.3f}", f"{r['base_peak_mem_gb']:.2f}",
+                      f"{r['current_peak_mem_gb']:.2f}", f"{r['ratio_peak_mem']:.3f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "Step time: " + ab.ratio_note([r["ratio_step"] for r in rows if "error" not in r]) + "."]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def write_results(args, card, rows):
+    meta = run_meta(args, card)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = card.lower().replace(" ", "_") + (f"_{args.tag}" if args.tag else "")
     (out / f"train_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Training step on {card}", "", f"torch {meta['torch']}, CUDA {meta['cuda']}, triton "
-             f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}"
-             + "".join(f", {k}={v}" for k, v in meta["scan_env"].items()), "",
+             f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}, "
+             f"scan options {meta['scan_options']}", "",
              "| plan | network | AMP | batch x patch | step ms (median) | x resenc_m | peak GB | x resenc_m "
              "| target GB | params M | first step s | finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["plan"], r["amp"]): r for r in rows if r["network"] == "resenc_m" and "error" not in r}

@@ -5,7 +5,8 @@
 * :func:`selective_scan`: Mamba-1 single-direction scan in mamba-ssm's layout.
 
 Backends: ``triton`` (CUDA), ``reference`` (vectorised PyTorch, any device),
-``mamba_ssm`` (optional, comparison only); see :mod:`.dispatch`.
+``mamba_ssm`` (optional, comparison only); see :mod:`.dispatch`. Options: :func:`scan_options` and the three
+environment variables of :mod:`.options`.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from torch import Tensor
 
 from .directions import ScanDirection, default_directions, encode_directions, scan_order_index
 from .dispatch import BACKENDS, ENV_VAR, explain_backend, resolve_backend
+from .options import scan_options
 
 __all__ = ["multidir_selective_scan", "selective_scan", "ScanDirection", "default_directions", "scan_order_index",
-           "resolve_backend", "explain_backend", "BACKENDS", "ENV_VAR"]
+           "resolve_backend", "explain_backend", "scan_options", "BACKENDS", "ENV_VAR"]
 
 
 def _check(name: str, t: Optional[Tensor], shape: tuple) -> None:

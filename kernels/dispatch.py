@@ -1,4 +1,5 @@
-"""Choosing a scan backend: function argument > ``NNUNET_MAMBA_SCAN_BACKEND`` > automatic.
+"""Choosing a scan backend: function argument > :func:`~.options.scan_options` or ``NNUNET_MAMBA_SCAN_BACKEND`` >
+automatic.
 
 Automatic choice: ``triton`` for CUDA tensors when Triton imports, else ``reference``.
 ``mamba_ssm`` (the naive multi-direction path over mamba-ssm's CUDA kernel) is only used
@@ -14,19 +15,23 @@ from typing import Optional
 
 import torch
 
-from .env import getenv
+from . import options
 
-ENV_VAR = "NNUNET_MAMBA_SCAN_BACKEND"
+ENV_VAR = options.ENV["backend"]
 BACKENDS = ("triton", "reference", "mamba_ssm")
 _MODULES = {
-    "triton": "nnunet_mamba.kernels.triton_scan",
+    "triton": "nnunet_mamba.kernels.triton",
     "reference": "nnunet_mamba.kernels.reference",
     "mamba_ssm": "nnunet_mamba.kernels.mamba_ssm_backend",
 }
 
 
+# Triton's own switch, read once: Triton itself decides at import whether its kernels are interpreted
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def triton_interpreting() -> bool:
-    return getenv("TRITON_INTERPRET", "0") not in ("", "0")
+    return _INTERPRETING
 
 
 # Looked up once at import: find_spec inside a torch.compile'd forward would break the graph.
@@ -44,12 +49,12 @@ def mamba_ssm_available() -> bool:
 def explain_backend(device: torch.device | str, requested: Optional[str] = None) -> tuple[str, str]:
     """(backend, reason) for tensors on ``device``."""
     device = torch.device(device)
-    choice = requested or os.environ.get(ENV_VAR) or "auto"
-    choice = choice.strip().lower()
+    option = options.backend()
+    choice = (requested or option or "auto").strip().lower()
     if choice not in BACKENDS + ("auto",):
         raise ValueError(f"unknown scan backend {choice!r}; choose one of {BACKENDS + ('auto',)} "
-                         f"(argument `backend=` or environment variable {ENV_VAR})")
-    source = "argument" if requested else (f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "automatic")
+                         f"(argument `backend=`, scan_options(backend=...) or environment variable {ENV_VAR})")
+    source = "argument" if requested else (options.backend_source() if option else "automatic")
     if choice == "auto":
         if device.type == "cuda" and triton_available():
             return "triton", "automatic: CUDA tensors and Triton is installed"

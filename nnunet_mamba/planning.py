@@ -2,8 +2,8 @@
 
 nnU-Net sizes patch and batch from ``network.compute_conv_feature_map_size(patch)``, compared with a
 reference value calibrated for a GPU-memory target. Its estimate counts only convolution feature maps;
-our networks add their mixers' activations (``activation_elements`` of the layers, fitted to memory
-measured on an H100: benchmarks/NETWORK_NOTES.md). :class:`MambaPlanner` builds the chosen network of
+our networks add their mixers' activations (``activation_elements`` of the layers, fitted to measured
+memory: benchmarks/NETWORK_NOTES.md). :class:`MambaPlanner` builds the chosen network of
 our registry for every candidate patch (on the meta device: no memory, no initialisation) and uses
 that estimate with nnU-Net's ResEnc M calibration, so a plan targeting N GB should train within N GB.
 """

@@ -72,10 +72,10 @@ class MambaRestorationTrainer(MambaTrainerBase):
     network_name = "mamba_resenc"
     ssim_weight: float = 1.0
     restoration_lr: float = 1e-3
-    # bf16 autocast, no GradScaler: under nnU-Net's fp16 AMP the Mamba restorer's loss went NaN in epoch 1 of two
-    # H100 runs; the bisect (benchmarks/results/2026-11-27_h100_bc3355e/fp16_bisect/) found a decoder convolution's
-    # output over fp16's 65504, fed by a residual stream grown to thousands, with either scan backend. Where a GPU has
-    # no bf16, the base class's fp16 fallback moves such a run to float32.
+    # bf16 autocast, no GradScaler: under nnU-Net's fp16 AMP a decoder convolution's output of the Mamba restorer
+    # exceeds fp16's 65504, fed by a residual stream grown to thousands, with either scan backend, and the loss turns
+    # NaN (benchmarks/results/2026-11-27_h100_bc3355e/fp16_bisect/). Where a GPU has no bf16, the base class's fp16
+    # fallback moves such a run to float32.
     amp_dtype = torch.bfloat16
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

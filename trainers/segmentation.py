@@ -13,8 +13,7 @@ class MambaTrainer(MambaTrainerBase):
 
 class MambaTrainerFast(MambaTrainerBase):
     """MambaTrainer's network with 2 scan directions (raster, both ways) at stage n-2 and all at the bottleneck:
-    1.25x ResEnc M's step time under torch.compile (MambaTrainer: 1.39x); one 5-epoch Hippocampus run gave
-    0.0024 lower mean Dice than ResEnc M (benchmarks/NETWORK_NOTES.md)."""
+    a shorter training step than MambaTrainer's (benchmarks/NETWORK_NOTES.md has the measurements)."""
     network_name = "mamba_resenc"
     network_options = {"directions": [2, None]}
 

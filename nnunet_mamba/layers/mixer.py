@@ -54,18 +54,17 @@ class SelectiveSSMParams(nn.Module):
 
 
 # Training-memory model, in the units of nnU-Net's planner estimate (``compute_conv_feature_map_size``:
-# ~4.5-4.8 bytes each under bf16 AMP for ResEnc). Fitted to peak memory measured on an H100
+# a few bytes each under bf16 AMP for ResEnc). Fitted to measured peak memory
 # (benchmarks/results/train_h100_nocompile.json, NETWORK_NOTES.md): the layer keeps about
-# expand * (6 + 0.7 K) such elements per token and model channel (measured 8.9 for K=6, 6.5 for K=2 at
-# expand 1).
+# expand * (6 + 0.7 K) such elements per token and model channel.
 def _tokens(spatial_size) -> int:
     return int(math.prod(int(s) for s in spatial_size))
 
 
 @torch.compiler.assume_constant_result
 def cuda_has_bf16() -> bool:
-    """``torch.cuda.is_bf16_supported()`` as a constant for torch.compile: traced inside the network it broke the
-    graph at every mixer under float16 autocast (measured on H100: first compiled step 202 s, then 100 ms)."""
+    """``torch.cuda.is_bf16_supported()`` as a constant for torch.compile: traced inside the network it breaks the
+    graph at every mixer under float16 autocast, which makes compiling slow."""
     return torch.cuda.is_bf16_supported()
 
 

@@ -92,8 +92,8 @@ def mamba_resenc(arch_kwargs, input_channels, num_classes, deep_supervision, mix
                  directions=None, d_state=16, expand=1.0, backend=None):
     """``directions``: scan directions per mixer, one int for all, or one per entry of ``mixer_stages``
     (None: every axis order both ways, 6 in 3D / 4 in 2D, the default). ``[2, None]`` (raster both ways at
-    stage n-2) is ``MambaTrainerFast``: 1.25x instead of 1.39x ResEnc M's step time under torch.compile, 0.0024
-    lower mean Dice in one 5-epoch Hippocampus run (benchmarks/NETWORK_NOTES.md)."""
+    stage n-2) is ``MambaTrainerFast``: a shorter step for fewer directions (benchmarks/NETWORK_NOTES.md has the
+    measurements)."""
     n = arch_kwargs["n_stages"]
     per_stage = directions if isinstance(directions, (list, tuple)) else [directions] * len(mixer_stages)
     if len(per_stage) != len(mixer_stages):

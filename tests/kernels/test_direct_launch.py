@@ -7,7 +7,8 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from nnunet_mamba.kernels import launch  # noqa: E402
+from nnunet_mamba.kernels import scan_options  # noqa: E402
+from nnunet_mamba.kernels.triton import launch  # noqa: E402
 
 
 def kernel_fn(x, y, n, L, FLAG, BLOCK=4):  # the stand-in kernel's signature
@@ -79,17 +80,6 @@ def test_direct_launcher_goes_through_the_jit_once_per_specialisation(fake_cuda)
     assert len(fn.jit_calls) == 6 and len(fn.direct_calls) == 1
 
 
-def test_tensors_instead_of_addresses_on_request(fake_cuda, monkeypatch):
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_PTRS", "0")
-    fn = FakeJit()
-    d = launch.DirectLauncher(fn)
-    x, y = torch.zeros(8), torch.ones(8)
-    for _ in range(2):
-        d[(1,)](x, y, 5, 100, FLAG=True)
-    (call,) = fn.direct_calls
-    assert call[9] is x and call[10] is y
-
-
 def test_active_launch_hooks_take_the_jit_path(fake_cuda, monkeypatch):
     from triton import knobs
     fn = FakeJit()
@@ -103,8 +93,7 @@ def test_active_launch_hooks_take_the_jit_path(fake_cuda, monkeypatch):
 
 def test_launcher_default_follows_the_checked_triton_releases(monkeypatch):
     fn = FakeJit()
-    monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: False)
-    monkeypatch.delenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", raising=False)
+    monkeypatch.setattr(launch, "triton_interpreting", lambda: False)
     assert launch.checked_release("3.6.0") and launch.checked_release("3.6.1")
     for version in ("3.7.1", "3.60.0", "4.0.0"):
         assert not launch.checked_release(version)
@@ -112,14 +101,14 @@ def test_launcher_default_follows_the_checked_triton_releases(monkeypatch):
     assert isinstance(launch.launcher(fn), launch.DirectLauncher) and launch.launcher(fn) is launch.launcher(fn)
     monkeypatch.setattr(launch, "TRITON_CHECKED", False)
     assert launch.launcher(fn) is fn
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")  # forced on with an unchecked release
-    assert isinstance(launch.launcher(fn), launch.DirectLauncher)
+    with scan_options(direct_launch=True):  # forced on with an unchecked release
+        assert isinstance(launch.launcher(fn), launch.DirectLauncher)
     monkeypatch.setattr(launch, "TRITON_CHECKED", True)
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "0")  # switched off with a checked one
-    assert launch.launcher(fn) is fn
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH", "1")
-    monkeypatch.setattr("nnunet_mamba.kernels.dispatch.triton_interpreting", lambda: True)
-    assert launch.launcher(fn) is fn
+    with scan_options(direct_launch=False):  # switched off with a checked one
+        assert launch.launcher(fn) is fn
+    monkeypatch.setattr(launch, "triton_interpreting", lambda: True)
+    with scan_options(direct_launch=True):
+        assert launch.launcher(fn) is fn
 
 
 def test_a_refused_direct_call_falls_back_to_the_jit_for_good(fake_cuda):

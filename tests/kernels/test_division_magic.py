@@ -1,5 +1,5 @@
 """The sequential kernels' divisions by a direction's axis sizes: multiply-high and shift constants
-(``triton_seq.division_magic``), checked against Python's floor division with the kernel's 32-bit arithmetic.
+(``common.division_magic``), checked against Python's floor division with the kernel's 32-bit arithmetic.
 The kernels themselves run them in the interpreter tests (odd grids, every direction order)."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("triton")
 
-from nnunet_mamba.kernels.triton_seq import division_magic, position_args  # noqa: E402
+from nnunet_mamba.kernels.triton.common import division_magic, position_args  # noqa: E402
 
 
 def kernel_quotient(n: int, d: int) -> int:
-    """What ``_seq_positions`` computes: umulhi(2n, m) >> shift on uint32 values."""
+    """What ``positions_magic`` computes: umulhi(2n, m) >> shift on uint32 values."""
     m, shift = division_magic(d)
     assert -(2 ** 31) <= m < 2 ** 31 and 0 <= shift <= 31  # fits the kernels' int32 arguments
     m_u = m & 0xFFFFFFFF

@@ -3,19 +3,16 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from nnunet_mamba.kernels import triton_scan as T  # noqa: E402
-from nnunet_mamba.kernels.env import snapshotted  # noqa: E402
-from nnunet_mamba.kernels.launch import current_operator  # noqa: E402
+from nnunet_mamba.kernels import scan_options  # noqa: E402
+from nnunet_mamba.kernels.triton.launch import current_operator, memo, numbered  # noqa: E402
 
 
-@snapshotted
 def _number_of(*tensors, statics=("fwd",)):
-    with T._numbered(tensors, *statics):
+    with numbered(tensors, *statics):
         return current_operator()
 
 
-def test_operator_key_holds_shapes_dtypes_alignment_statics_and_switches(monkeypatch):
-    monkeypatch.delenv("NNUNET_MAMBA_SCAN_SEQ", raising=False)
+def test_operator_key_holds_shapes_dtypes_alignment_statics_and_options():
     x = torch.zeros(2, 8, 4)
     base = _number_of(x, None)
     assert base is not None and _number_of(torch.ones(2, 8, 4), None) == base  # same key: same number
@@ -25,31 +22,23 @@ def test_operator_key_holds_shapes_dtypes_alignment_statics_and_switches(monkeyp
                   _number_of(x, x),  # an optional input present
                   _number_of(x, None, statics=("bwd",))):  # the other arguments
         assert other != base
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_SEQ", "0")  # a switch
-    assert _number_of(x, None) != base
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_NUMBERED", "0")  # switched off
-    assert _number_of(x, None) is None
-    monkeypatch.delenv("NNUNET_MAMBA_SCAN_NUMBERED")
-    monkeypatch.setattr(T, "_CONFIG_OVERRIDE", {"BLOCK_T": 16})  # a test's or benchmark's override, by contents
-    with_override = _number_of(x, None)
-    assert with_override not in (None, base)
-    T._CONFIG_OVERRIDE["BLOCK_T"] = 32
-    assert _number_of(x, None) != with_override
+    with scan_options(deterministic=not torch.are_deterministic_algorithms_enabled()):  # an option
+        assert _number_of(x, None) not in (None, base)
+    assert _number_of(x, None) == base
 
 
-def test_memo_evaluates_once_per_operator_key(monkeypatch):
+def test_memo_evaluates_once_per_operator_key():
     calls = []
 
     def decide(v):
         calls.append(v)
         return v * 2
 
-    @snapshotted
     def op(x, v):
-        with T._numbered((x,), "op"):
-            return T._memo("decide", decide, v), T._memo("other", decide, v + 1)
+        with numbered((x,), "op"):
+            return memo("decide", decide, v), memo("other", decide, v + 1)
 
     x = torch.zeros(3)
     assert op(x, 1) == (2, 4) and op(x, 1) == (2, 4) and calls == [1, 2]
     assert op(torch.zeros(4), 1) == (2, 4) and calls == [1, 2, 1, 2]  # another key
-    assert T._memo("decide", decide, 5) == 10 and calls[-1] == 5  # outside an operator call: every time
+    assert memo("decide", decide, 5) == 10 and calls[-1] == 5  # outside an operator call: every time

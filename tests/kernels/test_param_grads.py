@@ -1,4 +1,4 @@
-"""The backward's one-launch parameter-gradient sum (``kernels/param_grads.py``) under TRITON_INTERPRET=1 against
+"""The backward's one-launch parameter-gradient sum (``kernels/triton/param_grads.py``) under TRITON_INTERPRET=1 against
 float64 sums of the same partials: rows over more than one row tile, channels over a ragged channel block, a state
 count that is no power of two, absent dD / ddelta_bias, and the parameters' dtypes."""
 from __future__ import annotations
@@ -19,18 +19,18 @@ WORKER = textwrap.dedent(r'''
     import json, os, sys
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
-    from nnunet_mamba.kernels.param_grads import param_grads
+    from nnunet_mamba.kernels.triton import param_grads as P
 
     out = {}
     for name, (Bsz, nC, K, N, D, has_d, has_b, dtype, max_rows, cast) in json.loads(sys.argv[1]).items():
-        os.environ["NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS"] = str(max_rows)
+        P.MAX_ROWS = max_rows
         g = torch.Generator().manual_seed(len(out) + 11)
         dA_p = torch.randn(Bsz, nC, K, N, D, generator=g)
         dD_p = torch.randn(Bsz, nC, K, D, generator=g) if has_d else None
         db_p = torch.randn(Bsz, nC, K, D, generator=g) if has_b else None
         dt = getattr(torch, dtype)
         pair = torch.randn(2, *cast, generator=g).unbind(0) if cast else ()  # like the backward's dB, dC
-        dA, dD, db, conv = param_grads(dA_p, dD_p, db_p, dt, dt if has_d else None, dt if has_b else None,
+        dA, dD, db, conv = P.param_grads(dA_p, dD_p, db_p, dt, dt if has_d else None, dt if has_b else None,
                                        [(x, torch.bfloat16) for x in pair])
         want = [dA_p.double().sum((0, 1)).transpose(1, 2), dD_p.double().sum((0, 1)) if has_d else None,
                 db_p.double().sum((0, 1)) if has_b else None]
@@ -86,16 +86,8 @@ def test_param_grads_match_float64_sums(results, name):
 
 
 def test_tiles_spread_short_maps_over_the_gpu():
-    from nnunet_mamba.kernels.param_grads import _tiles
+    from nnunet_mamba.kernels.triton.param_grads import _tiles
     assert _tiles(3, 512, 16) == (8, 64)  # (2, 512, 16^3), K = 3: 192 programs instead of 48
     assert _tiles(4, 4096, 16) == (32, 16)  # enough channel blocks already
     assert _tiles(2, 37, 4) == (8, 64) and _tiles(1, 5, 16) == (8, 64)  # never below one 32-byte sector
     assert _tiles(1, 3, 16) == (4, 64)  # ... unless the channels are fewer
-
-
-def test_bad_row_limit_is_named(monkeypatch):
-    torch = pytest.importorskip("torch")
-    from nnunet_mamba.kernels.param_grads import param_grads
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", "lots")
-    with pytest.raises(ValueError, match="NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS"):
-        param_grads(torch.zeros(1, 2, 1, 2, 3), None, None, torch.float32, None, None)

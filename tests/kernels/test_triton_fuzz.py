@@ -1,6 +1,6 @@
 """Property-based (hypothesis): the Triton kernels (TRITON_INTERPRET=1, CPU) equal the float64 reference on
-random shapes, strides, tile configurations and extreme but valid values (huge deltas, near-zero A), in
-fp32 and bf16, and stay finite.
+random shapes (both kernel families: short maps take the chunked kernels, longer ones the sequential), strides,
+output modes and extreme but valid values (huge deltas, near-zero A), in fp32 and bf16, and stay finite.
 
 Hypothesis runs inside one subprocess (TRITON_INTERPRET must be set before triton is imported); a
 falsifying example makes the subprocess fail with hypothesis' report, which this test shows.
@@ -22,26 +22,25 @@ WORKER = textwrap.dedent(r'''
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
     from hypothesis import given, settings, HealthCheck, strategies as st
-    from nnunet_mamba.kernels import reference as R
-    from nnunet_mamba.kernels import triton_scan as T
+    from nnunet_mamba.kernels import reference as R, scan_options
+    from nnunet_mamba.kernels import triton as T
     from nnunet_mamba.kernels.directions import default_directions
-
-    CONFIGS = [dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2), dict(BLOCK_T=8, BLOCK_D=4, BLOCK_R=2, vec1=True),
-               dict(BLOCK_T=4, BLOCK_D=2, BLOCK_R=2, exact_da=True),
-               dict(seq=True, BLOCK_T=8, BLOCK_D=2, BLOCK_R=2, num_warps=1)]
+    from nnunet_mamba.kernels.triton import plan as P
 
     @st.composite
     def problems(draw):
         ndim = draw(st.integers(1, 3))
         grid = tuple(draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim)))
         if ndim == 1:
-            grid = (draw(st.integers(1, 70)),)  # long enough for several chunks
-        return dict(grid=grid, K=draw(st.integers(1, 2 * ndim)), B=draw(st.integers(1, 2)), D=draw(st.integers(1, 5)),
-                    N=draw(st.integers(1, 3)), dtype=draw(st.sampled_from(["float32", "bfloat16"])),
+            grid = (draw(st.integers(1, 90)),)  # up to several sequential chunks
+        elif ndim == 3 and draw(st.booleans()):
+            grid = grid[:2] + (draw(st.integers(7, 12)),)  # > 64 steps for some: the sequential kernels
+        return dict(grid=grid, K=draw(st.integers(1, 2 * ndim)), B=draw(st.integers(1, 2)),
+                    D=draw(st.sampled_from([1, 2, 3, 5, 17, 33])), N=draw(st.integers(1, 3)),
+                    dtype=draw(st.sampled_from(["float32", "bfloat16"])),
                     dt_scale=draw(st.sampled_from([0.01, 1.0, 40.0])), a_scale=draw(st.sampled_from([1e-6, 1.0, 8.0])),
-                    full=draw(st.booleans()), noncontig=draw(st.booleans()), cfg=draw(st.sampled_from(CONFIGS)),
-                    deterministic=draw(st.booleans()), carries=draw(st.booleans()),
-                    seed=draw(st.integers(0, 2 ** 31 - 1)))
+                    full=draw(st.booleans()), noncontig=draw(st.booleans()), deterministic=draw(st.booleans()),
+                    carries=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 31 - 1)))
 
     @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10")), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -66,18 +65,18 @@ WORKER = textwrap.dedent(r'''
             Cm = Cm.transpose(2, 3).contiguous().transpose(2, 3)
         args = (u, delta, A, Bm, Cm, Dk, db, z, grid, default_directions(len(grid), K), True)
         d64 = tuple(x.double() if isinstance(x, torch.Tensor) else x for x in args)
-        T._CONFIG_OVERRIDE = p["cfg"]
-        os.environ["NNUNET_MAMBA_SCAN_DETERMINISTIC"] = "1" if p["deterministic"] else "0"
-        # the sequential backward with or without the forward's chunk carries
-        out, carries = T.multidir_scan_fwd(*args, return_carries=True)
-        got = (out, *T.multidir_scan_bwd(dout, *args, carries=carries if p["carries"] else None))
+        sequential = P.is_sequential(Bsz, L, D)
+        with scan_options(deterministic=p["deterministic"]):
+            # the sequential backward with or without the forward's chunk carries
+            out, carries = T.multidir_scan_fwd(*args, return_carries=True)
+            got = (out, *T.multidir_scan_bwd(dout, *args, carries=carries if p["carries"] else None))
         want = (R.multidir_scan_fwd(*d64), *R.multidir_scan_bwd(dout.double(), *d64))
         tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
         # Known limitation (tests/kernels/test_triton_interpreter.py::test_chunked_dA_cancellation_at_huge_delta):
         # the chunked backward forms a_t h_{t-1} as h_t - dt_t u_t B_t, which cancels when a_t = exp(dt A) is
         # tiny, so with huge deltas only finiteness is checked for the outputs built from it (dA, ddelta,
-        # ddelta_bias); the sequential kernels and NNUNET_MAMBA_SCAN_EXACT_DA=1 are checked everywhere.
-        cancel = p["dt_scale"] > 1.0 and not p["cfg"].get("seq") and not p["cfg"].get("exact_da")
+        # ddelta_bias); the sequential kernels are checked everywhere.
+        cancel = p["dt_scale"] > 1.0 and not sequential
         for name, a, b in zip(["out", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias", "dz"], got, want):
             assert (a is None) == (b is None), name
             if a is None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_mamba.kernels import triton_scan as T
-from nnunet_mamba.kernels import triton_seq
+pytest.importorskip("triton")
+from nnunet_mamba.kernels.triton import sequential_source as gen  # noqa: E402
 
 
 class _Word(np.ndarray):
@@ -44,8 +44,8 @@ def _fake_tl():
 def test_vector_loads_unpack_the_stored_values(dtype, kind, N):
     rows = torch.randn(3, N).to(dtype)  # three steps' worth of B values
     raw = rows.view(torch.int16 if dtype == torch.bfloat16 else torch.int32).numpy().tobytes()
-    src = triton_seq._Src()
-    triton_seq._load_states(src, 0, "B0_", "Bm + bo0", "tm0", N)
+    src = gen._Src(N)
+    gen._load_states(src, 0, "B0_", "Bm + bo0", "tm0")
     body = "\n".join(src.lines)
     branch = body.split("elif VEC_BC == 2:")[0 if kind == 1 else 1].split("else:")[0]
     branch = "\n".join(line[4:] for line in branch.splitlines()[1:])  # drop the `if` line, dedent
@@ -54,24 +54,3 @@ def test_vector_loads_unpack_the_stored_values(dtype, kind, N):
         exec(branch, ns)
         got = np.array([float(ns[f"B0_{n}"]) for n in range(N)])
         np.testing.assert_array_equal(got, rows[row].float().numpy())
-
-
-def test_vector_loads_are_used_only_where_they_can_run(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.delenv("NNUNET_MAMBA_SCAN_VEC_BC", raising=False)
-    monkeypatch.delenv("NNUNET_MAMBA_SCAN_VEC_BC_BWD", raising=False)
-    b16 = torch.zeros(2, 5, 3, 16, dtype=torch.bfloat16)
-    f32 = torch.zeros(2, 5, 3, 16)
-    assert T._vector_bc({}, b16, b16) == 1
-    assert T._vector_bc({}, f32, f32) == 2
-    assert T._vector_bc({}, b16, b16, bwd_kernel=True) == 1  # default in the backward kernel too
-    assert T._vector_bc({}, b16.half(), b16.half()) == 0  # fp16: scalar loads
-    assert T._vector_bc({}, torch.zeros(2, 5, 3, 4, dtype=torch.bfloat16),
-                        torch.zeros(2, 5, 3, 4, dtype=torch.bfloat16)) == 0  # 8 bytes per step
-    misaligned = torch.zeros(2 * 5 * 3 * 16 + 1, dtype=torch.bfloat16)[1:].view(2, 5, 3, 16)
-    assert T._vector_bc({}, misaligned, b16) == 0
-    monkeypatch.setenv("NNUNET_MAMBA_SCAN_VEC_BC_BWD", "0")
-    assert T._vector_bc({}, b16, b16, bwd_kernel=True) == 0
-    assert T._vector_bc({}, b16, b16) == 1  # the forward keeps them
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert T._vector_bc({}, b16, b16) == 0

@@ -1,15 +1,14 @@
-"""Direct launches of already compiled Triton kernels (on by default with the Triton versions they were checked
-with; ``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=0`` turns them off, ``=1`` forces them on with other versions).
+"""Direct launches of already compiled Triton kernels (on by default with the Triton versions they were checked with;
+the ``direct_launch`` option, :mod:`..options`, turns them off or forces them on with other versions).
 
-Triton's JIT launch binds and specialises every argument, builds a cache key and then calls the compiled
-kernel's C launcher; with the ~50 arguments of the scan kernels that costs tens of microseconds per launch
-(37 us on the H100 machine's CPU, against 9 us for the C launcher alone), which bounds small maps
-(``benchmarks/scan_launch_overhead.py``). :class:`DirectLauncher` goes through the JIT once per specialisation
-and afterwards calls the compiled kernel's launcher itself. Its key holds everything Triton specialises on,
-and more (a finer key only costs extra JIT launches): the dtype and 16-byte alignment of every tensor, the type
-and value of every other argument (constexprs, integers, flags), the launch options and the device. The interpreter
-and launch hooks (profilers) always take the JIT path, and so does a launcher whose compiled kernel refuses the
-direct call (another Triton's launcher signature): it warns once and stays on the JIT path.
+Triton's JIT launch binds and specialises every argument, builds a cache key and then calls the compiled kernel's C
+launcher; with the ~50 arguments of the scan kernels that costs several times the C launcher's own time, which
+bounds small maps (``benchmarks/scan_launch_overhead.py``). :class:`DirectLauncher` goes through the JIT once per
+specialisation and afterwards calls the compiled kernel's launcher itself. Its key holds everything Triton
+specialises on, and more (a finer key only costs extra JIT launches): the dtype and 16-byte alignment of every
+tensor, the type and value of every other argument (constexprs, integers, flags), the launch options and the device.
+The interpreter and launch hooks (profilers) always take the JIT path, and so does a launcher whose compiled kernel
+refuses the direct call (another Triton's launcher signature): it warns once and stays on the JIT path.
 """
 from __future__ import annotations
 
@@ -23,10 +22,11 @@ import triton
 from triton import knobs
 from triton.runtime import driver
 
-from .env import getenv
+from .. import options
+from ..dispatch import triton_interpreting
 
 # Triton releases whose compiled-kernel launcher (``CompiledKernel.run``) the direct path was checked against on a
-# GPU (float64 check of both kernel families, benchmarks/SCAN_NOTES.md at b2b8613 and dd4d44c)
+# GPU (float64 check of both kernel families, benchmarks/check_scan_gpu.py)
 CHECKED_TRITON = ("3.6",)
 
 
@@ -39,17 +39,9 @@ TRITON_CHECKED = checked_release(triton.__version__)  # once: launcher() asks on
 
 
 def direct_launch_enabled() -> bool:
-    """``NNUNET_MAMBA_SCAN_DIRECT_LAUNCH``: "1" on, "0" off; unset: on with the checked Triton releases."""
-    value = getenv("NNUNET_MAMBA_SCAN_DIRECT_LAUNCH")
-    if value is None:
-        return TRITON_CHECKED
-    return value == "1"
-
-
-def pointers_as_ints() -> bool:
-    """``NNUNET_MAMBA_SCAN_DIRECT_PTRS``: "1" (default) hands the compiled kernel every tensor as its address,
-    "0" as the tensor."""
-    return getenv("NNUNET_MAMBA_SCAN_DIRECT_PTRS", "1") == "1"
+    """The ``direct_launch`` option where set, else whether this Triton is a checked release."""
+    value = options.direct_launch()
+    return TRITON_CHECKED if value is None else value
 
 
 def launch_key(values, ptrs, options) -> tuple:
@@ -57,8 +49,7 @@ def launch_key(values, ptrs, options) -> tuple:
     their addresses where they are tensors (``ptrs``) and the launch options: every tensor's dtype, whether it is
     on the GPU (a direct launch hands over bare addresses, which nothing checks any more) and its 16-byte
     alignment; every other value with its type (``True`` and ``1`` compile differently; finer than Triton's key
-    for integers: a new value only costs one JIT launch). One list comprehension: about 4 us for 45 arguments on
-    the development machine, against 7 us for a function call per argument."""
+    for integers: a new value only costs one JIT launch). One list comprehension, not a call per argument."""
     Tensor = torch.Tensor
     return (tuple([(v.dtype, v.is_cuda, p % 16 == 0) if isinstance(v, Tensor) else (v.__class__, v)
                    for v, p in zip(values, ptrs)]), options)
@@ -137,15 +128,13 @@ class DirectLauncher:
             n = len(args)
             tail = self.tails[n] = (self.names[n:], self.defaults[n:])
         values = [*args, *map(kwargs.get, *tail)]  # signature order, defaults filled in
-        as_ints = pointers_as_ints()
         if numbered is not None:
             site = (site, device)
             known = self.sites.get(site)
             if known is not None:  # this launch of this operator call: its kernel and where its tensors are
                 kernel, tensors = known
-                if as_ints:
-                    for i in tensors:
-                        values[i] = values[i].data_ptr()
+                for i in tensors:
+                    values[i] = values[i].data_ptr()
                 return self._run(kernel, grid, device, values, args, kwargs)
         Tensor = torch.Tensor
         ptrs = [v.data_ptr() if isinstance(v, Tensor) else v for v in values]
@@ -166,7 +155,7 @@ class DirectLauncher:
             self.sites[site] = (kernel, [i for i, v in enumerate(values) if isinstance(v, Tensor)])
         # Triton's C launcher takes an int as the address itself: no data_ptr() call and no cuPointerGetAttribute
         # per tensor (the key holds every tensor's dtype and device type)
-        return self._run(kernel, grid, device, ptrs if as_ints else values, args, kwargs)
+        return self._run(kernel, grid, device, ptrs, args, kwargs)
 
     def _run(self, kernel, grid, device, values, args, kwargs):
         g = tuple(grid) + (1,) * (3 - len(grid))
@@ -177,7 +166,7 @@ class DirectLauncher:
             self.broken = True
             warnings.warn(f"nnunet_mamba: direct launches of {getattr(self.fn, '__name__', self.fn)} failed "
                           f"({type(e).__name__}: {e}); using Triton's JIT launches (set "
-                          "NNUNET_MAMBA_SCAN_DIRECT_LAUNCH=0 to silence this)", RuntimeWarning, stacklevel=4)
+                          f"{options.ENV['direct_launch']}=0 to silence this)", RuntimeWarning, stacklevel=4)
             return self.fn[grid](*args, **kwargs)
         self.direct_launches += 1
         return kernel
@@ -200,9 +189,34 @@ def launch_counts() -> tuple:
 def launcher(jit_fn):
     """The JIT function itself, or its :class:`DirectLauncher` when direct launches are on (the default with the
     checked Triton releases; never in the interpreter)."""
-    from .dispatch import triton_interpreting
     if not direct_launch_enabled() or triton_interpreting():
         return jit_fn
     if id(jit_fn) not in _LAUNCHERS:
         _LAUNCHERS[id(jit_fn)] = (jit_fn, DirectLauncher(jit_fn))
     return _LAUNCHERS[id(jit_fn)][1]
+
+
+def numbered(tensors, *statics) -> NumberedLaunches:
+    """Numbers the launches of one operator call by everything they depend on: the (contiguous) tensors' shapes,
+    dtypes, device types and 16-byte alignment, the other arguments (``statics``) and the options in force. The
+    host-side decisions (:func:`memo`) and the direct launcher's kernel lookups are then made once per key."""
+    return NumberedLaunches((tuple([None if t is None else (t.shape, t.dtype, t.is_cuda, t.data_ptr() % 16 == 0)
+                                    for t in tensors]), statics, options.current()))
+
+
+_MEMO: dict = {}
+
+
+def memo(tag, fn, *args):
+    """``fn(*args)`` once per operator key (see :func:`numbered`) and ``tag``: for host-side decisions that depend
+    only on what that key holds; evaluated on every call outside a numbered call."""
+    op = current_operator()
+    if op is None:
+        return fn(*args)
+    key = (op, tag)
+    value = _MEMO.get(key, _MEMO)
+    if value is _MEMO:
+        if len(_MEMO) >= 4096:
+            _MEMO.clear()
+        value = _MEMO[key] = fn(*args)
+    return value

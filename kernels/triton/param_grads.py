@@ -5,10 +5,9 @@ Both kernel families write ``dA`` as partials of shape (B, nC, K, N, D) and ``dD
 returns ``dA`` as (K, D, N) and the others as (K, D) in the parameters' dtypes. With few rows (short maps, where
 each launch costs more CPU time than the GPU needs) one Triton launch does it all instead of three torch reductions,
 a transposing copy and the casts; with many rows (long maps, large batches: tens of MB of partials) torch's
-reductions, which spread the rows over the whole GPU, do it (one program per channel block and direction walking
-2,048 rows made (2, 128, 64^3) 4 % and (1, 96, 64^3) 7 % slower on H200, benchmarks/SCAN_NOTES.md at 685f86a).
-``NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS`` moves the line (default 128 rows; 0: always torch). The same launch
-also converts the backward's fp32 dB / dC to the inputs' dtype (bf16, fp16) where asked (``casts``).
+reductions, which spread the rows over the whole GPU, do it: one program per channel block and direction walking
+thousands of rows leaves most of the GPU idle. The same launch also converts the backward's fp32 dB / dC to the
+inputs' dtype (bf16, fp16) where asked (``casts``).
 """
 from __future__ import annotations
 
@@ -18,8 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .env import env_count
 from .launch import launcher
+
+MAX_ROWS = 128  # batch x chunk rows summed by the one Triton launch; above, torch's reductions use the whole GPU
 
 
 @triton.jit
@@ -78,7 +78,7 @@ def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optio
     ``casts``: (fp32 tensor, dtype) pairs handed back converted (``converted``, a list), in the same launch where
     they are two contiguous tensors of one size (the backward's dB and dC: two launches fewer), else by torch."""
     Bsz, nC, K, N, D = dA_p.shape
-    if Bsz * nC > env_count("NNUNET_MAMBA_SCAN_PARAM_GRADS_MAX_ROWS", 128):
+    if Bsz * nC > MAX_ROWS:
         return (dA_p.sum((0, 1)).transpose(1, 2).contiguous().to(A_dtype),
                 dD_p.sum((0, 1)).to(Dskip_dtype) if dD_p is not None else None,
                 dbias_p.sum((0, 1)).to(bias_dtype) if dbias_p is not None else None,
@@ -106,10 +106,37 @@ def param_grads(dA_p: torch.Tensor, dD_p: Optional[torch.Tensor], dbias_p: Optio
 
 def _tiles(K: int, D: int, NP: int, programs: int = 256) -> tuple:
     """(channels, rows) per tile: channel blocks of 32 halved down to 8 (one 32-byte sector of a state's channels)
-    until K x blocks reach ``programs`` (at (2, 512, 16^3), K = 3: 48 programs of 32 channels walked 128 rows in
-    39 us on H200, a third of the GPU idle), with rows raised so that a tile stays at 8,192 values."""
+    until K x blocks reach ``programs`` (fewer leave part of the GPU idle), with rows raised so that a tile stays at
+    8,192 values."""
     BLOCK_D = 32
     while BLOCK_D > 8 and -(-D // BLOCK_D) * K < programs:
         BLOCK_D //= 2
     BLOCK_D = max(1, min(BLOCK_D, triton.next_power_of_2(D), 512 // NP))
     return BLOCK_D, max(16, min(64, 8192 // (NP * BLOCK_D)))
+
+
+def bc_buffers(p, Bm, Cm):
+    """dB, dC outputs of a backward kernel with plan ``p``: fp32 zeros for atomics (one zero fill for both where
+    they are converted to other dtypes afterwards, so that they are no outputs sharing a buffer), one fp32 slab
+    per channel block (``slabs``), or the final tensors (one channel block: plain stores)."""
+    Bsz, L, K, N = Bm.shape
+    dev = Bm.device
+    if p.bc == "slabs":
+        return (torch.empty((p.nDB, Bsz, L, K, N), device=dev, dtype=torch.float32) for _ in range(2))
+    if p.bc == "atomic" and Bm.dtype != torch.float32 and Cm.dtype != torch.float32:
+        return torch.zeros((2, Bsz, L, K, N), device=dev, dtype=torch.float32).unbind(0)
+    if p.bc == "atomic":
+        return (torch.zeros((Bsz, L, K, N), device=dev, dtype=torch.float32) for _ in range(2))
+    return (torch.empty((Bsz, L, K, N), device=dev, dtype=x.dtype) for x in (Bm, Cm))
+
+
+def finish_grads(dA_p, dD_p, dbias_p, dB, dC, p, Bm, Cm, A_dtype, Dskip_dtype, bias_dtype):
+    """(dA, dD, ddelta_bias, dB, dC): the parameter gradients from their partials, dB and dC in the input dtypes from
+    what :func:`bc_buffers` gave the kernel (converted in the parameter-gradient launch where it can)."""
+    if p.bc == "slabs":
+        dB, dC = dB.sum(0), dC.sum(0)
+    casts = [(x, want.dtype) for x, want in ((dB, Bm), (dC, Cm)) if x.dtype != want.dtype]
+    dA, dD, dbias, converted = param_grads(dA_p, dD_p, dbias_p, A_dtype, Dskip_dtype, bias_dtype, casts)
+    done = iter(converted)
+    dB, dC = (next(done) if x.dtype != want.dtype else x for x, want in ((dB, Bm), (dC, Cm)))
+    return dA, dD, dbias, dB, dC
