@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ..directions import scan_geometry
-from .common import LOG2E, comb2, positions, softplus, wide
+from .common import comb2, positions, softplus, wide
 from .launch import launcher
 from .param_grads import bc_buffers, finish_grads
 
@@ -88,7 +88,7 @@ def _fwd_member(delta, Bm, Cm, A, Dskip, delta_bias, u_t, k, row, tmask, d, dmas
     pB = tl.load(Bm + rowb, mask=tmask, other=0.0)
     pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
     for n in range(N):
-        a2 = pa * LOG2E
+        a2 = pa * 1.4426950408889634  # log2(e): exp(x) = exp2(x log2 e)
         Bn = pB.to(tl.float32)
         Cn = pC.to(tl.float32)
         more = (n + 1) < N
@@ -149,7 +149,7 @@ def _bwd_member(Bm, Cm, A, Dskip, delta, delta_bias, u_t, dy_t, ddelta, dB, dC, 
     pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
     for n in range(N):
         An = pa
-        a2 = An * LOG2E
+        a2 = An * 1.4426950408889634
         Bn = pB.to(tl.float32)
         Cn = pC.to(tl.float32)
         more = (n + 1) < N

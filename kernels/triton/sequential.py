@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ..directions import scan_geometry
-from .common import LOG2E, comb2, position_args, wide
+from .common import comb2, position_args, wide
 from .launch import launcher, memo
 from .param_grads import bc_buffers, finish_grads
 from .plan import CARRY_ROWS, CARRY_ROWS_LONG, INT32_MAX, SUB_CHUNK, cdiv
@@ -36,7 +36,7 @@ def _carry_kernel(st, dts, A, D, N, K, nC, P, rev_mask, K_SEL, BLOCK_R: tl.const
     imask = idx < ND
     n = idx // D
     d = idx % D
-    a2 = tl.load(A + (k * D + d) * N + n, mask=imask, other=0.0) * LOG2E
+    a2 = tl.load(A + (k * D + d) * N + n, mask=imask, other=0.0) * 1.4426950408889634
     base_st = wide(((b * P + part) * K + k), I64) * nC
     base_dt = wide((b * K + k), I64) * nC
     carry = tl.zeros([BLOCK_ND], dtype=tl.float32)
