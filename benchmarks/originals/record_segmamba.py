@@ -92,10 +92,12 @@ def _no_cuda(what: str):
     return fail
 
 
-def load_original(segmamba_dir: str):
-    """Import the original SegMamba module (and its vendored mamba_ssm / monai) with CPU stubs.
+def load_original(segmamba_dir: str, cuda_extensions: dict | None = None):
+    """Import the original SegMamba module (and its vendored mamba_ssm / monai) with CPU stubs, or with the compiled
+    extensions ``cuda_extensions`` ({"selective_scan_cuda": module, "causal_conv1d_cuda": module}) and no CPU patch.
 
-    Returns (segmamba_module, mamba_simple_module, selective_scan_interface_module, causal_conv1d_interface).
+    Returns (segmamba_module, mamba_simple_module, selective_scan_interface_module, causal_conv1d_interface,
+    the CPU replacement of mamba_inner_fn_no_out_proj or None with ``cuda_extensions``).
     """
     segmamba_dir = os.path.abspath(segmamba_dir)
     for sub in ("", "mamba", "causal-conv1d"):
@@ -109,14 +111,17 @@ def load_original(segmamba_dir: str):
     sys.path[:0] = [segmamba_dir, os.path.join(segmamba_dir, "mamba"), os.path.join(segmamba_dir, "causal-conv1d")]
 
     # Compiled CUDA extensions imported at module level by selective_scan_interface.py and
-    # causal_conv1d_interface.py; never called on the patched CPU path.
-    _stub("selective_scan_cuda", fwd=_no_cuda("selective_scan_cuda.fwd"), bwd=_no_cuda("selective_scan_cuda.bwd"))
-    _stub(
-        "causal_conv1d_cuda",
-        causal_conv1d_fwd=_no_cuda("causal_conv1d_cuda.causal_conv1d_fwd"),
-        causal_conv1d_bwd=_no_cuda("causal_conv1d_cuda.causal_conv1d_bwd"),
-        causal_conv1d_update=_no_cuda("causal_conv1d_cuda.causal_conv1d_update"),
-    )
+    # causal_conv1d_interface.py: the given builds, else stubs never called on the patched CPU path.
+    if cuda_extensions is not None:
+        sys.modules.update(cuda_extensions)
+    else:
+        _stub("selective_scan_cuda", fwd=_no_cuda("selective_scan_cuda.fwd"), bwd=_no_cuda("selective_scan_cuda.bwd"))
+        _stub(
+            "causal_conv1d_cuda",
+            causal_conv1d_fwd=_no_cuda("causal_conv1d_cuda.causal_conv1d_fwd"),
+            causal_conv1d_bwd=_no_cuda("causal_conv1d_cuda.causal_conv1d_bwd"),
+            causal_conv1d_update=_no_cuda("causal_conv1d_cuda.causal_conv1d_update"),
+        )
     # Triton kernels used only by step()/fused add-norm (not by SegMamba): make their import fail, which
     # mamba_simple.py catches (sets RMSNorm/layer_norm_fn/rms_norm_fn/selective_state_update to None).
     sys.modules["mamba_ssm.ops.triton.layernorm"] = None
@@ -141,6 +146,8 @@ def load_original(segmamba_dir: str):
     sys.modules["segmamba_original"] = segmamba
     spec.loader.exec_module(segmamba)
     assert segmamba.Mamba is mamba_simple.Mamba
+    if cuda_extensions is not None:
+        return segmamba, mamba_simple, ssi, cci, None
 
     def mamba_inner_fn_no_out_proj_cpu(
         xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,

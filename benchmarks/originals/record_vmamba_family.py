@@ -206,7 +206,8 @@ def load_vmunet(root: Path, ssi):
     pkg.__path__ = [str(root / "models" / "vmunet")]
     sys.modules["vmunet_original"] = pkg
     vmamba = load_module("vmunet_original.vmamba", root / "models" / "vmunet" / "vmamba.py")
-    vmamba.selective_scan_fn = ssi.selective_scan_ref  # read by SS2D.forward_corev0 at every call
+    if ssi is not None:  # None: keep the CUDA selective_scan_fn the module imported
+        vmamba.selective_scan_fn = ssi.selective_scan_ref  # read by SS2D.forward_corev0 at every call
     vmunet = load_module("vmunet_original.vmunet", root / "models" / "vmunet" / "vmunet.py")
     assert vmunet.VSSM is vmamba.VSSM
     return vmunet, vmamba
@@ -257,7 +258,8 @@ SWIN_PAPER = {
 
 def load_swin_umamba(root: Path, ssi):
     mod = load_module("swin_umamba_original", root / "swin_umamba" / "nnunetv2" / "nets" / "SwinUMamba.py")
-    mod.selective_scan_fn = ssi.selective_scan_ref  # SS2D.__init__ stores it as self.selective_scan
+    if ssi is not None:  # None: keep the CUDA selective_scan_fn the module imported
+        mod.selective_scan_fn = ssi.selective_scan_ref  # SS2D.__init__ stores it as self.selective_scan
     return mod
 
 
