@@ -20,7 +20,7 @@ step time and its highest peak memory. ``--check-outputs``: per row, in one more
 initialised state dict is loaded unchanged into ours (the identity key mapping of the faithful tests) and both
 forward one small batch-1 input in float32 (TF32 off; ``authors_networks.check_patch``: a size on which both compute
 the same function): the largest relative error (Frobenius, as in ``tests/test_faithful_*.py``) over the outputs.
-``--cpu``: the plumbing on CPU, batch 1, patch 16^3 / 32^2 (rounded up per network), float32, one timed step (no
+``--cpu``: the plumbing on CPU, batch 2, patch 16^3 / 32^2 (rounded up per network), float32, one timed step (no
 warm-up) of the same training step (CPU wall time, peak process RSS).
 
 Writes ``results/originals_<card>.json`` and ``.md`` (``--out``), after every row: per row both sides' step time
@@ -31,28 +31,37 @@ On a GPU machine with no network
 --------------------------------
 Prepare here (git and network):
 
-    bash benchmarks/prepare_gpu_carry.sh scan                  # .whl_own/ (our wheel), .whl/ (mamba-ssm's sdist)
-    python benchmarks/originals.py --pack .originals/carry     # only the snapshot parts the networks import
+    bash benchmarks/prepare_gpu_carry.sh scan          # .whl_own/ (our wheel), .whl/ (mamba-ssm 2.3.2.post1's sdist)
+    python3 -m pip download -q --no-deps --no-binary :all: --no-build-isolation causal-conv1d==1.7.0 -d .whl
+    python benchmarks/originals.py --pack .originals/carry     # the snapshot parts the networks import, and du
 
-``--pack`` copies ``authors_networks.SNAPSHOT_PATHS`` (plus mamba-ssm's Python for the CPU reference) and prints
-their size. Carry ``.whl_own .whl .whl_nn .whl_fa .originals/carry``: nnunetv2 2.8.1 and its dependencies
-(``.whl_nn``; U-Mamba and Swin-UMamba import nnunetv2), dynamic-network-architectures and MONAI (``.whl_fa``). Then,
-there (the image has torch, Triton, nvcc, timm and einops):
+The parts (``authors_networks.SNAPSHOT_PATHS``; ``mamba/mamba_ssm`` only for the CPU reference):
+``U-Mamba/umamba/nnunetv2/nets``, ``SegMamba/{model_segmamba/segmamba.py, mamba/mamba_ssm, causal-conv1d, monai}``
+(its vendored MONAI is most of the 7.6 MB), ``LightM-UNet/lightm-unet/nnunetv2/nets/LightMUNet.py``,
+``nnMamba/nnMamba.py``, ``VM-UNet/models/vmunet``, ``Swin-UMamba/swin_umamba/nnunetv2/nets/SwinUMamba.py``,
+``mamba/mamba_ssm``. Carry ``.whl_own .whl .whl_nn .whl_fa .originals/carry`` (about 34 MB): nnunetv2 2.8.1 and
+its dependencies in ``.whl_nn`` (U-Mamba and Swin-UMamba import nnunetv2; SimpleITK is not needed),
+dynamic-network-architectures and MONAI in ``.whl_fa``. There (the image has torch, Triton, nvcc, timm, einops):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile .whl_own/*.whl .whl_nn/*.whl .whl_fa/*.whl
+    python3 -m pip install -q --no-index --no-deps --no-compile .whl_nn/*.whl .whl_fa/*.whl
+    bash benchmarks/gpu_scan.sh setup                  # our wheel, and its commit for the result
     python3 benchmarks/scan.py --build-mamba .whl/mamba_ssm-2.3.2.post1.tar.gz --build-only \\
         --mamba-target /tmp/mamba_site
     python3 benchmarks/originals/build_causal_conv1d.py .originals/carry/SegMamba/causal-conv1d \\
         --target /tmp/mamba_site/segmamba
+    python3 benchmarks/originals/build_causal_conv1d.py .whl/causal_conv1d-1.7.0.tar.gz --target /tmp/mamba_site
     python3 benchmarks/originals.py --originals .originals/carry --mamba-site /tmp/mamba_site --check-outputs \\
-        --out $OUT
+        --commit $(cat .whl_own/COMMIT) --plans hippocampus_resenc_m --tag hippocampus --out $OUT
 
-causal-conv1d: SegMamba cannot run without its vendored copy built (above); U-Mamba, LightM-UNet and nnMamba run
-mamba-ssm's fused path only with upstream causal-conv1d (an sdist carried in ``.whl/``, built into the mamba-ssm
-folder by the same script), else their ``Mamba`` takes its slow path (recorded per row); VM-UNet and Swin-UMamba
-never use it.
+(one plan per run, each with its own ``--tag``, keeps a run short; every run writes its own file).
 
-    python benchmarks/originals.py --cpu --out /tmp/originals_cpu       # the plumbing, here
+causal-conv1d: SegMamba runs only with its vendored copy built (its fused Mamba calls the four-argument
+``causal_conv1d_fwd`` of version 1.0.0); U-Mamba, LightM-UNet and nnMamba run mamba-ssm's fused ``mamba_inner_fn``
+with upstream causal-conv1d (1.7.0 has the ``cpp_functions`` mamba-ssm 2.3 imports) and, without it, their ``Mamba``'s
+slow path (``nn.Conv1d`` and the CUDA ``selective_scan_fn``); VM-UNet and Swin-UMamba never use it. Each row records
+the path that ran.
+
+    python benchmarks/originals.py --cpu --check-outputs --out /tmp/originals_cpu     # the plumbing, here
 """
 from __future__ import annotations
 
@@ -78,6 +87,7 @@ from authors_networks import (CPU_REFERENCE_PATHS, NETWORKS, SEGMAMBA_CONV_SUBDI
 SIDES = ("original", "ours")
 PLANS = ("hippocampus_resenc_m", "brats_like_128", "brats_like_2d")
 SMOKE_PATCH = {3: (16, 16, 16), 2: (32, 32)}
+SMOKE_BATCH = 2  # nnMamba's batch norms after global pooling need two samples in training
 # Networks whose original state dict loads unchanged into ours (same keys in the same order, strict):
 # tests/test_faithful_networks.py::test_same_state_dict_and_outputs_as_the_original checks it for every fixture
 STATE_DICT_MAPPED = frozenset(NETWORKS)
@@ -91,7 +101,7 @@ def row_plan(network: str, plan_name: str, cpu: bool) -> dict:
     import train
     p = dict(train.PLANS[plan_name])
     if cpu:
-        p.update(patch=SMOKE_PATCH[len(p["patch"])], batch=1)
+        p.update(patch=SMOKE_PATCH[len(p["patch"])], batch=SMOKE_BATCH)
     return dict(p, plan_patch=list(p["patch"]), patch=accepted_patch(network, p["arch"], p["patch"]))
 
 
@@ -164,7 +174,7 @@ def time_one_side(args) -> None:
         row.update(r, plan_patch=p["plan_patch"])
     except torch.OutOfMemoryError as e:
         row["error"] = f"OOM: {str(e)[:160]}"
-    except Exception as e:  # noqa: BLE001 - any failure of one side becomes that side's cell
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of one side becomes that side's cell
         row["error"] = describe_error(e)
     report(row)
 
@@ -203,7 +213,7 @@ def check_outputs(args) -> None:
             raise RuntimeError(f"{len(outs[0])} outputs from the original, {len(outs[1])} from ours")
         row = {"check_rel_err": max(relative_error(b, a) for a, b in zip(*outs)), "check_outputs": len(outs[0]),
                "check_input": list(x.shape), "check_mamba_path": info["mamba_path_short"]}
-    except Exception as e:  # noqa: BLE001
+    except (Exception, SystemExit) as e:  # noqa: BLE001
         row = {"check_error": describe_error(e)}
     report(row)
 
@@ -276,7 +286,8 @@ def run_meta(args, card: str) -> dict:
     site = mamba_site_of(args)
     meta["mamba_site_packages"] = site_versions(site)
     meta["segmamba_causal_conv1d"] = site_versions(Path(site) / SEGMAMBA_CONV_SUBDIR) if site else {}
-    meta["notes"] = (f"per row {args.repeats} pairs of subprocesses, original then ours; each side keeps its lowest "
+    pairs = f"{args.repeats} pair{'s' if args.repeats != 1 else ''}"
+    meta["notes"] = (f"per row {pairs} of subprocesses, original then ours; each side keeps its lowest "
                      f"median step time over {args.steps} steps after {args.warmup} warm-up steps and its highest "
                      "peak memory" + ("; CPU: wall time per step, peak process RSS" if args.cpu else ""))
     return meta

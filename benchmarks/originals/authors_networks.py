@@ -20,7 +20,9 @@ Mamba: with a built mamba-ssm folder (``scan.py --build-mamba ... --mamba-target
 ``mamba_ssm`` (upstream networks; its fused path where causal-conv1d is installed in the same folder) or, for
 SegMamba, its vendored Python with the ``selective_scan_cuda`` of that build and the ``causal_conv1d_cuda`` of its
 vendored causal-conv1d built into ``DIR/segmamba`` (``build_causal_conv1d.py``). Otherwise the CPU reference of the
-record scripts (``install_cpu_mamba_ssm``, ``record_segmamba.load_original``).
+record scripts (``install_cpu_mamba_ssm``, ``record_segmamba.load_original``), its scan stepped by ``unbind``
+(:func:`selective_scan_stepwise`, checked against ``selective_scan_ref`` at every import) so that a training step's
+backward stays linear in the sequence length.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import itertools
 import math
 import os
 import sys
+import types
 from importlib.metadata import distributions
 from pathlib import Path
 
@@ -63,6 +66,7 @@ SNAPSHOT_PATHS = {
 CPU_REFERENCE_PATHS = ["mamba/mamba_ssm"]
 SEGMAMBA_CONV_SUBDIR = "segmamba"  # under the mamba-ssm folder: the build of SegMamba's vendored causal-conv1d
 SEGMAMBA_NSLICES = (64, 32, 16, 8)  # hard-coded in SegMamba's MambaEncoder
+CPU_PATH = "CPU reference: mamba-ssm's selective_scan_ref math, stepped by unbind (selective_scan_stepwise)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,10 +85,15 @@ def segmamba_slices_fit(patch) -> bool:
 
 
 def accepted_patch(network: str, arch: dict, patch) -> tuple[int, ...]:
-    """The smallest patch (fewest voxels, then lexicographic) at least ``patch`` per axis that the original takes."""
+    """The smallest patch (fewest voxels, then lexicographic) at least ``patch`` per axis that the original takes:
+    multiples of its total stride, two voxels or more in the deepest map (instance norms need them), and for SegMamba
+    slice counts that divide the tokens."""
     strides = total_stride(network, arch, len(patch))
     axes = [[math.ceil(p / s) * s + k * s for k in range(6)] for p, s in zip(patch, strides)]
-    fits = segmamba_slices_fit if network == "segmamba" else (lambda _: True)
+
+    def fits(c):
+        deep_enough = math.prod(n // s for n, s in zip(c, strides)) >= 2
+        return deep_enough and (network != "segmamba" or segmamba_slices_fit(c))
     return min((c for c in itertools.product(*axes) if fits(c)), key=lambda c: (math.prod(c), c))
 
 
@@ -95,7 +104,7 @@ def check_patch(network: str, arch: dict, patch, small) -> tuple[int, ...]:
     if network == "umamba_enc":
         return tuple(patch)
     if network == "segmamba":
-        return (SEGMAMBA_NSLICES[0] * 2,) + accepted_patch(network, arch, small)[1:]
+        return (SEGMAMBA_NSLICES[0] * 2,) + tuple(math.ceil(s / 16) * 16 for s in small[1:])
     return accepted_patch(network, arch, small)
 
 
@@ -106,7 +115,65 @@ def site_versions(folder) -> dict:
     """{distribution name: version} of the packages pip installed into ``folder``."""
     if not folder or not os.path.isdir(folder):
         return {}
-    return {d.metadata["Name"]: d.version for d in distributions(path=[str(folder)])}
+    return {d.metadata["Name"].lower().replace("-", "_"): d.version for d in distributions(path=[str(folder)])}
+
+
+def selective_scan_stepwise(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                            return_last_state=False):
+    """mamba-ssm's ``selective_scan_ref`` for a real ``A`` (B, C: (D N), (B N L) or (B G N L)), with every per-step
+    slice taken by one ``unbind``: the reference indexes the (B D L N) tensors step by step, and each index's backward
+    fills a gradient of the whole tensor, so a training step costs O(L^2) on CPU; here it stays O(L)."""
+    dtype_in = u.dtype
+    u, delta = u.float(), delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].float()
+    if delta_softplus:
+        delta = torch.nn.functional.softplus(delta)
+    dim = A.shape[0]
+    B, C = B.float(), C.float()
+    if B.dim() == 4:  # groups of channels share B / C
+        B = B.repeat_interleave(dim // B.shape[1], dim=1)
+    if C.dim() == 4:
+        C = C.repeat_interleave(dim // C.shape[1], dim=1)
+    steps_a = torch.exp(torch.einsum("bdl,dn->bdln", delta, A)).unbind(2)
+    inputs = {2: "bdl,dn,bdl->bdln", 3: "bdl,bnl,bdl->bdln", 4: "bdl,bdnl,bdl->bdln"}[B.dim()]
+    steps_bu = torch.einsum(inputs, delta, B, u).unbind(2)
+    steps_c = [C] * len(steps_a) if C.dim() == 2 else C.unbind(-1)
+    readout = {2: "bdn,dn->bd", 3: "bdn,bn->bd", 4: "bdn,bdn->bd"}[C.dim()]
+    x = A.new_zeros((u.shape[0], dim, A.shape[1]), dtype=torch.float32)
+    ys = []
+    for a, bu, c in zip(steps_a, steps_bu, steps_c):
+        x = a * x + bu
+        ys.append(torch.einsum(readout, x, c))
+    y = torch.stack(ys, dim=2)
+    out = y if D is None else y + u * D.float()[:, None]
+    if z is not None:
+        out = out * torch.nn.functional.silu(z.float())
+    out = out.to(dtype=dtype_in)
+    return (out, x) if return_last_state else out
+
+
+def check_stepwise_scan(reference) -> float:
+    """``selective_scan_stepwise`` against mamba-ssm's ``selective_scan_ref`` (outputs and input gradients) for every
+    B / C layout the originals use; returns the largest difference and stops above 1e-5."""
+    g = torch.Generator().manual_seed(123)
+    b, d, n, L, groups = 2, 8, 4, 19, 4
+    worst = 0.0
+    for layout in ((d, n), (b, n, L), (b, groups, n, L)):
+        args = [torch.randn(b, d, L, generator=g), torch.randn(b, d, L, generator=g) * 0.5,
+                -torch.exp(torch.randn(d, n, generator=g) * 0.5), torch.randn(*layout, generator=g),
+                torch.randn(*layout, generator=g), torch.randn(d, generator=g), torch.randn(b, d, L, generator=g),
+                torch.randn(d, generator=g) - 2.0]
+        grads = []
+        for fn in (reference, selective_scan_stepwise):
+            leaves = [a.clone().requires_grad_(True) for a in args]
+            out = fn(*leaves[:7], delta_bias=leaves[7], delta_softplus=True)
+            out.square().sum().backward()
+            grads.append([out.detach()] + [leaf.grad for leaf in leaves])
+        worst = max(worst, max((x - y).abs().max().item() for x, y in zip(*grads)))
+    if worst > 1e-5:
+        raise RuntimeError(f"selective_scan_stepwise disagrees with selective_scan_ref: {worst}")
+    return worst
 
 
 def real_kernels(mamba_site) -> bool:
@@ -116,27 +183,28 @@ def real_kernels(mamba_site) -> bool:
 def use_upstream_mamba(originals: Path, mamba_site) -> dict:
     """Make ``import mamba_ssm`` give the real build (CUDA) or the CPU reference; returns what runs."""
     if not real_kernels(mamba_site):
-        _, version = record_umamba.install_cpu_mamba_ssm(originals / "mamba")
-        return {"mamba_path": "CPU reference: mamba-ssm's selective_scan_ref (Mamba(use_fast_path=False))",
-                "mamba_path_short": "CPU reference", "mamba_ssm": version,
-                "ssi": sys.modules["mamba_ssm.ops.selective_scan_interface"], "real": False}
+        mamba_simple, version = record_umamba.install_cpu_mamba_ssm(originals / "mamba")
+        check_stepwise_scan(sys.modules["mamba_ssm.ops.selective_scan_interface"].selective_scan_ref)
+        mamba_simple.selective_scan_fn = selective_scan_stepwise  # what Mamba's slow path calls
+        return {"mamba_path": CPU_PATH + " (Mamba(use_fast_path=False))", "mamba_path_short": "CPU reference",
+                "mamba_ssm": version, "real": False}
     site = os.path.abspath(mamba_site)
     sys.path.insert(0, site)
     import mamba_ssm
     from mamba_ssm.modules import mamba_simple
     from mamba_ssm.ops import selective_scan_interface as ssi
-    if not os.path.realpath(mamba_ssm.__file__).startswith(os.path.realpath(site) + os.sep):
+    if not os.path.abspath(mamba_ssm.__file__).startswith(site + os.sep):
         raise RuntimeError(f"mamba_ssm resolved to {mamba_ssm.__file__}, not to the build in {site}")
     fused = mamba_simple.causal_conv1d_fn is not None and ssi.causal_conv1d_fwd_function is not None
     if mamba_simple.causal_conv1d_fn is not None and not fused:
         mamba_simple.causal_conv1d_fn = None  # a causal-conv1d without cpp_functions cannot serve the fused path
     versions = site_versions(site)
-    conv = versions.get("causal_conv1d") or versions.get("causal-conv1d")
+    conv = versions.get("causal_conv1d")
     path = (f"mamba-ssm {mamba_ssm.__version__} CUDA, fused mamba_inner_fn with causal-conv1d {conv}" if fused else
             f"mamba-ssm {mamba_ssm.__version__} CUDA, Mamba's slow path (nn.Conv1d + CUDA selective_scan_fn; "
             "no causal-conv1d)")
     return {"mamba_path": path, "mamba_path_short": "fused + causal-conv1d" if fused else "slow path, no causal-conv1d",
-            "mamba_ssm": mamba_ssm.__version__, "causal_conv1d": conv, "ssi": ssi, "real": True}
+            "mamba_ssm": mamba_ssm.__version__, "causal_conv1d": conv, "real": True}
 
 
 def load_extension(name: str, folder) -> object:
@@ -155,10 +223,12 @@ def segmamba_module(originals: Path, mamba_site) -> tuple[object, dict]:
     """SegMamba's module with its vendored mamba_ssm / causal_conv1d / monai, and what runs its scans."""
     root = originals / "SegMamba"
     if not real_kernels(mamba_site):
-        module = record_segmamba.load_original(str(root))[0]
-        return module, {"mamba_path": "CPU reference: SegMamba's mamba_inner_fn_no_out_proj transcribed (F.conv1d + "
-                                      "its vendored selective_scan_ref)", "mamba_path_short": "CPU reference",
-                        "mamba_ssm": "1.0.1 (vendored)", "real": False}
+        module, _, ssi, _, _ = record_segmamba.load_original(str(root))
+        check_stepwise_scan(ssi.selective_scan_ref)
+        ssi.selective_scan_ref = selective_scan_stepwise  # what the CPU mamba_inner_fn_no_out_proj calls
+        return module, {"mamba_path": "CPU reference: SegMamba's mamba_inner_fn_no_out_proj transcribed (F.conv1d), "
+                                      "its vendored selective_scan_ref's math stepped by unbind",
+                        "mamba_path_short": "CPU reference", "mamba_ssm": "1.0.1 (vendored)", "real": False}
     conv_site = Path(mamba_site) / SEGMAMBA_CONV_SUBDIR
     try:
         extensions = {"selective_scan_cuda": load_extension("selective_scan_cuda", mamba_site),
@@ -235,7 +305,7 @@ def build_swin_umamba(p: dict, originals: Path, ssi) -> nn.Module:
 def scan_only(info: dict) -> dict:
     """What runs for the VMamba family, which calls ``selective_scan_fn`` itself (its own 2D depthwise conv)."""
     if not info["real"]:
-        return dict(info, mamba_path="CPU reference: mamba-ssm's selective_scan_ref")
+        return dict(info, mamba_path=CPU_PATH)
     return dict(info, mamba_path=f"mamba-ssm {info['mamba_ssm']} CUDA selective_scan_fn",
                 mamba_path_short="selective_scan_fn", causal_conv1d=None)
 
@@ -248,8 +318,9 @@ def prepare_original(network: str, originals: Path, mamba_site):
         module, info = segmamba_module(originals, mamba_site)
         return (lambda p: build_segmamba(p, module)), info
     info = use_upstream_mamba(originals, mamba_site)
-    ssi = None if info["real"] else info["ssi"]  # the reference replaces the VMamba family's CUDA scan
-    info = {k: v for k, v in info.items() if k != "ssi"}
+    # on CPU the stepwise reference replaces the VMamba family's CUDA selective_scan_fn (the loaders take its
+    # ``selective_scan_ref``)
+    ssi = None if info["real"] else types.SimpleNamespace(selective_scan_ref=selective_scan_stepwise)
     builders = {
         "umamba_bot": lambda p: build_umamba("Bot", p, originals),
         "umamba_enc": lambda p: build_umamba("Enc", p, originals),
