@@ -46,7 +46,7 @@ def _get(name: str):
 
 
 def backend() -> Optional[str]:
-    """The requested backend (None: automatic) and where the request comes from."""
+    """The requested backend (None: automatic)."""
     return _get("backend")
 
 

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from ..directions import scan_geometry
 from .common import comb2, positions, softplus, wide
-from .launch import launcher
+from .launch import launcher, memo
 from .param_grads import bc_buffers, finish_grads
 
 
@@ -74,6 +74,16 @@ def _load_dt(delta, delta_bias, rowk, k, d, dmask, m2, D, HAS_BIAS: tl.constexpr
 
 
 @triton.jit
+def _state_inputs(A, Bm, Cm, k, D, N, n, rowb, d, dmask, tmask):
+    """State n's A (per channel) and B, C (per step), as stored; zeros past the last state."""
+    valid = n < N
+    a = tl.load(A + (k * D + d) * N + n, mask=dmask & valid, other=0.0)
+    b = tl.load(Bm + rowb + n, mask=tmask & valid, other=0.0)
+    c = tl.load(Cm + rowb + n, mask=tmask & valid, other=0.0)
+    return a, b, c
+
+
+@triton.jit
 def _fwd_member(delta, Bm, Cm, A, Dskip, delta_bias, u_t, k, row, tmask, d, dmask, m2, D, N, K,
                 REV: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                 BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -84,17 +94,12 @@ def _fwd_member(delta, Bm, Cm, A, Dskip, delta_bias, u_t, k, row, tmask, d, dmas
     y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     # per-state vectors are prefetched one iteration ahead (their latency would otherwise stall every iteration:
     # the loop body is short and occupancy is low)
-    pa = tl.load(A + (k * D + d) * N, mask=dmask, other=0.0)
-    pB = tl.load(Bm + rowb, mask=tmask, other=0.0)
-    pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
+    pa, pB, pC = _state_inputs(A, Bm, Cm, k, D, N, 0, rowb, d, dmask, tmask)
     for n in range(N):
         a2 = pa * 1.4426950408889634  # log2(e): exp(x) = exp2(x log2 e)
         Bn = pB.to(tl.float32)
         Cn = pC.to(tl.float32)
-        more = (n + 1) < N
-        pa = tl.load(A + (k * D + d) * N + n + 1, mask=dmask & more, other=0.0)
-        pB = tl.load(Bm + rowb + n + 1, mask=tmask & more, other=0.0)
-        pC = tl.load(Cm + rowb + n + 1, mask=tmask & more, other=0.0)
+        pa, pB, pC = _state_inputs(A, Bm, Cm, k, D, N, n + 1, rowb, d, dmask, tmask)
         a = tl.exp2(dt * a2[None, :])
         bb = dtu * Bn[:, None]
         _aa, h = tl.associative_scan((a, bb), 0, comb2, reverse=REV)
@@ -144,18 +149,13 @@ def _bwd_member(Bm, Cm, A, Dskip, delta, delta_bias, u_t, dy_t, ddelta, dB, dC, 
     sgB = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     ddt = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
     y = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    pa = tl.load(A + (k * D + d) * N, mask=dmask, other=0.0)
-    pB = tl.load(Bm + rowb, mask=tmask, other=0.0)
-    pC = tl.load(Cm + rowb, mask=tmask, other=0.0)
+    pa, pB, pC = _state_inputs(A, Bm, Cm, k, D, N, 0, rowb, d, dmask, tmask)
     for n in range(N):
         An = pa
         a2 = An * 1.4426950408889634
         Bn = pB.to(tl.float32)
         Cn = pC.to(tl.float32)
-        more = (n + 1) < N
-        pa = tl.load(A + (k * D + d) * N + n + 1, mask=dmask & more, other=0.0)
-        pB = tl.load(Bm + rowb + n + 1, mask=tmask & more, other=0.0)
-        pC = tl.load(Cm + rowb + n + 1, mask=tmask & more, other=0.0)
+        pa, pB, pC = _state_inputs(A, Bm, Cm, k, D, N, n + 1, rowb, d, dmask, tmask)
         a = tl.exp2(dt * a2[None, :])
         bb = dtu * Bn[:, None]
         _aa, h = tl.associative_scan((a, bb), 0, comb2, reverse=REV)
@@ -269,7 +269,7 @@ def forward(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_s
     """``out`` (B, L, D) of one chunked forward with plan ``p``."""
     Bsz, L, D = u.shape
     K, N = len(directions), A.shape[-1]
-    pairs = groups(grid, directions)
+    pairs = memo("groups", groups, grid, directions)
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
     G = len(pairs)
     acc = torch.empty((Bsz, L, D), device=u.device, dtype=torch.float32) if G > 1 else out
@@ -292,7 +292,7 @@ def backward(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     parameters' dtypes (A, D, delta_bias) before their conversion to fp32."""
     Bsz, L, D = u.shape
     K, N = len(directions), A.shape[-1]
-    pairs = groups(grid, directions)
+    pairs = memo("groups", groups, grid, directions)
     dev = u.device
     dB, dC = bc_buffers(p, Bm, Cm)
     ddelta = torch.empty((Bsz, L, K, D), device=dev, dtype=delta.dtype)

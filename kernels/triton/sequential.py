@@ -121,7 +121,7 @@ def forward(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, delta_s
     Bsz, L, D = u.shape
     K = len(directions)
     ks, geometry = memo("seq_setup", _setup, A, grid, directions)
-    has_carry = p.nC > 1
+    has_carry = p.carries
     st = _forward_carries(u, delta, A, Bm, Cm, delta_bias, directions, delta_softplus, p, ks, geometry) \
         if has_carry else u
     out = torch.empty((Bsz, L, D), device=u.device, dtype=u.dtype)
@@ -146,7 +146,7 @@ def backward(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, directions, 
     Bsz, L, D = u.shape
     K, N = len(directions), A.shape[-1]
     ks, geometry = memo("seq_setup", _setup, A, grid, directions)
-    has_carry = p.nC > 1
+    has_carry = p.carries
     dev = u.device
     if has_carry:
         if carries is None:

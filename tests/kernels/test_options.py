@@ -1,5 +1,6 @@
 """The scan's options: three environment variables read once at import, ``scan_options`` in code, and no other
 environment variable read anywhere in the package beyond the documented ones."""
+import os
 import pathlib
 import re
 import subprocess
@@ -19,7 +20,6 @@ FOREIGN = {"nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",  # nnU-Net's p
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
-    import os
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("NNUNET_MAMBA_SCAN")}, **env})
 
