@@ -40,7 +40,8 @@ The parts (``authors_networks.SNAPSHOT_PATHS``; ``mamba/mamba_ssm`` only for the
 (its vendored MONAI is most of the 7.6 MB), ``LightM-UNet/lightm-unet/nnunetv2/nets/LightMUNet.py``,
 ``nnMamba/nnMamba.py``, ``VM-UNet/models/vmunet``, ``Swin-UMamba/swin_umamba/nnunetv2/nets/SwinUMamba.py``,
 ``mamba/mamba_ssm``. Carry ``.whl_own .whl .whl_nn .whl_fa .originals/carry`` (about 34 MB): nnunetv2 2.8.1 and
-its dependencies in ``.whl_nn`` (U-Mamba and Swin-UMamba import nnunetv2; SimpleITK is not needed),
+its dependencies in ``.whl_nn`` (U-Mamba and Swin-UMamba import nnunetv2; SimpleITK is
+not needed: an empty module stands in for it where it is missing),
 dynamic-network-architectures and MONAI in ``.whl_fa``. There (the image has torch, Triton, nvcc, timm, einops):
 
     python3 -m pip install -q --no-index --no-deps --no-compile .whl_nn/*.whl .whl_fa/*.whl

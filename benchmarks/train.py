@@ -147,14 +147,19 @@ def make_classifier(name, p, options):
     return EncoderClassifier(encoder, p["out_ch"], (-2, -1), 0.0)
 
 
-def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
+def measure(spec, p, amp, compile_, steps, warmup, device, profile=False, channels_last=False):
     torch.manual_seed(0)
     net = make_network(spec, p).to(device)
+    fmt = (torch.channels_last_3d if len(p["patch"]) == 3 else torch.channels_last) if channels_last else None
+    if fmt is not None:  # weights channels-last: cuDNN's convolutions then read and write that layout directly
+        net = net.to(memory_format=fmt)
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
     model = torch.compile(net) if compile_ else net
     x = torch.randn(p["batch"], p["in_ch"], *p["patch"], device=device)
+    if fmt is not None:
+        x = x.contiguous(memory_format=fmt)
     if p.get("classify"):
         y = torch.randint(0, p["out_ch"], (p["batch"],), device=device)
     elif p["regions"]:
@@ -187,7 +192,8 @@ def measure(spec, p, amp, compile_, steps, warmup, device, profile=False):
         if i >= warmup:
             times.append(start.elapsed_time(end))
         losses.append(loss.item())
-    row = {"network": spec, "amp": amp, "compile": compile_, "batch": p["batch"], "patch": list(p["patch"]),
+    row = {"network": spec, "amp": amp, "compile": compile_, "channels_last": channels_last, "batch": p["batch"],
+           "patch": list(p["patch"]),
            "median_step_ms": statistics.median(times), "peak_mem_gb": torch.cuda.max_memory_allocated() / 2 ** 30,
            "first_step_s": first, "losses_finite": all(v == v and abs(v) != float("inf") for v in losses),
            "params_m": sum(q.numel() for q in net.parameters()) / 1e6}
@@ -212,7 +218,8 @@ def run_one(args):
     if spec == "planned":  # the network recorded by `nnunet-mamba plan` in the plans file
         spec = json.load(open(plan_name))["nnunet_mamba"]["network"]
     try:
-        r = measure(spec, plan, amp, args.compile, args.steps, args.warmup, device, args.profile)
+        r = measure(spec, plan, amp, args.compile, args.steps, args.warmup, device, args.profile,
+                    args.channels_last)
     except torch.OutOfMemoryError as e:
         r = {"network": spec, "amp": amp, "error": f"OOM: {str(e)[:120]}"}
     r["plan"] = os.path.basename(plan_name)
@@ -228,6 +235,7 @@ def measure_row(args, spec, plan_name, amp, target=None) -> dict:
     """One row in its own subprocess; ``target``: the A/B base's install, first on the child's path."""
     cmd = [sys.executable, __file__, "--one", spec, plan_name, amp, "--steps", str(args.steps),
            "--warmup", str(args.warmup)] + (["--compile"] if args.compile else []) \
+        + (["--channels-last"] if args.channels_last else []) \
         + (["--profile"] if args.profile else [])
     r = ab.run_row(cmd, target, args.timeout, echo=args.profile)
     if "error" in r and "network" not in r:
@@ -263,6 +271,8 @@ def main():
     ap.add_argument("--plans", nargs="+", default=list(PLANS), help="names of PLANS or nnU-Net plans .json files")
     ap.add_argument("--amp", nargs="+", default=["bf16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (nnU-Net's CUDA default)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="network weights and input in the channels-last layout (NDHWC / NHWC)")
     ap.add_argument("--profile", action="store_true", help="print the torch.profiler kernel table per row")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
@@ -296,7 +306,9 @@ def run_meta(args, card) -> dict:
     """Card, versions, commit and scan options of this run."""
     from scan import scan_options_in_force  # benchmarks/scan.py
     meta = {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "commit": ab.current_commit(args.commit), "compile": args.compile, "scan_options": scan_options_in_force()}
+            "commit": ab.current_commit(args.commit), "compile": args.compile,
+            "channels_last": getattr(args, "channels_last", False),  # originals.py passes its own arguments
+            "scan_options": scan_options_in_force()}
     try:
         import triton
         meta["triton"] = triton.__version__
@@ -316,6 +328,7 @@ def write_ab(args, card, base, rows) -> list:
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Training step A/B on {card}: {base.commit} (base) vs {meta['commit']} (current)", "",
              f"torch {meta['torch']}, CUDA {meta['cuda']}, triton {meta.get('triton')}, torch.compile {args.compile}, "
+             f"channels-last {args.channels_last}, "
              f"scan options (current) {meta['scan_options']}; base wheel {base.wheel}; {meta['notes']}", "",
              "| plan | network | AMP | batch x patch | step ms base | step ms current | current / base "
              "| peak GB base | peak GB current | current / base |", "|" + "---|" * 10]
@@ -341,6 +354,7 @@ def write_results(args, card, rows):
     (out / f"train_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Training step on {card}", "", f"torch {meta['torch']}, CUDA {meta['cuda']}, triton "
              f"{meta.get('triton')}, commit {meta['commit']}, torch.compile {args.compile}, "
+             f"channels-last {args.channels_last}, "
              f"scan options {meta['scan_options']}", "",
              "| plan | network | AMP | batch x patch | step ms (median) | x resenc_m | peak GB | x resenc_m "
              "| target GB | params M | first step s | finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

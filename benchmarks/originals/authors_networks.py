@@ -264,7 +264,18 @@ def umamba_kwargs(p: dict, variant: str) -> dict:
     return kw
 
 
+def stand_in_for_simpleitk() -> None:
+    """U-Mamba's network modules import its nnU-Net's plans handling, which imports SimpleITK for image reading that
+    building and training a network never calls; where SimpleITK is not installed (a GPU machine without a
+    registry), an empty module stands in for it."""
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        sys.modules["SimpleITK"] = types.ModuleType("SimpleITK")
+
+
 def build_umamba(variant: str, p: dict, originals: Path) -> nn.Module:
+    stand_in_for_simpleitk()
     from nnunetv2.utilities.network_initialization import InitWeights_He
     stem = f"UMamba{variant}_{len(p['patch'])}d"
     module = record_umamba.load_original(originals / "U-Mamba", stem)
