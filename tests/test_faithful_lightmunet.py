@@ -75,15 +75,19 @@ def test_padding_only_extends_the_input():
     assert torch.equal(out, padded[..., :13, :19])
 
 
-def test_mamba_layers_run_in_float32_under_autocast():
+@pytest.mark.parametrize("amp,expected", [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.bfloat16),
+                                          (None, torch.float32)])
+def test_mamba_layers_follow_autocast_with_fp16_widened_to_bf16(amp, expected):
+    """As the original, the Mamba block runs in the ambient precision (its activations bf16 under bf16 AMP); under
+    float16 autocast it runs in bf16, which has float32's range."""
     torch.manual_seed(0)
     net = LightMUNet(spatial_dims=2, init_filters=8, in_channels=1, out_channels=2).eval()
     x = torch.randn(1, 1, 16, 16)
     seen = []
     net.down_layers[1][1].conv1.mamba.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
         out = net(x)
-    assert seen == [torch.float32] and torch.isfinite(out).all()
+    assert seen == [expected] and torch.isfinite(out).all()
 
 
 def test_refuses_a_decoder_that_does_not_reach_full_resolution():

@@ -7,6 +7,7 @@ Scan orders are derived from the actual feature-map shape at every call.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -80,6 +81,17 @@ def wider_than_fp16(device: torch.device) -> Optional[torch.dtype]:
     if device.type == "cuda" and cuda_has_bf16():
         return torch.bfloat16
     return torch.bfloat16 if device.type == "cpu" else torch.float32
+
+
+def fp16_safe_precision(x: torch.Tensor):
+    """(context, input) for a Mamba layer: under float16 autocast, bf16 autocast (float32 without bf16) and the input
+    in float32; otherwise the ambient precision and the input unchanged."""
+    wider = wider_than_fp16(x.device)
+    if wider is None:
+        return contextlib.nullcontext(), x
+    if wider == torch.float32:
+        return torch.autocast(x.device.type, enabled=False), x.float()
+    return torch.autocast(x.device.type, dtype=wider), x.float()
 
 
 class MultiDirMamba(nn.Module):

@@ -23,8 +23,9 @@ Where this version generalises the original:
 
 * it pads each spatial size up to a multiple of ``2 ** (len(blocks_down) - 1)`` and crops the output back
   (the original fails at the first skip addition on any other size);
-* it runs each Mamba layer in float32 with autocast off (the original casts float16 inputs to float32 but
-  leaves autocast on, so under nnU-Net's float16 inference its projections run in float16);
+* under float16 autocast (nnU-Net's default on CUDA) each Mamba layer runs under bf16 autocast (float32 where the
+  GPU has no bf16): the original casts float16 inputs to float32 but leaves autocast on, so its projections and
+  activations stay float16, whose range ends at 65504. Under bf16 autocast and in float32 both run alike;
 * ``d_state``, ``d_conv`` and ``expand`` of the Mamba layers are arguments (the original fixes 16, 4, 2);
 * ``len(blocks_up) != len(blocks_down) - 1`` is refused with a message (the original fails in the forward);
 * :func:`lightmunet_from_plans` takes ``init_filters``, ``blocks_down`` and ``blocks_up`` as options (the
@@ -46,6 +47,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.utils import UpsampleMode
 
 from nnunet_mamba.layers import Mamba
+from nnunet_mamba.layers.mixer import fp16_safe_precision
 
 _MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
@@ -75,13 +77,14 @@ class MambaLayer(nn.Module):
         Bsz, C, *grid = x.shape
         if C != self.input_dim:
             raise ValueError(f"Mamba layer built for {self.input_dim} channels got a map of shape {tuple(x.shape)}")
-        with torch.autocast(x.device.type, enabled=False):
-            t = x.float().reshape(Bsz, C, -1).transpose(1, 2)
+        context, inp = fp16_safe_precision(x)
+        with context:
+            t = inp.reshape(Bsz, C, -1).transpose(1, 2)
             y = self.proj(self.norm(self.mamba(self.norm(t)) + self.skip_scale * t))
         return y.transpose(1, 2).reshape(Bsz, self.output_dim, *grid)
 
     def activation_elements(self, spatial_size) -> int:
-        """Training memory per sample, in nnU-Net planner units (float32 Mamba block plus norms, sum, projection)."""
+        """Training memory per sample, in nnU-Net planner units (Mamba block plus norms, sum, projection)."""
         tokens = math.prod(int(s) for s in spatial_size)
         return int((9 * self.mamba.d_inner + 4 * self.input_dim + 2 * self.output_dim) * tokens)
 
@@ -209,7 +212,7 @@ class LightMUNet(nn.Module):
 
     def compute_conv_feature_map_size(self, input_size) -> np.int64:
         """nnU-Net-style activation count per sample (planner units): every norm/act/conv output, plus what each
-        float32 Mamba layer keeps (:meth:`MambaLayer.activation_elements`)."""
+        Mamba layer keeps (:meth:`MambaLayer.activation_elements`)."""
         size = [s + (-s) % self.total_stride for s in input_size]
         voxels = math.prod(size)
         total = (2 * self.in_channels + self.init_filters) * voxels  # stem

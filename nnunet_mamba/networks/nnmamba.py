@@ -38,7 +38,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from nnunet_mamba.layers import Mamba
-from nnunet_mamba.layers.mixer import wider_than_fp16
+from nnunet_mamba.layers.mixer import fp16_safe_precision
 
 TOTAL_STRIDE = 16
 
@@ -49,24 +49,6 @@ def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
     return nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
-
-
-class _no_change:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _mamba_precision(x: torch.Tensor):
-    """(context, input) for a Mamba call: under float16 autocast, bf16 autocast (or float32 without bf16)."""
-    wider = wider_than_fp16(x.device)
-    if wider is None:
-        return _no_change(), x
-    if wider == torch.float32:
-        return torch.autocast(x.device.type, enabled=False), x.float()
-    return torch.autocast(x.device.type, dtype=wider), x.float()  # flips/concatenation of one dtype
 
 
 class MambaLayer(nn.Module):
@@ -104,7 +86,7 @@ class MambaLayer(nn.Module):
             raise ValueError(f"MambaLayer expects {self.dim} channels, got {C}")
         act = self.relu(self.norm(self.nin(x)))
         tokens = act.reshape(Bsz, C, -1).transpose(1, 2)
-        context, inp = _mamba_precision(tokens)
+        context, inp = fp16_safe_precision(tokens)
         with context:
             y = self._ssm(inp)
         out = y.to(act.dtype).transpose(1, 2).reshape(act.shape) + act

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock
 
 from nnunet_mamba.layers import TriOrientedMamba
-from nnunet_mamba.layers.mixer import wider_than_fp16
+from nnunet_mamba.layers.mixer import fp16_safe_precision
 from .unetr import unetr_basic, unetr_up
 
 TOTAL_STRIDE = 16
@@ -42,20 +42,10 @@ class MambaLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Bsz, C, *grid = x.shape
-        wider = wider_than_fp16(x.device)  # float16 autocast: run the layer with fp32's exponent range
-        with torch.autocast(x.device.type, dtype=wider or torch.float32, enabled=wider == torch.bfloat16) \
-                if wider is not None else _no_change():
-            inp = x.float() if wider == torch.float32 else x
+        context, inp = fp16_safe_precision(x)  # float16 autocast: run the layer with fp32's exponent range
+        with context:
             out = self.mamba(self.norm(inp.reshape(Bsz, C, -1).transpose(1, 2)), grid)
         return out.transpose(1, 2).reshape(x.shape).to(x.dtype) + x
-
-
-class _no_change:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class MlpChannel(nn.Module):
