@@ -6,24 +6,47 @@ loads as it is. :class:`TriOrientedMamba` is SegMamba's ``bimamba_type="v3"`` va
 scans (forward, reverse, inter-slice), each with its own causal conv1d, ``x_proj``, ``dt_proj``, ``A``
 and ``D``, summed before one ``out_proj``.
 
-Both take tokens ``(B, L, d_model)`` and return the same shape. The selective scan is
+Both take tokens ``(B, L, d_model)`` and return the same shape. Like mamba-ssm's fused ``mamba_inner_fn``, they keep
+for the backward only the input projection's output and the scan outputs; the causal convolutions and the x/dt
+projections are recomputed there (:func:`recompute_around_scan`). The selective scan is
 :func:`nnunet_mamba.kernels.multidir_selective_scan` (Triton on CUDA, the PyTorch reference elsewhere).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from nnunet_mamba.kernels import ScanDirection, multidir_selective_scan
+from nnunet_mamba.kernels.ops import multidir_scan_op
 
 
 def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """``silu(conv(x))`` over (B, D, L), causal: mamba-ssm's left padding of ``kernel - 1``, right side cut."""
     return F.silu(conv(x)[..., : x.shape[-1]])
+
+
+def _keep_scan_outputs(ctx, func, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing: the scan's outputs are kept, everything else between the input projection and the
+    output projection (causal conv, SiLU, x_proj, dt_proj, layout copies) is recomputed in the backward."""
+    if func is multidir_scan_op._opoverload:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def recompute_around_scan(inner, *args):
+    """``inner(*args)`` keeping for the backward only its inputs and its scans' outputs, as mamba-ssm's fused
+    ``mamba_inner_fn`` does: the per-token activations of the causal conv and the projections (several times the
+    block's width) are recomputed instead of stored."""
+    if not torch.is_grad_enabled():
+        return inner(*args)
+    return checkpoint(inner, *args, use_reentrant=False, preserve_rng_state=False,
+                      context_fn=functools.partial(create_selective_checkpoint_contexts, _keep_scan_outputs))
 
 
 def ssm_branch(d_inner: int, d_state: int, d_conv: int, dt_rank: int, dt_min: float = 1e-3, dt_max: float = 0.1,
@@ -81,12 +104,14 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, self.d_model, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        L = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        x = causal_conv1d(x.transpose(1, 2), self.conv1d).transpose(1, 2)
-        y = branch_scan(x, z, self.x_proj, self.dt_proj, self.A_log, self.D, self.d_state, (L,),
-                        ScanDirection((0,)), self.backend)
-        return self.out_proj(y)
+        return self.out_proj(recompute_around_scan(self.inner, x, z))
+
+    def inner(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """From the input projection's two halves to the gated scan output (B, L, d_inner)."""
+        u = causal_conv1d(x.transpose(1, 2), self.conv1d).transpose(1, 2)
+        return branch_scan(u, z, self.x_proj, self.dt_proj, self.A_log, self.D, self.d_state, (x.shape[1],),
+                           ScanDirection((0,)), self.backend)
 
 
 class TriOrientedMamba(nn.Module):
@@ -124,10 +149,15 @@ class TriOrientedMamba(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """``hidden_states`` (B, L, d_model) in row-major order of the 3D ``grid`` (prod(grid) == L)."""
-        Bsz, L, _ = hidden_states.shape
+        L = hidden_states.shape[1]
         if len(grid) != 3 or math.prod(grid) != L:
             raise ValueError(f"TriOrientedMamba needs a 3D grid with {L} voxels, got {tuple(grid)}")
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        return self.out_proj(recompute_around_scan(functools.partial(self.inner, grid=tuple(grid)), x, z))
+
+    def inner(self, x: torch.Tensor, z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """From the input projection's two halves to the sum of the three gated scans (B, L, d_inner)."""
+        Bsz, L, _ = x.shape
         xc = x.transpose(1, 2)  # (B, D, L), canonical order
         d, hw = grid[0], L // grid[0]
         y = None
@@ -145,4 +175,4 @@ class TriOrientedMamba(nn.Module):
             out = branch_scan(u.transpose(1, 2), z, x_proj, dt_proj, A_log, D, self.d_state, grid, direction,
                               self.backend)
             y = out if y is None else y + out
-        return self.out_proj(y)
+        return y
