@@ -125,9 +125,10 @@ def current_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.realpath(nnunet_mamba.__file__)))
 
 
-def child_env(target: Optional[str]) -> dict:
-    """The environment of a child: ``target`` first on its path for the base, the unchanged one for the current."""
-    env = dict(os.environ)
+def child_env(target: Optional[str], extra: Optional[dict] = None) -> dict:
+    """The environment of a child: ``target`` first on its path for the base, the unchanged one for the current;
+    ``extra`` variables on top."""
+    env = dict(os.environ, **(extra or {}))
     if target is not None:
         env["PYTHONPATH"] = os.pathsep.join([target] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
@@ -142,11 +143,13 @@ def check_origin(row: dict, target: Optional[str]) -> None:
         raise SystemExit(f"the {side} child imported nnunet_mamba from {reported}, not from {expected}")
 
 
-def run_row(cmd: list, target: Optional[str] = None, timeout: int = CHILD_TIMEOUT_S, echo: bool = False) -> dict:
+def run_row(cmd: list, target: Optional[str] = None, timeout: int = CHILD_TIMEOUT_S, echo: bool = False,
+            env: Optional[dict] = None) -> dict:
     """One child's ``ROW {json}`` line (its last), the origin of its ``nnunet_mamba`` checked; ``{"error": ...}`` where
-    it printed none or ran out of time. ``target``: the base's install, None: the current one."""
+    it printed none or ran out of time. ``target``: the base's install, None: the current one; ``env``: variables set
+    for the child."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(target))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(target, env))
     except subprocess.TimeoutExpired:
         return {"error": f"timeout {timeout} s"}
     if echo:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +40,7 @@ def child(spec: str, plan_name: str, mode: str, steps: int) -> dict:
     torch.manual_seed(0)
     net = train.make_network(spec, p).cuda()
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
-    x = torch.randn(p["batch"], p["in_ch"], *p["patch"], device="cuda")
-    if p["regions"]:
-        y = (torch.rand(p["batch"], p["out_ch"], *p["patch"], device="cuda") > 0.7).float()
-    else:
-        y = torch.randint(0, p["out_ch"], (p["batch"], 1, *p["patch"]), device="cuda")
+    x, y = train.make_batch(p, "cuda")
 
     def step(model) -> float:
         t0 = time.perf_counter()
@@ -73,19 +68,13 @@ def child(spec: str, plan_name: str, mode: str, steps: int) -> dict:
 
 
 def run_child(spec, plan_name, mode, args) -> dict:
+    """One process with empty Inductor and Triton caches of its own."""
     caches = tempfile.mkdtemp(prefix="compile_time_")
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(caches, "inductor"),
-               TRITON_CACHE_DIR=os.path.join(caches, "triton"))
+    env = {"TORCHINDUCTOR_CACHE_DIR": os.path.join(caches, "inductor"),
+           "TRITON_CACHE_DIR": os.path.join(caches, "triton")}
     cmd = [sys.executable, __file__, "--one", spec, plan_name, mode, "--steps", str(args.steps)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"network": spec, "plan": plan_name, "mode": mode, "error": f"timeout {args.timeout} s"}
-    found = [ln[4:] for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
-    if not found:
-        err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {"network": spec, "plan": plan_name, "mode": mode, "error": err}
-    return json.loads(found[-1])
+    row = ab.run_row(cmd, timeout=args.timeout, env=env)
+    return row if "network" in row else dict(row, network=spec, plan=plan_name, mode=mode)
 
 
 def merge(rows: list) -> list:

@@ -114,9 +114,7 @@ def measure_cpu(network: str, p: dict, amp: str, compile_: bool, steps: int, war
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
     model = torch.compile(net) if compile_ else net
-    x = torch.randn(p["batch"], p["in_ch"], *p["patch"])
-    y = ((torch.rand(p["batch"], p["out_ch"], *p["patch"]) > 0.7).float() if p["regions"]
-         else torch.randint(0, p["out_ch"], (p["batch"], 1, *p["patch"])))
+    x, y = train.make_batch(p, "cpu")
     times, losses, start = [], [], time.time()
     for i in range(warmup + steps):
         t0 = time.perf_counter()

@@ -147,6 +147,19 @@ def make_classifier(name, p, options):
     return EncoderClassifier(encoder, p["out_ch"], (-2, -1), 0.0)
 
 
+def make_batch(p, device):
+    """A random input batch of plan ``p`` and its target: class indices per case (classification), region masks
+    (regions) or a label map."""
+    x = torch.randn(p["batch"], p["in_ch"], *p["patch"], device=device)
+    if p.get("classify"):
+        y = torch.randint(0, p["out_ch"], (p["batch"],), device=device)
+    elif p["regions"]:
+        y = (torch.rand(p["batch"], p["out_ch"], *p["patch"], device=device) > 0.7).float()
+    else:
+        y = torch.randint(0, p["out_ch"], (p["batch"], 1, *p["patch"]), device=device)
+    return x, y
+
+
 def measure(spec, p, amp, compile_, steps, warmup, device, profile=False, channels_last=False):
     torch.manual_seed(0)
     net = make_network(spec, p).to(device)
@@ -157,15 +170,9 @@ def measure(spec, p, amp, compile_, steps, warmup, device, profile=False, channe
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
     model = torch.compile(net) if compile_ else net
-    x = torch.randn(p["batch"], p["in_ch"], *p["patch"], device=device)
+    x, y = make_batch(p, device)
     if fmt is not None:
         x = x.contiguous(memory_format=fmt)
-    if p.get("classify"):
-        y = torch.randint(0, p["out_ch"], (p["batch"],), device=device)
-    elif p["regions"]:
-        y = (torch.rand(p["batch"], p["out_ch"], *p["patch"], device=device) > 0.7).float()
-    else:
-        y = torch.randint(0, p["out_ch"], (p["batch"], 1, *p["patch"]), device=device)
     torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     t_first = time.time()
