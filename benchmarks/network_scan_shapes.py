@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -31,8 +32,9 @@ def recording(found: list):
     torch.autocast = torch.amp.autocast = lambda *a, **k: contextlib.nullcontext()
     torch.is_autocast_enabled = lambda *a: False
 
-    def record(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, grid, directions, **_):
-        found.append((u.shape[0], tuple(int(g) for g in grid), u.shape[2], len(directions), A.shape[-1]))
+    def record(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, grid, directions, delta_softplus=False, **_):
+        found.append(ScanCall(u.shape[0], tuple(int(g) for g in grid), u.shape[2], tuple(directions), A.shape[-1],
+                              D is not None, z is not None, delta_bias is not None, bool(delta_softplus)))
         return torch.empty_like(u)
 
     for m in modules:
@@ -45,31 +47,51 @@ def recording(found: list):
         torch.autocast, torch.amp.autocast, torch.is_autocast_enabled = autocast
 
 
+class ScanCall(NamedTuple):
+    """One scan call of a network's forward: its sizes and the optional inputs it passes."""
+    batch: int
+    grid: tuple
+    channels: int
+    directions: tuple
+    states: int
+    has_D: bool
+    has_z: bool
+    has_delta_bias: bool
+    delta_softplus: bool
+
+
+def network_calls(name: str, plan_name: str) -> Optional[list]:
+    """The scan calls of one forward of network ``name`` at plan ``plan_name``, in order (None: it does not build
+    or run for that plan; the reason is printed)."""
+    p = PLANS[plan_name]
+    with torch.device("meta"):
+        try:
+            net = make_network(name, p)
+        except Exception as e:  # a network that cannot take this plan
+            print(f"# {name}@{plan_name}: not built ({type(e).__name__}: {str(e)[:80]})")
+            return None
+        x = torch.empty((p["batch"], p["in_ch"], *p["patch"]))
+        found: list = []
+        try:
+            with recording(found), torch.no_grad():
+                net(x)
+        except Exception as e:
+            print(f"# {name}@{plan_name}: forward on meta failed ({type(e).__name__}: {str(e)[:80]})")
+            return None
+    return found
+
+
 def problems(plan_names=DEFAULT_PLANS) -> dict:
     """{(batch, grid, channels, directions, states): [network@plan, ...]} over every registered network that
     builds for the plan's dimensionality."""
     out: dict = {}
     for plan_name in plan_names:
-        p = PLANS[plan_name]
-        ndim = len(p["patch"])
+        ndim = len(PLANS[plan_name]["patch"])
         for name in list_networks():
             if ndim not in network_dims(name):
                 continue
-            with torch.device("meta"):
-                try:
-                    net = make_network(name, p)
-                except Exception as e:  # a network that cannot take this plan
-                    print(f"# {name}@{plan_name}: not built ({type(e).__name__}: {str(e)[:80]})")
-                    continue
-                x = torch.empty((p["batch"], p["in_ch"], *p["patch"]))
-                found: list = []
-                try:
-                    with recording(found), torch.no_grad():
-                        net(x)
-                except Exception as e:
-                    print(f"# {name}@{plan_name}: forward on meta failed ({type(e).__name__}: {str(e)[:80]})")
-                    continue
-            for key in found:
+            for c in network_calls(name, plan_name) or []:
+                key = (c.batch, c.grid, c.channels, len(c.directions), c.states)
                 out.setdefault(key, []).append(f"{name}@{plan_name}")
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .. import options
 from . import chunked, sequential
+from .ahead import compile_ahead
 from .launch import memo, numbered
 from .plan import carries_shape, plan as make_plan
 
@@ -60,13 +61,17 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
     :func:`multidir_scan_bwd` (``carries`` None where :func:`carries_shape` says none)."""
     args = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
     u, delta, A, Bm, Cm = args[:5]
-    with numbered(args, "fwd", tuple(grid), tuple(directions), bool(delta_softplus)):
+    with numbered(args, "fwd", tuple(grid), tuple(directions), bool(delta_softplus)) as call:
         memo("check", _check, u, delta, A, Bm, Cm, grid, directions)
         p = memo("plan", _plan, u, A, Bm, Cm, len(directions), False)
-        if p.sequential:
-            out, carries = sequential.forward(*args, grid, directions, delta_softplus, p)
-        else:
-            out, carries = chunked.forward(*args, grid, directions, delta_softplus, p), None
+
+        def run():
+            if p.sequential:
+                return sequential.forward(*args, grid, directions, delta_softplus, p)
+            return chunked.forward(*args, grid, directions, delta_softplus, p), None
+        if call.first:
+            compile_ahead(run)
+        out, carries = run()
     return (out, carries) if return_carries else out
 
 
@@ -78,9 +83,15 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
     args = _prep_inputs(u, delta, A, Bm, Cm, Dskip, delta_bias, z)
     u, delta, A, Bm, Cm = args[:5]
     dout = dout.contiguous()
-    with numbered((dout, *args, carries), "bwd", tuple(grid), tuple(directions), bool(delta_softplus), dtypes):
+    with numbered((dout, *args, carries), "bwd", tuple(grid), tuple(directions), bool(delta_softplus),
+                  dtypes) as call:
         memo("check", _check, u, delta, A, Bm, Cm, grid, directions)
         p = memo("plan", _plan, u, A, Bm, Cm, len(directions), True)
-        if p.sequential:
-            return sequential.backward(dout, *args, grid, directions, delta_softplus, p, dtypes, carries)
-        return chunked.backward(dout, *args, grid, directions, delta_softplus, p, dtypes)
+
+        def run():
+            if p.sequential:
+                return sequential.backward(dout, *args, grid, directions, delta_softplus, p, dtypes, carries)
+            return chunked.backward(dout, *args, grid, directions, delta_softplus, p, dtypes)
+        if call.first:
+            compile_ahead(run)
+        return run()

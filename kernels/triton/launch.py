@@ -12,6 +12,7 @@ refuses the direct call (another Triton's launcher signature): it warns once and
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import warnings
@@ -64,11 +65,12 @@ class NumberedLaunches:
     (every non-tensor argument, every tensor's dtype, device type and alignment, the order of the launches): the
     n-th launch inside is then identified by ``(key, n)``, and a :class:`DirectLauncher` that has launched it
     before skips building the per-argument key. ``key=None`` numbers nothing."""
-    __slots__ = ("key", "token")
+    __slots__ = ("key", "token", "first")
     _ids: dict = {}  # operator key -> a number never handed out again (hashed once per call, not per launch)
     _next = itertools.count()
 
     def __init__(self, key):
+        self.first = False  # the first call with this key (its kernels may still need compiling)
         if key is not None:
             ids = NumberedLaunches._ids
             number = ids.get(key)
@@ -76,11 +78,13 @@ class NumberedLaunches:
                 if len(ids) >= DirectLauncher.MAX_KEYS:
                     ids.clear()
                 number = ids[key] = next(NumberedLaunches._next)
+                self.first = True
             key = number
         self.key = key
 
     def __enter__(self):
         self.token = None if self.key is None else _SITES.set([self.key, 0])
+        return self
 
     def __exit__(self, *exc):
         if self.token is not None:
@@ -186,9 +190,37 @@ def launch_counts() -> tuple:
     return sum(d.jit_launches for d in launchers), sum(d.direct_launches for d in launchers)
 
 
+# True while a compile-ahead pass runs (see .ahead): its launches only compile
+_COMPILING_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("nnunet_mamba_compiling_only", default=False)
+
+
+class CompileOnly:
+    """``[grid](*args, **kwargs)`` like a ``triton.jit`` function, but it only compiles (or finds) the kernel of that
+    specialisation and launches nothing: Triton's ``run(..., warmup=True)``."""
+    __slots__ = ("fn",)
+
+    def __init__(self, jit_fn):
+        self.fn = jit_fn
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.fn.run(*args, grid=grid, warmup=True, **kwargs)
+
+
+@contextlib.contextmanager
+def compiling_only():
+    """Inside, :func:`launcher` hands out :class:`CompileOnly` launchers (in this thread and context only)."""
+    token = _COMPILING_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _COMPILING_ONLY.reset(token)
+
+
 def launcher(jit_fn):
     """The JIT function itself, or its :class:`DirectLauncher` when direct launches are on (the default with the
-    checked Triton releases; never in the interpreter)."""
+    checked Triton releases; never in the interpreter); a :class:`CompileOnly` inside :func:`compiling_only`."""
+    if _COMPILING_ONLY.get():
+        return CompileOnly(jit_fn)
     if not direct_launch_enabled() or triton_interpreting():
         return jit_fn
     if id(jit_fn) not in _LAUNCHERS:
