@@ -10,7 +10,10 @@ call) runs with compile-only launches, in the order a training step reaches them
 calls in reverse). Each side runs in its own process with an empty Triton cache:
 
 * ``one by one``: a pool of one thread, which compiles as the launches themselves do;
-* ``ahead``: the pool of ``ahead.executor()`` (``MAX_THREADS``, at most the CPU count).
+* ``per call``: the first call of each problem compiles its kernels at once (``ahead.compile_ahead``), on the pool
+  of ``ahead.executor()`` (``MAX_THREADS``, at most the CPU count): what any first step gets;
+* ``whole step``: every call's forward and backward kernels in one batch (``ahead.compile_training_step``), as our
+  trainers do before their first step.
 
 Inputs are uninitialised CPU tensors of the call's sizes in ``--dtype`` (bf16: the scan's input dtype under bf16
 autocast for the networks whose Mamba layers follow autocast; U-Mamba's run in float32, the same kernels in another
@@ -36,6 +39,7 @@ import torch
 HERE = Path(__file__).parent
 DEFAULT_NETWORKS = ("umamba_bot", "umamba_enc", "segmamba", "lightmunet", "nnmamba", "mamba_resenc")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+MODES = ("one_by_one", "per_call", "step")
 
 
 def stand_in_hopper_driver() -> None:
@@ -70,7 +74,7 @@ def compiled_count() -> int:
     return sum(len(f.device_caches[0][0]) for f in fns if 0 in f.device_caches)
 
 
-def one_side(network: str, plan: str, threads: int, dtype: str) -> dict:
+def one_side(network: str, plan: str, mode: str, dtype: str) -> dict:
     """Child process: the compile-only passes of one forward and one backward, timed."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -80,32 +84,36 @@ def one_side(network: str, plan: str, threads: int, dtype: str) -> dict:
     from nnunet_mamba.kernels.triton import ahead
     from nnunet_mamba.kernels.triton.plan import carries_shape
     stand_in_hopper_driver()
-    ahead._executor = ThreadPoolExecutor(threads)
+    if mode == "one_by_one":
+        ahead._executor = ThreadPoolExecutor(1)
     calls = network_calls(network, plan)
     if calls is None:
         return {"error": "not built for this plan"}
     distinct = list(dict.fromkeys(calls))  # a repeated call finds its kernels compiled: no pass of its own
+    inputs = [call_inputs(c, DTYPES[dtype]) for c in distinct]
     start = time.perf_counter()
-    saved = []
-    for c in distinct:
-        x = call_inputs(c, DTYPES[dtype])
-        if not ahead.compile_ahead(lambda: kt.multidir_scan_fwd(**x)):
+    if mode == "step":  # every call's forward and backward kernels in one batch
+        if ahead.compile_training_step(lambda: [kt.multidir_scan_fwd(**x) for x in inputs]) is None:
             raise RuntimeError("the compile-ahead pass did not run")
-        saved.append((c, x))
-    t_fwd = time.perf_counter() - start
-    for c, x in reversed(saved):
-        shape = carries_shape(c.batch, x["u"].shape[1], c.channels, len(c.directions), c.states)
-        carries = torch.empty(shape) if shape != (0,) else None
-        if not ahead.compile_ahead(lambda: kt.multidir_scan_bwd(torch.empty_like(x["u"]), **x, carries=carries)):
-            raise RuntimeError("the compile-ahead pass did not run")
+        t_fwd = None
+    else:  # each call's forward kernels in one batch, in order; then each call's backward kernels, in reverse
+        for x in inputs:
+            if not ahead.compile_ahead(lambda: kt.multidir_scan_fwd(**x)):
+                raise RuntimeError("the compile-ahead pass did not run")
+        t_fwd = round(time.perf_counter() - start, 2)
+        for c, x in reversed(list(zip(distinct, inputs))):
+            shape = carries_shape(c.batch, x["u"].shape[1], c.channels, len(c.directions), c.states)
+            carries = torch.empty(shape) if shape != (0,) else None
+            if not ahead.compile_ahead(lambda: kt.multidir_scan_bwd(torch.empty_like(x["u"]), **x, carries=carries)):
+                raise RuntimeError("the compile-ahead pass did not run")
     total = time.perf_counter() - start
     return {"scan_calls": len(calls), "distinct_calls": len(distinct), "kernels_compiled": compiled_count(),
-            "forward_s": round(t_fwd, 2), "total_s": round(total, 2)}
+            "forward_s": t_fwd, "total_s": round(total, 2)}
 
 
-def run_side(network, plan, threads, dtype) -> dict:
+def run_side(network, plan, mode, dtype) -> dict:
     with tempfile.TemporaryDirectory(prefix="triton_cache_") as cache:
-        cmd = [sys.executable, __file__, "--one", network, plan, str(threads), "--dtype", dtype]
+        cmd = [sys.executable, __file__, "--one", network, plan, mode, "--dtype", dtype]
         env = dict(os.environ, TRITON_CACHE_DIR=cache)
         env.pop("TRITON_INTERPRET", None)
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
@@ -130,8 +138,8 @@ def main():
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
     if a.one:
-        network, plan, threads = a.one
-        print("ROW " + json.dumps(one_side(network, plan, int(threads), a.dtype)), flush=True)
+        network, plan, mode = a.one
+        print("ROW " + json.dumps(one_side(network, plan, mode, a.dtype)), flush=True)
         return
     import triton
 
@@ -142,8 +150,7 @@ def main():
             "plan": a.plan, "dtype": a.dtype, "target": "sm_90", "date": time.strftime("%Y-%m-%d")}
     rows = []
     for network in a.networks:
-        row = {"network": network, "one_by_one": run_side(network, a.plan, 1, a.dtype),
-               "ahead": run_side(network, a.plan, pool, a.dtype)}
+        row = {"network": network, **{mode: run_side(network, a.plan, mode, a.dtype) for mode in MODES}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = Path(a.out)
@@ -156,15 +163,18 @@ def main():
              f"{meta['commit']}, {meta['date']}; ahead: {pool} threads. Empty Triton cache per side "
              "(`benchmarks/compile_ahead.py`).",
              "",
-             "| network | scan calls (distinct) | kernels compiled | one by one, s | ahead, s | one by one / ahead |",
-             "|---|---|---|---|---|---|"]
+             "| network | scan calls (distinct) | kernels compiled | one by one, s | per call, s | whole step, s | "
+             "one by one / per call | one by one / whole step |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        s, f = r["one_by_one"], r["ahead"]
-        if "error" in s or "error" in f:
-            lines.append(f"| {r['network']} | {s.get('error') or f.get('error')} | | | | |")
+        s, c, w = (r[m] for m in MODES)
+        failed = [x["error"] for x in (s, c, w) if "error" in x]
+        if failed:
+            lines.append(f"| {r['network']} | {failed[0]} | | | | | | |")
             continue
-        lines.append(f"| {r['network']} | {s['scan_calls']} ({s['distinct_calls']}) | {f['kernels_compiled']} | "
-                     f"{s['total_s']:.1f} | {f['total_s']:.1f} | {s['total_s'] / f['total_s']:.2f}x |")
+        lines.append(f"| {r['network']} | {s['scan_calls']} ({s['distinct_calls']}) | {c['kernels_compiled']} | "
+                     f"{s['total_s']:.1f} | {c['total_s']:.1f} | {w['total_s']:.1f} | "
+                     f"{s['total_s'] / c['total_s']:.2f}x | {s['total_s'] / w['total_s']:.2f}x |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

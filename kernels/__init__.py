@@ -21,7 +21,20 @@ from .dispatch import BACKENDS, ENV_VAR, explain_backend, resolve_backend
 from .options import scan_options
 
 __all__ = ["multidir_selective_scan", "selective_scan", "ScanDirection", "default_directions", "scan_order_index",
-           "resolve_backend", "explain_backend", "scan_options", "BACKENDS", "ENV_VAR"]
+           "resolve_backend", "explain_backend", "scan_options", "compile_training_step", "BACKENDS", "ENV_VAR"]
+
+
+def compile_training_step(forward) -> Optional[int]:
+    """Compile the Triton kernels of every scan call of a training step at once, on a thread pool: ``forward()``
+    runs one forward of the network (at the training batch shape, under the training autocast; autograd not
+    needed), in which the scan calls compile their forward's and backward's kernels and return zeros. Returns the
+    number of kernels compiled in this process for it, or None where nothing runs ahead (no Triton, the
+    interpreter, a Triton without asynchronous compiles)."""
+    from .dispatch import triton_available
+    if not triton_available():
+        return None
+    from .triton.ahead import compile_training_step as compile_step
+    return compile_step(forward)
 
 
 def _check(name: str, t: Optional[Tensor], shape: tuple) -> None:

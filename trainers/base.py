@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Optional
 
 import numpy as np
@@ -34,6 +35,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_mamba.checkpoints import read_checkpoint
+from nnunet_mamba.kernels import compile_training_step
 from nnunet_mamba.networks import build_network, from_configuration, guard_fp16_inference
 
 
@@ -126,6 +128,24 @@ class MambaTrainerBase(nnUNetTrainer):
             torch.manual_seed(int(seed))
             self.print_to_log_file(f"seeded Python, NumPy and torch with NNUNET_MAMBA_SEED={seed}")
         super().on_train_start()
+        self._compile_scan_kernels()
+
+    def _compile_scan_kernels(self) -> None:
+        """On a GPU, the scan kernels of a training step compile now, all at once on a thread pool, instead of one
+        by one during the first step (a new machine, or an empty Triton cache). One forward of the eager network
+        at the training batch shape does it; torch.compile's graph is not traced here."""
+        if self.device.type != "cuda":
+            return
+        network = self.network.module if getattr(self, "is_ddp", False) else self.network
+        network = getattr(network, "_orig_mod", network)
+        x = torch.zeros((self.batch_size, self.num_input_channels, *self.configuration_manager.patch_size),
+                        device=self.device)
+        start = time.perf_counter()
+        with torch.no_grad(), self.autocast():
+            compiled = compile_training_step(lambda: network(x))
+        if compiled:
+            self.print_to_log_file(f"{compiled} scan kernels compiled (or read from Triton's cache) ahead of the first "
+                                   f"step in {time.perf_counter() - start:.1f} s")
 
     def _build_loss(self):
         """nnU-Net's loss; with a single deep-supervision output (2-stage plans of tiny images) nnU-Net zeroes

@@ -13,9 +13,11 @@ torch instead.
 """
 from __future__ import annotations
 
+import torch
+
 from .. import options
 from . import chunked, sequential
-from .ahead import compile_ahead
+from .ahead import compile_ahead, compiling_step
 from .launch import memo, numbered
 from .plan import carries_shape, plan as make_plan
 
@@ -69,9 +71,14 @@ def multidir_scan_fwd(u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, direction
             if p.sequential:
                 return sequential.forward(*args, grid, directions, delta_softplus, p)
             return chunked.forward(*args, grid, directions, delta_softplus, p), None
-        if call.first:
-            compile_ahead(run)
-        out, carries = run()
+        if compiling_step():  # compile-only launches: the backward's kernels too, and zeros for the network
+            out, carries = run()
+            multidir_scan_bwd(torch.empty_like(out), *args, grid, directions, delta_softplus, carries)
+            out.zero_()
+        else:
+            if call.first:
+                compile_ahead(run)
+            out, carries = run()
     return (out, carries) if return_carries else out
 
 
@@ -92,6 +99,6 @@ def multidir_scan_bwd(dout, u, delta, A, Bm, Cm, Dskip, delta_bias, z, grid, dir
             if p.sequential:
                 return sequential.backward(dout, *args, grid, directions, delta_softplus, p, dtypes, carries)
             return chunked.backward(dout, *args, grid, directions, delta_softplus, p, dtypes)
-        if call.first:
+        if call.first and not compiling_step():
             compile_ahead(run)
         return run()

@@ -11,9 +11,14 @@ outputs are discarded (their buffers are allocated and freed like the real call'
 Kernels already compiled (in this process or in Triton's on-disk cache) cost the pass a cache lookup per launch,
 once per problem. Where Triton has no asynchronous compile mode, or another one is active (Inductor's), or the
 kernels are interpreted, nothing runs ahead.
+
+:func:`compile_training_step` goes further, for trainers: inside it, one forward of the network compiles the
+kernels of every scan call of a training step, forward and backward, all at once, and the scan calls return zeros.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 import warnings
@@ -29,12 +34,12 @@ except ImportError:  # a Triton without asynchronous compiles
     AsyncCompileMode = active_mode = None
 
 # a scan call compiles at most four distinct kernels (the sequential backward's summary, carry, backward and
-# parameter-gradient sum): one thread each
-MAX_THREADS = 4
+# parameter-gradient sum), a whole training step of the published networks 6-12 (benchmarks/compile_ahead.py)
+MAX_THREADS = 8
 
 _executor: Optional[ThreadPoolExecutor] = None
 _lock = threading.Lock()
-_warned = False
+_warned = False  # a failure is reported once per process
 
 
 def executor() -> ThreadPoolExecutor:
@@ -51,20 +56,58 @@ def available() -> bool:
     return AsyncCompileMode is not None and not triton_interpreting() and active_mode.get() is None
 
 
+@contextlib.contextmanager
+def _compiling_in_parallel():
+    """Launches only compile, on the pool; on exit, waits for every compile (and raises the first failure)."""
+    with compiling_only(), AsyncCompileMode(executor()) as mode:
+        yield mode
+
+
+def _warn_once(what: str, e: Exception) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"nnunet_mamba: compiling the scan kernels ahead ({what}) failed ({type(e).__name__}: {e}); "
+                      "they compile one by one at their first launch instead", RuntimeWarning, stacklevel=4)
+
+
 def compile_ahead(host_pass: Callable[[], object]) -> bool:
     """Run ``host_pass`` (the host code of one scan call) with compile-only launches and wait until every kernel it
     reached is compiled. Returns whether it ran; a failure is reported once as a warning and leaves the compiles to
     the real call (which then raises whatever is wrong)."""
-    global _warned
     if not available():
         return False
     try:
-        with compiling_only(), AsyncCompileMode(executor()):
+        with _compiling_in_parallel():
             host_pass()
     except Exception as e:  # noqa: BLE001 - only a speed-up: the real call compiles whatever is missing
-        if not _warned:
-            _warned = True
-            warnings.warn(f"nnunet_mamba: compiling the scan kernels ahead failed ({type(e).__name__}: {e}); they "
-                          "compile one by one at their first launch instead", RuntimeWarning, stacklevel=3)
+        _warn_once("one scan call", e)
         return False
     return True
+
+
+_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("nnunet_mamba_compiling_step", default=False)
+
+
+def compiling_step() -> bool:
+    """Whether a :func:`compile_training_step` forward is running (in this thread and context)."""
+    return _STEP.get()
+
+
+def compile_training_step(forward: Callable[[], object]) -> Optional[int]:
+    """Compile every scan kernel of a training step at once: ``forward()`` runs one forward of the network (no
+    autograd needed) in which each scan call runs its host code for its forward and, right after, for its backward
+    with compile-only launches, and returns zeros. Returns the number of kernels that were not compiled in this
+    process yet (None: nothing ran ahead; a failure is reported once as a warning)."""
+    if not available():
+        return None
+    token = _STEP.set(True)
+    try:
+        with _compiling_in_parallel() as mode:
+            forward()
+        return len(mode.future_kernels)
+    except Exception as e:  # noqa: BLE001 - only a speed-up: the first step compiles whatever is missing
+        _warn_once("a training step", e)
+        return None
+    finally:
+        _STEP.reset(token)

@@ -137,3 +137,25 @@ def test_a_failing_pass_warns_once_and_leaves_the_compiles_to_the_real_call(monk
         warnings.simplefilter("error")
         assert not ahead.compile_ahead(broken)
     assert not launch._COMPILING_ONLY.get()
+
+
+def test_one_forward_compiles_the_kernels_of_a_whole_training_step(hopper_target, compile_only_calls, monkeypatch):
+    """``compile_training_step``: the scan calls of one (no-grad) forward compile their forward's and backward's
+    kernels in one batch and hand the network zeros; nothing is launched."""
+    import nnunet_mamba.kernels as kernels
+    from nnunet_mamba.layers import Mamba
+    monkeypatch.setattr(kernels, "resolve_backend", lambda device, requested=None: "triton")  # CPU tensors
+    torch.manual_seed(0)
+    layer = Mamba(40)  # float32 and 40 channels: specialisations no other test compiles
+    x = torch.randn(2, 150, 40)
+    seq_bwd = sequential.kernels(16, sequential.SUB_CHUNK)["bwd"]
+    before = len(compiled_kernels(seq_bwd))
+    outputs = []
+    with torch.no_grad():
+        compiled = kernels.compile_training_step(lambda: outputs.append(layer(x)))
+        zero_scan = layer.out_proj(torch.zeros(2, 150, layer.out_proj.in_features))
+    assert compiled is not None and compiled >= 5
+    assert {"seq_summary", "_carry_kernel", "seq_fwd", "seq_bwd", "_param_grads_kernel"} <= set(compile_only_calls)
+    assert len(compiled_kernels(seq_bwd)) == before + 1  # the backward's kernel, without any backward
+    torch.testing.assert_close(outputs[0], zero_scan)  # the scan handed the layer zeros: no kernel ran
+    assert not ahead.compiling_step() and not launch._COMPILING_ONLY.get()
