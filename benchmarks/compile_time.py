@@ -7,7 +7,10 @@ machine's first run; nnU-Net compiles the network before its first step on CUDA)
 * ``split``: two eager steps first, then the compiled one. The first eager step compiles this package's Triton scan
   kernels (and pays cuDNN's first-call set-up), so ``eager_first_s - eager_step_s`` bounds their compile time (for
   ``resenc_m`` it is the set-up alone); the compiled step then compiles the Inductor graph only
-  (``inductor_first_s``).
+  (``inductor_first_s``);
+* ``ahead``: as our trainers start: ``kernels.compile_training_step`` (one no-grad forward of the eager network that
+  compiles every scan kernel of the step at once, ``ahead_s``), then the compiled step (``ahead_first_s``); the
+  user waits ``ahead_s + ahead_first_s``.
 
 Also per process: Dynamo's unique graphs, graph breaks and recompiles, and the compiled step time (median of
 ``--steps``). Rows run one after another (compiling is CPU work, a parallel row would slow it). Writes
@@ -31,7 +34,7 @@ import torch
 import ab  # benchmarks/ab.py
 import train  # benchmarks/train.py: plans, networks, loss
 
-MODES = ("cold", "split")
+MODES = ("cold", "split", "ahead")
 
 
 def child(spec: str, plan_name: str, mode: str, steps: int) -> dict:
@@ -56,8 +59,15 @@ def child(spec: str, plan_name: str, mode: str, steps: int) -> dict:
     if mode == "split":
         row["eager_first_s"] = step(net)
         row["eager_step_s"] = step(net)
+    if mode == "ahead":  # what our trainers do before their first step
+        from nnunet_mamba.kernels import compile_training_step
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            row["ahead_kernels"] = compile_training_step(lambda: net(x))
+        torch.cuda.synchronize()
+        row["ahead_s"] = time.perf_counter() - t0
     compiled = torch.compile(net)
-    row["compiled_first_s" if mode == "cold" else "inductor_first_s"] = step(compiled)
+    row[{"cold": "compiled_first_s", "split": "inductor_first_s", "ahead": "ahead_first_s"}[mode]] = step(compiled)
     row["compiled_step_ms"] = 1e3 * statistics.median(step(compiled) for _ in range(steps))
     row["graphs"] = counters["stats"]["unique_graphs"]
     row["graph_breaks"] = sum(counters["graph_break"].values())
@@ -102,13 +112,15 @@ def write(args, meta, rows) -> list:
              f"torch {meta['torch']}, triton {meta['triton']}, commit {meta['commit']}; bf16 AMP, SGD; every process "
              "starts with empty Inductor and Triton caches", "",
              "| plan | network | first step, cold (s) | eager first step (s) | eager step (s) | Triton kernels + "
-             "set-up (s) | Inductor after eager (s) | compiled step ms | graphs / breaks / recompiles |",
-             "|" + "---|" * 9]
+             "set-up (s) | Inductor after eager (s) | kernels ahead (s) | first step after them (s) | compiled step ms "
+             "| graphs / breaks / recompiles |",
+             "|" + "---|" * 11]
     for t in merge(rows):
         kern = (t["eager_first_s"] - t["eager_step_s"]) if "eager_first_s" in t else None
         lines.append(" | ".join(["", t["plan"], t["network"], f(t.get("compiled_first_s")), f(t.get("eager_first_s")),
                                  f(t.get("eager_step_s")), f(kern), f(t.get("inductor_first_s")),
-                                 f(t.get("cold_step_ms")), str(t.get("cold_graphs", "-")), ""]).strip())
+                                 f(t.get("ahead_s")), f(t.get("ahead_first_s")), f(t.get("cold_step_ms")),
+                                 str(t.get("cold_graphs", "-")), ""]).strip())
         if t.get("errors"):
             lines[-1] += " " + "; ".join(t["errors"])
     (out / f"compile_{tag}.md").write_text("\n".join(lines) + "\n")
