@@ -35,6 +35,22 @@ def test_recomputation_gives_the_plain_gradients(cls, args):
 
 
 @pytest.mark.parametrize("cls,args", BLOCKS)
+def test_a_block_called_twice_under_autocast_recomputes(cls, args):
+    """One block applied twice in one autocast region (nnMamba shares one per stage): the second call finds its
+    weights' casts in autocast's cache, the recomputation in the backward does not; the gradients still match."""
+    torch.manual_seed(0)
+    block = cls(24)
+    h = torch.randn(2, 210, 24, requires_grad=True)
+    grads = []
+    for twice in (lambda x: _plain(block, _plain(block, x, args), args), lambda x: block(block(x, *args), *args)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = twice(h)
+        grads.append(_grads(out.float(), h, block))
+    for a, b in zip(*grads):
+        assert ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)) < 2e-2
+
+
+@pytest.mark.parametrize("cls,args", BLOCKS)
 def test_recomputation_keeps_fewer_bytes(cls, args):
     """Bytes held for the backward: every tensor autograd saves (the checkpoint's region inputs among them) plus the
     scan outputs the selective checkpoint keeps itself (one per direction, the size of the block's inner width)."""

@@ -39,13 +39,24 @@ def _keep_scan_outputs(ctx, func, *args, **kwargs) -> CheckpointPolicy:
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
+def _without_autocast_cache(inner, *args):
+    """``inner(*args)`` with autocast's cache of weight casts off: a block called twice in one autocast region finds
+    its casts cached on the second call, while their recomputation in the backward does not, and the selective
+    checkpoint needs the same operations in both."""
+    device = args[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return inner(*args)
+    with torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False):
+        return inner(*args)
+
+
 def recompute_around_scan(inner, *args):
     """``inner(*args)`` keeping for the backward only its inputs and its scans' outputs, as mamba-ssm's fused
     ``mamba_inner_fn`` does: the per-token activations of the causal conv and the projections (several times the
     block's width) are recomputed instead of stored."""
     if not torch.is_grad_enabled():
         return inner(*args)
-    return checkpoint(inner, *args, use_reentrant=False, preserve_rng_state=False,
+    return checkpoint(_without_autocast_cache, inner, *args, use_reentrant=False, preserve_rng_state=False,
                       context_fn=functools.partial(create_selective_checkpoint_contexts, _keep_scan_outputs))
 
 
