@@ -9,7 +9,7 @@ The scan runs on the PyTorch reference, whose own buffers differ from the Triton
 allocates what it allocates on a GPU. Each network and side runs in its own process (``ab.run_row``; ``--base REF``
 as in ``train.py``).
 
-    python benchmarks/step_memory_cpu.py --base 587125d [--networks lightmunet segmamba ...] [--plan hippocampus_resenc_m]
+    python benchmarks/step_memory_cpu.py --base 587125d [--networks lightmunet segmamba ...] [--plan PLAN]
 Writes step_memory_cpu_<base>_<current>.json and .md into ``--out``.
 """
 from __future__ import annotations
