@@ -99,7 +99,8 @@ def main():
         if isinstance(b, int) and isinstance(c, int):
             lines.append(f"| {r['network']} | {b / 1e6:.0f} | {c / 1e6:.0f} | {c / b:.2f}x |")
         else:
-            lines.append(f"| {r['network']} | {b} | {c} | |")
+            mb = lambda v: f"{v / 1e6:.0f}" if isinstance(v, int) else v  # noqa: E731
+            lines.append(f"| {r['network']} | {mb(b)} | {mb(c)} | |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
