@@ -130,14 +130,19 @@ class MambaTrainerBase(nnUNetTrainer):
         super().on_train_start()
         self._compile_scan_kernels()
 
+    @property
+    def eager_network(self) -> nn.Module:
+        """The network itself: without DDP's wrapper and torch.compile's."""
+        net = self.network.module if self.is_ddp else self.network
+        return getattr(net, "_orig_mod", net)
+
     def _compile_scan_kernels(self) -> None:
         """On a GPU, the scan kernels of a training step compile now, all at once on a thread pool, instead of one
         by one during the first step (a new machine, or an empty Triton cache). One forward of the eager network
         at the training batch shape does it; torch.compile's graph is not traced here."""
         if self.device.type != "cuda":
             return
-        network = self.network.module if getattr(self, "is_ddp", False) else self.network
-        network = getattr(network, "_orig_mod", network)
+        network = self.eager_network
         x = torch.zeros((self.batch_size, self.num_input_channels, *self.configuration_manager.patch_size),
                         device=self.device)
         start = time.perf_counter()
@@ -227,9 +232,7 @@ class MambaTrainerBase(nnUNetTrainer):
             if not self.was_initialized:
                 self.initialize()
             ckpt = read_checkpoint(filename_or_checkpoint)
-            net = self.network.module if self.is_ddp else self.network
-            net = getattr(net, "_orig_mod", net)
-            problem = checkpoint_mismatch(ckpt, net, type(self).__name__)
+            problem = checkpoint_mismatch(ckpt, self.eager_network, type(self).__name__)
             if problem:
                 raise RuntimeError(f"{filename_or_checkpoint}: {problem}")
         super().load_checkpoint(filename_or_checkpoint)

@@ -106,8 +106,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
 
     @property
     def _net(self) -> EncoderClassifier:
-        net = self.network.module if self.is_ddp else self.network
-        return getattr(net, "_orig_mod", net)
+        return self.eager_network
 
     # --- data ------------------------------------------------------------------------------------------
     def get_training_transforms(self, *args, **kwargs):

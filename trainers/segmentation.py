@@ -80,8 +80,7 @@ class SwinUMambaTrainer(MambaTrainerBase):
         return [[1.0 / 2 ** i] * len(self.configuration_manager.patch_size) for i in range(4)]
 
     def set_deep_supervision_enabled(self, enabled: bool):
-        net = self.network.module if self.is_ddp else self.network
-        getattr(net, "_orig_mod", net).deep_supervision = enabled
+        self.eager_network.deep_supervision = enabled
 
 
 # --- short schedules -------------------------------------------------------------------------
