@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # AdrenalMNIST3D classification on a bare GPU machine: MambaClassifierTrainer vs NoMambaClassifierTrainer, the
 # same schedule for both, several seeds, all on one GPU at the same time; nnU-Net's plans and preprocessing,
-# fold 0 = official train / val split. Each seed has its own results folder ($RES/seed<S>).
+# fold 0 = official train / val split. The results are laid out as `nnunet-mamba compare` lays out its runs
+# ($RES/runs/seed_<S>, $RES/logs), so that `compare --report-only` tabulates them.
 #   bash benchmarks/gpu_classification.sh setup            # wheels from .whl_sitk/ and .whl_nn/ (pip --no-index)
 #   bash benchmarks/gpu_classification.sh prep [NPZ]       # convert NPZ (default $ADRENAL_NPZ or
 #                                                          #   shared/data/medmnist/adrenalmnist3d.npz), plan, preprocess
@@ -9,10 +10,11 @@
 #                                   default SUFFIX shape_bs32 (20 x 100 iterations of batch 32, no random zoom,
 #                                   mirrored validation, checkpoint chosen on val AUC), SEEDS "0 1 2"
 #   bash benchmarks/gpu_classification.sh wait SECONDS     # wait for all, then pack summaries/PNGs/logs into $OUT
-# Afterwards, locally: python benchmarks/classification_report.py --results <unpacked results folder>
+# Afterwards, locally: nnunet-mamba compare -d 970 -c 3d_fullres -f 0 --seeds 0 1 2 --report-only -o <unpacked> \
+#   -tr NoMambaClassifierTrainer_shape_bs32 MambaClassifierTrainer_shape_bs32; benchmarks/classification_report.py
 set -u
 export nnUNet_raw=/tmp/cls/raw nnUNet_preprocessed=/tmp/cls/pre nnUNet_results=/tmp/cls/res
-RES=/tmp/cls/res
+RES=/tmp/cls/compare
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 DS=970
@@ -38,21 +40,18 @@ train)
   export nnUNet_compile=f nnUNet_n_proc_DA=$(( 14 / n > 1 ? 14 / n : 1 ))
   echo "$n jobs, nnUNet_n_proc_DA=$nnUNet_n_proc_DA" | tee /tmp/cls/jobs.txt
   for seed in $SEEDS; do
-    mkdir -p $RES/seed$seed
+    mkdir -p $RES/runs/seed_$seed $RES/logs
     for tr in "${TRAINERS[@]}"; do
-      nnUNet_results=$RES/seed$seed NNUNET_MAMBA_SEED=$seed setsid nohup nnUNetv2_train $DS 3d_fullres 0 \
-        -tr ${tr}_${S} > /tmp/cls/train_${tr}_seed$seed.log 2>&1 < /dev/null &
+      nnUNet_results=$RES/runs/seed_$seed NNUNET_MAMBA_SEED=$seed setsid nohup nnUNetv2_train $DS 3d_fullres 0 \
+        -tr ${tr}_${S} > $RES/logs/${tr}_${S}_fold0_seed$seed.log 2>&1 < /dev/null &
     done
   done
-  sleep 60; tail -n 2 /tmp/cls/train_*.log
+  sleep 60; tail -n 2 $RES/logs/*.log
   ;;
 wait)
-  n=$(ls /tmp/cls/train_*_seed*.log | wc -l)
-  wait_for_summaries "$RES/seed*/$NAME/*/fold_0/validation/summary.json" $n $2
-  for f in /tmp/cls/train_*.log; do echo "== $f"; grep -E "Epoch time|Validation:" $f | tail -2; done
-  for f in /tmp/cls/train_*_seed*.log; do
-    seed=${f##*_seed}; seed=${seed%.log}; cp $f $RES/seed$seed/$NAME/ 2>/dev/null
-  done
+  n=$(ls $RES/logs/*.log | wc -l)
+  wait_for_summaries "$RES/runs/seed_*/$NAME/*/fold_0/validation/summary.json" $n $2
+  for f in $RES/logs/*.log; do echo "== $f"; grep -E "Epoch time|Validation:" $f | tail -2; done
   tar -czf $OUT/adrenalmnist3d_classification.tgz --exclude='*.pth' -C $RES .
   ls -la $OUT
   ;;

@@ -76,10 +76,11 @@ def test_segmentation_observations_average_labels_and_skip_nan():
     assert obs[(3, "c2")]["Dice"] == pytest.approx(0.9)
 
 
-def _fake_done_run(out: Path, trainer: str, fold: str, dice: dict) -> None:
+def _fake_done_run(out: Path, trainer: str, fold: str, dice: dict, weights: bool = True) -> None:
     folder = Run(Arm(trainer), fold, 0).folder(out, "Dataset998_Fake", "3d_fullres")
     (folder / "validation").mkdir(parents=True)
-    (folder / "checkpoint_final.pth").write_bytes(b"x")
+    if weights:
+        (folder / "checkpoint_final.pth").write_bytes(b"x")
     (folder / "validation" / "summary.json").write_text(json.dumps(_summary(dice)))
 
 
@@ -92,7 +93,9 @@ def test_report_from_finished_runs(tmp_path, monkeypatch, capsys):
     _fake_done_run(out, "Base", "0", {"a": (0.80, 0.70), "b": (0.90, 0.80)})
     _fake_done_run(out, "Base", "1", {"c": (0.60, 0.60), "d": (0.70, 0.90)})
     _fake_done_run(out, "New", "0", {"a": (0.85, 0.75), "b": (0.90, 0.90)})
-    _fake_done_run(out, "New", "1", {"c": (0.70, 0.60), "d": (0.75, 0.95)})
+    _fake_done_run(out, "New", "1", {"c": (0.70, 0.60), "d": (0.75, 0.95)}, weights=False)  # copied without .pth
+    _fake_done_run(out, "New", "2", {"e": (0.0, 0.0)})  # a fold not asked for
+    (Run(Arm("Base"), "2", 0).folder(out, "Dataset998_Fake", "3d_fullres")).mkdir(parents=True)  # unfinished
     rc = main(["compare", "-d", "998", "-c", "3d_fullres", "-tr", "Base", "New", "-f", "0", "1", "-o", str(out),
                "--report-only"])
     assert rc == 0

@@ -73,16 +73,24 @@ def _warn_once(what: str, e: Exception) -> None:
 
 def compile_ahead(host_pass: Callable[[], object]) -> bool:
     """Run ``host_pass`` (the host code of one scan call) with compile-only launches and wait until every kernel it
-    reached is compiled. Returns whether it ran; a failure is reported once as a warning and leaves the compiles to
-    the real call (which then raises whatever is wrong)."""
+    reached is compiled. Returns whether it ran. The call's own input errors (``ValueError``: the real call would
+    raise the same) propagate unchanged; any other failure is reported once as a warning and leaves the compiles to
+    the real call."""
     if not available():
         return False
+    invalid_input = None
     try:
         with _compiling_in_parallel():
-            host_pass()
+            try:
+                host_pass()
+            except ValueError as e:
+                invalid_input = e
     except Exception as e:  # noqa: BLE001 - only a speed-up: the real call compiles whatever is missing
-        _warn_once("one scan call", e)
-        return False
+        if invalid_input is None:
+            _warn_once("one scan call", e)
+            return False
+    if invalid_input is not None:
+        raise invalid_input
     return True
 
 

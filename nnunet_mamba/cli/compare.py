@@ -111,7 +111,7 @@ def run(args) -> int:
 
     observations, run_means, kind = {}, {}, None
     for r in runs:
-        if r.state(out, dataset, args.configuration) != "done":
+        if not r.finished(out, dataset, args.configuration):
             continue
         path = r.folder(out, dataset, args.configuration) / "validation" / "summary.json"
         summary = read_summary(path)

@@ -55,6 +55,11 @@ class Run:
             return "resume"
         return "new"
 
+    def finished(self, out: Path, dataset: str, configuration: str) -> bool:
+        """Whether the validation summary exists: nnU-Net writes it after the final checkpoint, so a run copied
+        without its weights still counts for the report."""
+        return (self.folder(out, dataset, configuration) / "validation" / "summary.json").is_file()
+
     def command(self, train_exe: str, dataset: str, configuration: str, device: str, state: str) -> list[str]:
         cmd = [train_exe, dataset, configuration, self.fold, "-tr", self.arm.trainer, "-p", self.arm.plans,
                "-device", device]

@@ -139,6 +139,20 @@ def test_a_failing_pass_warns_once_and_leaves_the_compiles_to_the_real_call(monk
     assert not launch._COMPILING_ONLY.get()
 
 
+def test_an_invalid_input_raises_its_own_error_without_a_warning(monkeypatch):
+    """The call's input check fails in the pass ahead just as in the real call: its ValueError surfaces, not a
+    warning about compiling, and the warning stays available for a real compile failure."""
+    monkeypatch.setattr(ahead, "_warned", False)
+
+    def invalid():
+        raise ValueError("carries of shape (1,) do not belong to this problem")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="carries of shape"):
+            ahead.compile_ahead(invalid)
+    assert not launch._COMPILING_ONLY.get() and not ahead._warned
+
+
 def test_one_forward_compiles_the_kernels_of_a_whole_training_step(hopper_target, compile_only_calls, monkeypatch):
     """``compile_training_step``: the scan calls of one (no-grad) forward compile their forward's and backward's
     kernels in one batch and hand the network zeros; nothing is launched."""
