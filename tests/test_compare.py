@@ -154,3 +154,43 @@ def test_compare_two_trainers_through_stock_training_and_resume(tmp_path):
     assert mamba["arm"] == "MambaTrainer_ci" and mamba["runs"] == 2 and mamba["vs_baseline"]["n"] == n_val
     assert 0 <= mamba["observations"]["mean"] <= 1
     assert (out / "comparison.png").is_file()
+
+
+def _preprocessed(tmp_path: Path, cases: list[str]) -> Path:
+    ds = tmp_path / "pre" / "Dataset997_Tiny"
+    (ds / "gt_segmentations").mkdir(parents=True)
+    (ds / "dataset.json").write_text(json.dumps({"file_ending": ".nii.gz"}))
+    for c in cases:
+        (ds / "gt_segmentations" / f"{c}.nii.gz").write_bytes(b"")
+    (ds / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}))
+    (tmp_path / "raw" / "Dataset997_Tiny").mkdir(parents=True)
+    return ds
+
+
+def test_fewer_than_five_cases_get_leave_one_out_folds(tmp_path, monkeypatch, capsys):
+    """nnU-Net cannot split 3 cases into 5 folds: compare writes a leave-one-out split and trains its 3 folds."""
+    from nnunet_mamba.comparison.splits import fold_count, leave_one_out
+    assert leave_one_out(["a", "b", "c"])[1] == {"train": ["a", "c"], "val": ["b"]}
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    ds = _preprocessed(tmp_path, ["p19", "p07", "p26"])
+    out = tmp_path / "cmp"
+    assert main(["compare", "-d", "997", "-c", "3d_fullres", "-tr", "A", "B", "-o", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "folds 0 1 2 of 3: leave-one-out over 3 cases" in printed and "[6/6]" in printed and "fold 3" not in printed
+    splits = json.loads((ds / "splits_final.json").read_text())
+    assert [s["val"] for s in splits] == [["p07"], ["p19"], ["p26"]]
+    assert fold_count(ds)[0] == 3  # the written split is reused, not rewritten
+    assert main(["compare", "-d", "997", "-c", "3d_fullres", "-tr", "A", "-f", "0", "4", "-o", str(out)]) == 2
+    assert "fold(s) 4 beyond the dataset's 3" in capsys.readouterr().err
+
+
+def test_five_cases_keep_nnunets_split_and_one_case_is_refused(tmp_path, monkeypatch, capsys):
+    from nnunet_mamba.comparison.splits import fold_count
+    ds = _preprocessed(tmp_path, [f"c{i}" for i in range(5)])
+    assert fold_count(ds) == (5, "nnU-Net's 5-fold split") and not (ds / "splits_final.json").exists()
+    for f in list((ds / "gt_segmentations").iterdir())[1:]:
+        f.unlink()
+    with pytest.raises(ValueError, match="1 training case"):
+        fold_count(ds)
+    assert not (ds / "splits_final.json").exists()

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("-tr", "--trainers", nargs="+", required=True,
                    help="Trainer or Trainer@Plans, e.g. nnUNetTrainer_50epochs@nnUNetResEncUNetMPlans")
     p.add_argument("--baseline", default=None, help="the arm the others are compared with (default: the first)")
-    p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"])
+    p.add_argument("-f", "--folds", nargs="+", default=None,
+                   help="default: every fold of the dataset (5; leave-one-out with fewer than 5 training cases)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("-o", "--out", default=None, help="folder for the runs and the report "
                    "(default: compare_<dataset>_<configuration>)")
@@ -49,6 +50,24 @@ def _check_plans(dataset: str, arms, configuration: str) -> None:
             raise FileNotFoundError(f"{plans}: missing; run nnUNetv2_plan_and_preprocess for {arm.label}")
         if configuration not in json.loads(plans.read_text()).get("configurations", {}):
             raise ValueError(f"{plans}: has no configuration {configuration!r}")
+
+
+def _folds(dataset: str, asked, training: bool) -> list[str]:
+    """The folds asked for, else all of the dataset's; before training, a dataset of fewer than 5 cases gets a
+    leave-one-out split (nnU-Net cannot make its 5 folds)."""
+    from nnunet_mamba.comparison.splits import NNUNET_FOLDS, fold_count
+    pre = os.environ.get("nnUNet_preprocessed")
+    splits = Path(pre or ".") / dataset / "splits_final.json"
+    if not pre or not (Path(pre) / dataset).is_dir() or (not training and not splits.is_file()):
+        return [str(f) for f in asked] if asked else [str(f) for f in range(NNUNET_FOLDS)]
+    n, source = fold_count(Path(pre) / dataset)
+    folds = [str(f) for f in asked] if asked else [str(f) for f in range(n)]
+    beyond = [f for f in folds if f != "all" and (not f.isdigit() or int(f) >= n)]
+    if beyond:
+        raise ValueError(f"fold(s) {' '.join(beyond)} beyond the dataset's {n} ({source}); "
+                         "nnU-Net would train them on a random 80:20 split")
+    print(f"folds {' '.join(folds)} of {n}: {source}", flush=True)
+    return folds
 
 
 def _provenance(dataset: str, configuration: str, device: str, folds, seeds) -> dict:
@@ -84,9 +103,10 @@ def run(args) -> int:
     dataset = _dataset_name(args.dataset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or f"compare_{dataset}_{args.configuration}").resolve()
-    runs = all_runs(arms, [str(f) for f in args.folds], args.seeds)
     if not args.report_only:
         _check_plans(dataset, arms, args.configuration)
+    args.folds = _folds(dataset, args.folds, training=not args.report_only)
+    runs = all_runs(arms, [str(f) for f in args.folds], args.seeds)
     failed = []
     for i, r in enumerate(runs, 1):
         state = r.state(out, dataset, args.configuration)
