@@ -118,6 +118,8 @@ def test_bad_arguments_are_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "raw" / "Dataset998_Fake").mkdir(parents=True)
     assert main(["compare", "-d", "998", "-c", "2d", "-tr", "A", "--baseline", "B", "-o", str(tmp_path)]) == 2
     assert "--baseline 'B' is not one of ['A']" in capsys.readouterr().err
+    assert main(["compare", "-d", "998", "-c", "2d", "-tr", "A", "-j", "0", "-o", str(tmp_path)]) == 2
+    assert "--jobs must be 1 or more" in capsys.readouterr().err
     assert main(["compare", "-d", "998", "-c", "2d", "-tr", "A", "A", "-o", str(tmp_path)]) == 2
     assert "named twice" in capsys.readouterr().err
     assert main(["compare", "-d", "998", "-c", "2d", "-tr", "A@nnUNetResEncUNetMPlans", "-o", str(tmp_path)]) == 2
@@ -144,9 +146,10 @@ def test_compare_two_trainers_through_stock_training_and_resume(tmp_path):
     run(base + ["-f", "0"], env)
     final = Run(Arm("NoMambaTrainer_ci"), "0", 0).folder(out, ds.name, "2d") / "checkpoint_final.pth"
     stamp = final.stat().st_mtime_ns
-    log = run(base + ["-f", "0", "1"], env)
+    log = run(base + ["-f", "0", "1", "-j", "2"], env)  # fold 1's two runs side by side
     assert final.stat().st_mtime_ns == stamp  # the finished run was kept
     assert "NoMambaTrainer_ci fold 0 seed 0: done" in log and "MambaTrainer_ci fold 1 seed 0: training" in log
+    assert "[3/4] NoMambaTrainer_ci fold 1 seed 0: finished" in log and "[4/4] MambaTrainer_ci fold 1" in log
     report = json.loads((out / "comparison.json").read_text())["reports"][0]
     n_val = sum(len(json.loads((Run(Arm("MambaTrainer_ci"), f, 0).folder(out, ds.name, "2d") / "validation"
                                 / "summary.json").read_text())["metric_per_case"]) for f in ("0", "1"))

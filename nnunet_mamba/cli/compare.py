@@ -8,7 +8,9 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 from .stock_commands import dataset_name, run_logged, stock_command
 
@@ -28,6 +30,8 @@ def add_parser(sub) -> None:
                    "(default: compare_<dataset>_<configuration>)")
     p.add_argument("-device", "--device", default=None, choices=("cuda", "cpu", "mps"),
                    help="default: cuda when available")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="runs trained at the same time (on one GPU: small networks leave it mostly idle)")
     p.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs")
     p.add_argument("--dry-run", action="store_true", help="print what would run, and stop")
     p.set_defaults(func=run)
@@ -86,6 +90,29 @@ def _progress_line(line: str) -> bool:
     return any(w in line for w in ("Epoch ", "Pseudo dice", "val_auc", "Mean Validation", "Error", "error"))
 
 
+def _train(todo, out: Path, jobs: int) -> list[str]:
+    """Train the runs, ``jobs`` at a time (each with its share of the data-augmentation workers unless
+    ``nnUNet_n_proc_DA`` is set); returns the tags of the failed ones."""
+    env = dict(os.environ)
+    if jobs > 1 and "nnUNet_n_proc_DA" not in env:
+        env["nnUNet_n_proc_DA"] = str(max(1, (os.cpu_count() or 1) // jobs - 1))
+
+    def train(item) -> Optional[str]:
+        i, tag, r, cmd = item
+        log = out / "logs" / f"{r.arm.label.replace('@', '__')}_fold{r.fold}_seed{r.seed}.log"
+        print(f"{tag}: training; log {log}", flush=True)
+        t0 = time.time()
+        rc = run_logged(cmd, r.env(out, env), log, echo=_progress_line, prefix=f"    [{i}] " if jobs > 1 else "    ")
+        if rc != 0:
+            print(f"{tag}: failed (exit code {rc}); log: {log}", flush=True)
+            return tag
+        print(f"{tag}: finished in {time.time() - t0:.0f} s", flush=True)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return [tag for tag in pool.map(train, todo) if tag]
+
+
 def run(args) -> int:
     import torch
     from nnunet_mamba.comparison.metrics import (CLASSIFICATION_METRICS, classification_observations, kind_of,
@@ -97,6 +124,8 @@ def run(args) -> int:
     labels = [a.label for a in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"an arm is named twice: {labels}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be 1 or more, got {args.jobs}")
     baseline = args.baseline or labels[0]
     if baseline not in labels:
         raise ValueError(f"--baseline {baseline!r} is not one of {labels}")
@@ -107,7 +136,7 @@ def run(args) -> int:
         _check_plans(dataset, arms, args.configuration)
     args.folds = _folds(dataset, args.folds, training=not args.report_only)
     runs = all_runs(arms, [str(f) for f in args.folds], args.seeds)
-    failed = []
+    todo = []
     for i, r in enumerate(runs, 1):
         state = r.state(out, dataset, args.configuration)
         tag = f"[{i}/{len(runs)}] {r.arm.label} fold {r.fold} seed {r.seed}"
@@ -115,19 +144,11 @@ def run(args) -> int:
             print(f"{tag}: {state}", flush=True)
             continue
         cmd = r.command(stock_command("nnUNetv2_train"), dataset, args.configuration, device, state)
-        print(f"{tag}: {'resuming' if state == 'resume' else 'training'}\n  $ {' '.join(cmd)}", flush=True)
-        if args.dry_run:
-            continue
-        log = out / "logs" / f"{r.arm.label.replace('@', '__')}_fold{r.fold}_seed{r.seed}.log"
-        t0 = time.time()
-        rc = run_logged(cmd, r.env(out, os.environ), log, echo=_progress_line)
-        if rc != 0:
-            failed.append(tag)
-            print(f"{tag}: failed (exit code {rc}); log: {log}", flush=True)
-        else:
-            print(f"{tag}: finished in {time.time() - t0:.0f} s", flush=True)
+        print(f"{tag}: {'resuming' if state == 'resume' else 'to train'}\n  $ {' '.join(cmd)}", flush=True)
+        todo.append((i, tag, r, cmd))
     if args.dry_run:
         return 0
+    failed = _train(todo, out, args.jobs)
 
     observations, run_means, kind = {}, {}, None
     for r in runs:

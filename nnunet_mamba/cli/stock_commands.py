@@ -20,9 +20,9 @@ def dataset_name(dataset: str) -> str:
     return maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
 
 
-def run_logged(cmd: list[str], env: dict, log: Path, echo: Callable[[str], bool]) -> int:
+def run_logged(cmd: list[str], env: dict, log: Path, echo: Callable[[str], bool], prefix: str = "    ") -> int:
     """Run ``cmd``; append the command line and its output (stdout and stderr) to ``log``, print the output lines
-    ``echo`` accepts, indented; return the exit code."""
+    ``echo`` accepts after ``prefix``; return the exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
@@ -30,5 +30,5 @@ def run_logged(cmd: list[str], env: dict, log: Path, echo: Callable[[str], bool]
         for line in proc.stdout:
             fh.write(line)
             if echo(line):
-                print("    " + line.rstrip(), flush=True)
+                print(prefix + line.rstrip(), flush=True)
         return proc.wait()
