@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # AdrenalMNIST3D classification on a bare GPU machine: MambaClassifierTrainer vs NoMambaClassifierTrainer, the
 # same schedule for both, several seeds, all on one GPU at the same time; nnU-Net's plans and preprocessing,
-# fold 0 = official train / val split. The results are laid out as `nnunet-mamba compare` lays out its runs
-# ($RES/runs/seed_<S>, $RES/logs), so that `compare --report-only` tabulates them.
+# fold 0 = official train / val split, trained and tabulated by `nnunet-mamba compare` ($RES: runs/seed_<S>, logs,
+# comparison.{md,json,png}).
 #   bash benchmarks/gpu_classification.sh setup            # wheels from .whl_sitk/ and .whl_nn/ (pip --no-index)
 #   bash benchmarks/gpu_classification.sh prep [NPZ]       # convert NPZ (default $ADRENAL_NPZ or
 #                                                          #   shared/data/medmnist/adrenalmnist3d.npz), plan, preprocess
-#   bash benchmarks/gpu_classification.sh train [SUFFIX] [SEEDS]  # start both trainers per seed (background);
+#   bash benchmarks/gpu_classification.sh train [SUFFIX] [SEEDS]  # nnunet-mamba compare -j: every run at once (background);
 #                                   default SUFFIX shape_bs32 (20 x 100 iterations of batch 32, no random zoom,
 #                                   mirrored validation, checkpoint chosen on val AUC), SEEDS "0 1 2"
 #   bash benchmarks/gpu_classification.sh wait SECONDS     # wait for all, then pack summaries/PNGs/logs into $OUT
@@ -35,22 +35,18 @@ prep)
 train)
   S=${2:-shape_bs32}
   SEEDS=${3:-0 1 2}
-  n=0; for seed in $SEEDS; do n=$((n + ${#TRAINERS[@]})); done
-  # 16 cores shared by every job's augmentation workers
-  export nnUNet_compile=f nnUNet_n_proc_DA=$(( 14 / n > 1 ? 14 / n : 1 ))
-  echo "$n jobs, nnUNet_n_proc_DA=$nnUNet_n_proc_DA" | tee /tmp/cls/jobs.txt
-  for seed in $SEEDS; do
-    mkdir -p $RES/runs/seed_$seed $RES/logs
-    for tr in "${TRAINERS[@]}"; do
-      nnUNet_results=$RES/runs/seed_$seed NNUNET_MAMBA_SEED=$seed setsid nohup nnUNetv2_train $DS 3d_fullres 0 \
-        -tr ${tr}_${S} > $RES/logs/${tr}_${S}_fold0_seed$seed.log 2>&1 < /dev/null &
-    done
-  done
-  sleep 60; tail -n 2 $RES/logs/*.log
+  n=$(( ${#TRAINERS[@]} * $(echo $SEEDS | wc -w) ))
+  mkdir -p $RES
+  # every run at once (compare -j), each with its share of the 16 cores' augmentation workers; NoMamba the baseline
+  nnUNet_compile=f setsid nohup nnunet-mamba compare -d $DS -c 3d_fullres -f 0 --seeds $SEEDS -j $n -o $RES \
+    -tr ${TRAINERS[1]}_$S ${TRAINERS[0]}_$S > $RES/compare.log 2>&1 < /dev/null &
+  sleep 60; tail -n 8 $RES/compare.log
   ;;
 wait)
   n=$(ls $RES/logs/*.log | wc -l)
   wait_for_summaries "$RES/runs/seed_*/$NAME/*/fold_0/validation/summary.json" $n $2
+  for i in $(seq 60); do pgrep -f "nnunet-mamba compare" > /dev/null || break; sleep 1; done  # its report
+  tail -n 12 $RES/compare.log
   for f in $RES/logs/*.log; do echo "== $f"; grep -E "Epoch time|Validation:" $f | tail -2; done
   tar -czf $OUT/adrenalmnist3d_classification.tgz --exclude='*.pth' -C $RES .
   ls -la $OUT
