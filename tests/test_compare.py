@@ -197,3 +197,35 @@ def test_five_cases_keep_nnunets_split_and_one_case_is_refused(tmp_path, monkeyp
     with pytest.raises(ValueError, match="1 training case"):
         fold_count(ds)
     assert not (ds / "splits_final.json").exists()
+
+
+def _restoration_summary(psnr: dict) -> dict:
+    """Our restoration trainers' validation summary: per case the degraded input's and the restored PSNR / SSIM."""
+    return {"trainer": "T", "mean": {}, "metric_per_case": [
+        {"case": c, "reference": "raw", "degraded": {"PSNR": 20.0, "SSIM": 0.5},
+         "restored": {"PSNR": p, "SSIM": None if p is None else p / 100}} for c, p in psnr.items()]}
+
+
+def test_restoration_runs_pair_per_case_psnr_and_ssim(tmp_path, monkeypatch):
+    """Restorers: PSNR and SSIM per validation case, paired over seeds and cases; sd over runs of each run's mean."""
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    (tmp_path / "raw" / "Dataset998_Fake").mkdir(parents=True)
+    out = tmp_path / "cmp"
+    psnr = {("Base", 0): {"a": 30.0, "b": 32.0}, ("Base", 1): {"a": 31.0, "b": 33.0},
+            ("New", 0): {"a": 30.5, "b": 32.5}, ("New", 1): {"a": 31.0, "b": 34.0}}
+    for (arm, seed), values in psnr.items():
+        folder = Run(Arm(arm), "0", seed).folder(out, "Dataset998_Fake", "3d_fullres")
+        (folder / "validation").mkdir(parents=True)
+        (folder / "validation" / "summary.json").write_text(json.dumps(_restoration_summary(values)))
+    rc = main(["compare", "-d", "998", "-c", "3d_fullres", "-tr", "Base", "New", "-f", "0", "--seeds", "0", "1",
+               "-o", str(out), "--report-only"])
+    assert rc == 0
+    reports = json.loads((out / "comparison.json").read_text())["reports"]
+    assert [r["metric"] for r in reports] == ["PSNR", "SSIM"]
+    base, new = reports[0]["rows"]
+    assert base["runs"] == 2 and base["over_runs"]["std"] == pytest.approx(np.std([31.0, 32.0], ddof=1))
+    assert new["vs_baseline"]["n"] == 4 and new["vs_baseline"]["mean"] == pytest.approx(np.mean([0.5, 0.5, 0, 1]))
+    assert new["per_part"]["PSNR_input"] == pytest.approx(20.0)
+    ssim_new = reports[1]["rows"][1]
+    assert ssim_new["runs"] == 2 and ssim_new["vs_baseline"]["mean"] == pytest.approx(np.mean([0.5, 0.5, 0, 1]) / 100)

@@ -5,6 +5,7 @@ comparison can be built up over several sittings."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -115,8 +116,7 @@ def _train(todo, out: Path, jobs: int) -> list[str]:
 
 def run(args) -> int:
     import torch
-    from nnunet_mamba.comparison.metrics import (CLASSIFICATION_METRICS, classification_observations, kind_of,
-                                                 read_summary, segmentation_observations)
+    from nnunet_mamba.comparison.metrics import METRICS, kind_of, observations_of, read_summary
     from nnunet_mamba.comparison.report import build_report, markdown, write
     from nnunet_mamba.comparison.runs import Arm, all_runs
 
@@ -160,23 +160,22 @@ def run(args) -> int:
         if kind and this != kind:
             raise ValueError(f"{path}: a {this} summary among {kind} ones")
         kind = this
-        obs = (segmentation_observations(summary, r.seed) if kind == "segmentation"
-               else classification_observations(summary, r.seed, r.fold))
+        obs = observations_of(summary, kind, r.seed, r.fold)
         observations.setdefault(r.arm.label, {}).update(obs)
-        metric = "Dice" if kind == "segmentation" else "auc"
-        values = [o[metric] for o in obs.values()]
-        run_means.setdefault(r.arm.label, []).append(float(sum(values) / len(values)))
+        for m in METRICS[kind]:
+            values = [o[m] for o in obs.values() if not math.isnan(o[m])]
+            run_means.setdefault(m, {}).setdefault(r.arm.label, []).append(
+                float(sum(values) / len(values)) if values else math.nan)
     if not observations:
         print("no finished runs to compare yet", flush=True)
         return 1 if failed else 0
-    metrics = ["Dice"] if kind == "segmentation" else list(CLASSIFICATION_METRICS)
+    metrics = list(METRICS[kind])
     title = (f"{dataset} {args.configuration}: validation {metrics[0]}, {len(args.folds)} fold(s) x "
              f"{len(args.seeds)} seed(s)")
     reports = []
     for m in metrics:
-        means = run_means if m == metrics[0] else {
-            a: [o[m] for o in obs.values()] for a, obs in observations.items()}
-        reports.append(build_report(observations, means, m, baseline, title if m == metrics[0] else f"{dataset}: {m}"))
+        reports.append(build_report(observations, run_means[m], m, baseline,
+                                    title if m == metrics[0] else f"{dataset}: {m}"))
     provenance = _provenance(dataset, args.configuration, device, args.folds, args.seeds)
     files = write(reports, observations, provenance, out)
     print("\n" + "\n".join(markdown(r, provenance) for r in reports))

@@ -2,8 +2,10 @@
 
 Segmentation (``fold_X/validation/summary.json`` with ``metric_per_case``): one observation per validation case,
 the case's Dice averaged over the foreground labels (labels empty in both reference and prediction skipped, as
-nnU-Net's NaN); the key is (seed, case), so arms pair on the same cases. Classification (our classifier trainers'
-summary: ``auc``, ``accuracy``, ``balanced_accuracy``): one observation per run; the key is (seed, fold).
+nnU-Net's NaN); the key is (seed, case), so arms pair on the same cases. Restoration (our restoration trainers'
+summary: ``metric_per_case`` with the ``restored`` and ``degraded`` images' PSNR and SSIM): one observation per
+validation case, keyed the same way. Classification (our classifier trainers' summary: ``auc``, ``accuracy``,
+``balanced_accuracy``): one observation per run; the key is (seed, fold).
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 CLASSIFICATION_METRICS = ("auc", "balanced_accuracy", "accuracy")
+RESTORATION_METRICS = ("PSNR", "SSIM")
+# per kind of summary: the metrics reported, the first one also per run
+METRICS = {"segmentation": ("Dice",), "restoration": RESTORATION_METRICS, "classification": CLASSIFICATION_METRICS}
 
 
 def read_summary(path: Path) -> dict:
@@ -25,10 +30,12 @@ def read_summary(path: Path) -> dict:
 
 def kind_of(summary: dict) -> str:
     if "metric_per_case" in summary:
-        return "segmentation"
+        cases = summary["metric_per_case"]
+        return "restoration" if cases and "restored" in cases[0] else "segmentation"
     if "auc" in summary and "accuracy" in summary:
         return "classification"
-    raise ValueError("neither an nnU-Net segmentation summary (metric_per_case) nor a classification summary")
+    raise ValueError("neither an nnU-Net segmentation summary (metric_per_case) nor a classification or "
+                     "restoration one")
 
 
 def _case_id(entry: dict) -> str:
@@ -55,3 +62,21 @@ def classification_observations(summary: dict, seed: int, fold: str) -> dict:
     """{(seed, fold): {metric: value}} for AUC, balanced accuracy and accuracy."""
     return {(seed, fold): {k: (math.nan if summary.get(k) is None else float(summary[k]))
                            for k in CLASSIFICATION_METRICS}}
+
+
+def restoration_observations(summary: dict, seed: int) -> dict:
+    """{(seed, case): {"PSNR": restored, "SSIM": restored, "PSNR_input": degraded, "SSIM_input": degraded}}."""
+    def value(v):
+        return math.nan if v is None else float(v)
+    return {(seed, e["case"]): {**{m: value(e["restored"][m]) for m in RESTORATION_METRICS},
+                                **{f"{m}_input": value(e["degraded"][m]) for m in RESTORATION_METRICS}}
+            for e in summary["metric_per_case"]}
+
+
+def observations_of(summary: dict, kind: str, seed: int, fold: str) -> dict:
+    """The paired observations of one run's summary (see the module docstring)."""
+    if kind == "segmentation":
+        return segmentation_observations(summary, seed)
+    if kind == "restoration":
+        return restoration_observations(summary, seed)
+    return classification_observations(summary, seed, fold)

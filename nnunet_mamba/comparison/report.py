@@ -55,8 +55,8 @@ def markdown(report: dict, provenance: dict) -> str:
                      + "".join(f"{_fmt(r['per_part'].get(p))} | " for p in parts)
                      + f"{diff} | {_p(None if d is None else d['p_ttest'])} | "
                      f"{_p(None if d is None else d['p_wilcoxon'])} | {'-' if d is None else d['n']} |")
-    lines += ["", f"Mean {m}: over all paired observations (validation cases for segmentation, runs for "
-              "classification); sd over runs: of each run's mean. Differences pair the same observation of both "
+    lines += ["", f"Mean {m}: over all paired observations (validation cases for segmentation and restoration, runs "
+              "for classification); sd over runs: of each run's mean. Differences pair the same observation of both "
               "trainers; the interval is Student's t."]
     return "\n".join(lines) + "\n"
 
