@@ -15,6 +15,8 @@
 #   bash benchmarks/gpu_restoration.sh train    # every trainer of every task in the background
 #   bash benchmarks/gpu_restoration.sh wait S   # wait up to S s, restore the unseen inputs, pack $OUT/<task>/
 #   bash benchmarks/gpu_restoration.sh bisect   # (after prep) the NaN bisect, <= 3 min: $OUT/bisect/
+#   bash benchmarks/gpu_restoration.sh seeds    # (after prep) both restorers x RES_SEEDS through nnunet-mamba compare -j
+#   bash benchmarks/gpu_restoration.sh seeds-wait S  # ... then $OUT/compare_<task>.tgz (tables, summaries, logs)
 # Pipeline check on CPU (same steps, tiny): RES_SOURCE=/work/shared/data/Task04_Hippocampus RES_MAX_CASES=40
 #   RES_DEVICE=cpu RES_TRAINERS="MambaRestorationTrainer_ci NoMambaRestorationTrainer_ci" RES_TRAINERS_EXTRA=...
 #   RES_NP=2 OUT=... bash ...
@@ -89,6 +91,25 @@ wait)
   tar -czf $OUT/logs.tgz /tmp/nr/train_*.log /tmp/nr/restore_*.log 2>/dev/null
   ls -laR $OUT | head -40
   ;;
+seeds)  # (after prep) both restorers of each task with RES_SEEDS (default 0 1 2), all at once, through compare
+  SEEDS=(${RES_SEEDS:-0 1 2})
+  for t in "${TASKS[@]}"; do
+    tr=($(task_trainers $t))
+    setsid nohup nnunet-mamba compare -d $(task_id $t) -c 3d_fullres -f 0 --seeds ${SEEDS[@]} -device $DEVICE \
+      -j $(( ${#tr[@]} * ${#SEEDS[@]} )) -o /tmp/nr/compare_$t -tr ${tr[1]} ${tr[0]} \
+      > /tmp/nr/compare_$t.log 2>&1 < /dev/null &
+  done
+  sleep 60; tail -n 4 /tmp/nr/compare_*.log
+  ;;
+seeds-wait)  # wait up to S s for every run of `seeds`, then pack each task's comparison (no weights, no images)
+  n=0; for t in "${TASKS[@]}"; do n=$((n + $(task_trainers $t | wc -w) * $(echo ${RES_SEEDS:-0 1 2} | wc -w))); done
+  wait_for_summaries "/tmp/nr/compare_*/runs/seed_*/*/*/fold_0/validation/summary.json" $n $2
+  for i in $(seq 60); do pgrep -f "nnunet-mamba compare" > /dev/null || break; sleep 1; done  # the reports
+  for t in "${TASKS[@]}"; do
+    tail -n 12 /tmp/nr/compare_$t.log
+    tar -czf $OUT/compare_$t.tgz --exclude='*.pth' --exclude='*.nii.gz' -C /tmp/nr compare_$t compare_$t.log
+  done
+  ;;
 bisect)
   mkdir -p $OUT/bisect
   export nnUNet_n_proc_DA=${RES_DA:-8}
@@ -96,6 +117,6 @@ bisect)
     | tee $OUT/bisect/bisect.log | grep -v "^20..-"
   ;;
 *)
-  echo "usage: $0 setup|prep|train|wait SECONDS|bisect" >&2; exit 2
+  echo "usage: $0 setup|prep|train|wait SECONDS|seeds|seeds-wait SECONDS|bisect" >&2; exit 2
   ;;
 esac
