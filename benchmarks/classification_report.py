@@ -1,7 +1,8 @@
 """AdrenalMNIST3D report: our validation metrics next to the published MedMNIST v2 baselines.
 
 Reads ``seed<S>/<Dataset>/<Trainer>__<Plans>__<config>/fold_0/validation/{summary.json,predictions.csv}`` under
---results (the folder unpacked from benchmarks/gpu_classification.sh; also the one-seed layout
+--results (``runs/`` of the folder unpacked from benchmarks/gpu_classification.sh, whose seed folders are
+``seed_<S>``; also the one-seed layout
 ``<Trainer>__<Plans>__<config>/fold_0/...`` of an nnU-Net dataset results folder) and writes report.md, auc.png
 and roc_val.png into --out. AUC intervals are percentile bootstraps (2000 resamples of the validation cases).
 
