@@ -92,6 +92,8 @@ def test_report_from_finished_runs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cmp"
     _fake_done_run(out, "Base", "0", {"a": (0.80, 0.70), "b": (0.90, 0.80)})
     _fake_done_run(out, "Base", "1", {"c": (0.60, 0.60), "d": (0.70, 0.90)})
+    (Run(Arm("Base"), "1", 0).folder(out, "Dataset998_Fake", "3d_fullres") / "trained_with.json").write_text(
+        json.dumps({"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"}))  # as compare records a run
     _fake_done_run(out, "New", "0", {"a": (0.85, 0.75), "b": (0.90, 0.90)})
     _fake_done_run(out, "New", "1", {"c": (0.70, 0.60), "d": (0.75, 0.95)}, weights=False)  # copied without .pth
     _fake_done_run(out, "New", "2", {"e": (0.0, 0.0)})  # a fold not asked for
@@ -109,6 +111,7 @@ def test_report_from_finished_runs(tmp_path, monkeypatch, capsys):
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "comparison.md").read_text()
     assert "| New | 2 |" in md and "0.0500 [" in md and "(baseline)" in md
+    assert "device: NVIDIA H100 80GB HBM3" in md and "torch: 2.11.0+cu130" in md  # the runs' card, not this one's
     assert "Base" in capsys.readouterr().out
 
 
@@ -148,6 +151,7 @@ def test_compare_two_trainers_through_stock_training_and_resume(tmp_path):
     stamp = final.stat().st_mtime_ns
     log = run(base + ["-f", "0", "1", "-j", "2"], env)  # fold 1's two runs side by side
     assert final.stat().st_mtime_ns == stamp  # the finished run was kept
+    assert json.loads((final.parent / "trained_with.json").read_text())["device"] == "CPU"
     assert "NoMambaTrainer_ci fold 0 seed 0: done" in log and "MambaTrainer_ci fold 1 seed 0: training" in log
     assert "[3/4] NoMambaTrainer_ci fold 1 seed 0: finished" in log and "[4/4] MambaTrainer_ci fold 1" in log
     report = json.loads((out / "comparison.json").read_text())["reports"][0]

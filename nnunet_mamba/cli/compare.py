@@ -75,15 +75,26 @@ def _folds(dataset: str, asked, training: bool) -> list[str]:
     return folds
 
 
-def _provenance(dataset: str, configuration: str, device: str, folds, seeds) -> dict:
+TRAINED_WITH = "trained_with.json"  # per run folder: the card and versions it was trained with
+
+
+def _environment(device: str) -> dict:
+    """The card and software versions of this machine."""
     import nnunetv2
     import torch
     from importlib.metadata import version
     card = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else "CPU"
+    return {"device": card, "nnunet-mamba": version("nnunet-mamba"),
+            "nnunetv2": getattr(nnunetv2, "__version__", None) or version("nnunetv2"), "torch": torch.__version__}
+
+
+def _provenance(dataset: str, configuration: str, folds, seeds, run_folders) -> dict:
+    """What the table is made of: the runs' own cards and versions (as recorded when compare trained them)."""
+    recorded = [json.loads((f / TRAINED_WITH).read_text()) for f in run_folders if (f / TRAINED_WITH).is_file()]
+    env = {k: ", ".join(sorted({str(r.get(k)) for r in recorded})) or "not recorded"
+           for k in ("device", "nnunet-mamba", "nnunetv2", "torch")}
     return {"dataset": dataset, "configuration": configuration, "folds": " ".join(folds),
-            "seeds": " ".join(map(str, seeds)), "device": card, "nnunet-mamba": version("nnunet-mamba"),
-            "nnunetv2": getattr(nnunetv2, "__version__", None) or version("nnunetv2"), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d")}
+            "seeds": " ".join(map(str, seeds)), **env, "date": time.strftime("%Y-%m-%d")}
 
 
 def _progress_line(line: str) -> bool:
@@ -91,7 +102,7 @@ def _progress_line(line: str) -> bool:
     return any(w in line for w in ("Epoch ", "Pseudo dice", "val_auc", "Mean Validation", "Error", "error"))
 
 
-def _train(todo, out: Path, jobs: int) -> list[str]:
+def _train(todo, out: Path, jobs: int, environment: dict) -> list[str]:
     """Train the runs, ``jobs`` at a time (each with its share of the data-augmentation workers unless
     ``nnUNet_n_proc_DA`` is set); returns the tags of the failed ones."""
     env = dict(os.environ)
@@ -99,7 +110,7 @@ def _train(todo, out: Path, jobs: int) -> list[str]:
         env["nnUNet_n_proc_DA"] = str(max(1, (os.cpu_count() or 1) // jobs - 1))
 
     def train(item) -> Optional[str]:
-        i, tag, r, cmd = item
+        i, tag, r, cmd, folder = item
         log = out / "logs" / f"{r.arm.label.replace('@', '__')}_fold{r.fold}_seed{r.seed}.log"
         print(f"{tag}: training; log {log}", flush=True)
         t0 = time.time()
@@ -107,7 +118,11 @@ def _train(todo, out: Path, jobs: int) -> list[str]:
         if rc != 0:
             print(f"{tag}: failed (exit code {rc}); log: {log}", flush=True)
             return tag
-        print(f"{tag}: finished in {time.time() - t0:.0f} s", flush=True)
+        seconds = time.time() - t0
+        if folder.is_dir():
+            record = dict(environment, seconds=round(seconds), date=time.strftime("%Y-%m-%d"))
+            (folder / TRAINED_WITH).write_text(json.dumps(record, indent=1))
+        print(f"{tag}: finished in {seconds:.0f} s", flush=True)
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -145,10 +160,10 @@ def run(args) -> int:
             continue
         cmd = r.command(stock_command("nnUNetv2_train"), dataset, args.configuration, device, state)
         print(f"{tag}: {'resuming' if state == 'resume' else 'to train'}\n  $ {' '.join(cmd)}", flush=True)
-        todo.append((i, tag, r, cmd))
+        todo.append((i, tag, r, cmd, r.folder(out, dataset, args.configuration)))
     if args.dry_run:
         return 0
-    failed = _train(todo, out, args.jobs)
+    failed = _train(todo, out, args.jobs, _environment(device))
 
     observations, run_means, kind = {}, {}, None
     for r in runs:
@@ -176,7 +191,9 @@ def run(args) -> int:
     for m in metrics:
         reports.append(build_report(observations, run_means[m], m, baseline,
                                     title if m == metrics[0] else f"{dataset}: {m}"))
-    provenance = _provenance(dataset, args.configuration, device, args.folds, args.seeds)
+    provenance = _provenance(dataset, args.configuration, args.folds, args.seeds,
+                             [r.folder(out, dataset, args.configuration) for r in runs
+                              if r.finished(out, dataset, args.configuration)])
     files = write(reports, observations, provenance, out)
     print("\n" + "\n".join(markdown(r, provenance) for r in reports))
     print("wrote " + ", ".join(str(f) for f in files))
