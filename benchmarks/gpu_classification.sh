@@ -45,7 +45,7 @@ train)
 wait)
   n=$(ls $RES/logs/*.log | wc -l)
   wait_for_summaries "$RES/runs/seed_*/$NAME/*/fold_0/validation/summary.json" $n $2
-  for i in $(seq 60); do pgrep -f "nnunet-mamba compare" > /dev/null || break; sleep 1; done  # its report
+  wait_for_compare_reports
   tail -n 12 $RES/compare.log
   for f in $RES/logs/*.log; do echo "== $f"; grep -E "Epoch time|Validation:" $f | tail -2; done
   tar -czf $OUT/adrenalmnist3d_classification.tgz --exclude='*.pth' -C $RES .

@@ -42,7 +42,7 @@ fold)
   ;;
 wait)
   wait_for_summaries "$CMP/runs/seed_0/*/*/fold_$2/validation/summary.json" 5 $3
-  for i in $(seq 60); do pgrep -f "nnunet-mamba compare" > /dev/null || break; sleep 1; done
+  wait_for_compare_reports
   tail -n 14 $CMP/compare_fold$2.log
   tar -czf $OUT/hippocampus_fold$2.tgz --exclude='*.pth' --exclude='*.nii.gz' --exclude='*.npz' -C $CMP .
   ls -la $OUT

@@ -18,3 +18,9 @@ wait_for_summaries() {
   done
   return 1
 }
+
+# wait_for_compare_reports: up to 60 s for every `nnunet-mamba compare` to write its report and exit.
+wait_for_compare_reports() {
+  for _ in $(seq 60); do pgrep -f "nnunet-mamba compare" > /dev/null || return 0; sleep 1; done
+  return 1
+}

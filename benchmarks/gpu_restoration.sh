@@ -104,7 +104,7 @@ seeds)  # (after prep) both restorers of each task with RES_SEEDS (default 0 1 2
 seeds-wait)  # wait up to S s for every run of `seeds`, then pack each task's comparison (no weights, no images)
   n=0; for t in "${TASKS[@]}"; do n=$((n + $(task_trainers $t | wc -w) * $(echo ${RES_SEEDS:-0 1 2} | wc -w))); done
   wait_for_summaries "/tmp/nr/compare_*/runs/seed_*/*/*/fold_0/validation/summary.json" $n $2
-  for i in $(seq 60); do pgrep -f "nnunet-mamba compare" > /dev/null || break; sleep 1; done  # the reports
+  wait_for_compare_reports
   for t in "${TASKS[@]}"; do
     tail -n 12 /tmp/nr/compare_$t.log
     tar -czf $OUT/compare_$t.tgz --exclude='*.pth' --exclude='*.nii.gz' -C /tmp/nr compare_$t compare_$t.log

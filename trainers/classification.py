@@ -104,10 +104,6 @@ class MambaClassifierTrainer(MambaTrainerBase):
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
-    @property
-    def _net(self) -> EncoderClassifier:
-        return self.eager_network
-
     # --- data ------------------------------------------------------------------------------------------
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's training transforms; without random scaling when ``scale_augmentation`` is False."""
@@ -121,7 +117,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
         if len(plans_patch) == 2 and max(s[0] for s in shapes) != 1:
             raise ValueError(f"configuration {self.configuration_name!r} is 2D but the images have several slices; "
                              "a 2D classifier needs single-slice images (use a 3D configuration)")
-        patch, whole = whole_image_patch(shapes, plans_patch, self._net.total_stride, plans_batch)
+        patch, whole = whole_image_patch(shapes, plans_patch, self.eager_network.total_stride, plans_batch)
         self._set_patch(patch)
         if self.batch_size_override is None:
             budget = plans_batch * float(np.prod(plans_patch))
@@ -183,7 +179,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
         """(true classes, logits) of whole cases; the logits are corrected from the balanced sampling to the
         training cases' class frequencies."""
         inputs = [network_input(dataset.load_case(k)[0], self.configuration_manager.patch_size,
-                                self._net.total_stride) for k in keys]
+                                self.eager_network.total_stride) for k in keys]
         logits = predict_logits(self.network, inputs, self.device, batch_size=max(self.batch_size, 1),
                                 mirror_axes=self._classify_mirror_axes())
         return classes_of(keys, self.case_classes), prior_corrected_logits(logits, self.class_prior)
@@ -235,7 +231,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
         checkpoint = {
-            "network_weights": self._net.state_dict(),
+            "network_weights": self.eager_network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
@@ -272,7 +268,7 @@ class MambaClassifierTrainer(MambaTrainerBase):
         if self.validate_best_checkpoint and os.path.isfile(best):
             final_epoch = _brief(classification_metrics(y, softmax(logits), self.class_names))
             checkpoint = read_checkpoint(best)
-            self._net.load_state_dict(checkpoint["network_weights"])
+            self.eager_network.load_state_dict(checkpoint["network_weights"])
             weights = {"checkpoint": "checkpoint_best.pth (selected on val AUC)",
                        "epoch": int(checkpoint["current_epoch"]) - 1}
             y, logits = self._classify(dataset, keys)

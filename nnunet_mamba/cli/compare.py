@@ -62,11 +62,11 @@ def _folds(dataset: str, asked, training: bool) -> list[str]:
     leave-one-out split (nnU-Net cannot make its 5 folds)."""
     from nnunet_mamba.comparison.splits import NNUNET_FOLDS, fold_count
     pre = os.environ.get("nnUNet_preprocessed")
-    splits = Path(pre or ".") / dataset / "splits_final.json"
-    if not pre or not (Path(pre) / dataset).is_dir() or (not training and not splits.is_file()):
-        return [str(f) for f in asked] if asked else [str(f) for f in range(NNUNET_FOLDS)]
-    n, source = fold_count(Path(pre) / dataset)
-    folds = [str(f) for f in asked] if asked else [str(f) for f in range(n)]
+    folder = Path(pre) / dataset if pre else None
+    if folder is None or not folder.is_dir() or (not training and not (folder / "splits_final.json").is_file()):
+        return asked or [str(f) for f in range(NNUNET_FOLDS)]
+    n, source = fold_count(folder)
+    folds = asked or [str(f) for f in range(n)]
     beyond = [f for f in folds if f != "all" and (not f.isdigit() or int(f) >= n)]
     if beyond:
         raise ValueError(f"fold(s) {' '.join(beyond)} beyond the dataset's {n} ({source}); "
@@ -150,7 +150,7 @@ def run(args) -> int:
     if not args.report_only:
         _check_plans(dataset, arms, args.configuration)
     args.folds = _folds(dataset, args.folds, training=not args.report_only)
-    runs = all_runs(arms, [str(f) for f in args.folds], args.seeds)
+    runs = all_runs(arms, args.folds, args.seeds)
     todo = []
     for i, r in enumerate(runs, 1):
         state = r.state(out, dataset, args.configuration)
@@ -165,11 +165,12 @@ def run(args) -> int:
         return 0
     failed = _train(todo, out, args.jobs, _environment(device))
 
-    observations, run_means, kind = {}, {}, None
+    observations, run_means, kind, finished = {}, {}, None, []
     for r in runs:
         if not r.finished(out, dataset, args.configuration):
             continue
-        path = r.folder(out, dataset, args.configuration) / "validation" / "summary.json"
+        finished.append(r.folder(out, dataset, args.configuration))
+        path = finished[-1] / "validation" / "summary.json"
         summary = read_summary(path)
         this = kind_of(summary)
         if kind and this != kind:
@@ -191,9 +192,7 @@ def run(args) -> int:
     for m in metrics:
         reports.append(build_report(observations, run_means[m], m, baseline,
                                     title if m == metrics[0] else f"{dataset}: {m}"))
-    provenance = _provenance(dataset, args.configuration, args.folds, args.seeds,
-                             [r.folder(out, dataset, args.configuration) for r in runs
-                              if r.finished(out, dataset, args.configuration)])
+    provenance = _provenance(dataset, args.configuration, args.folds, args.seeds, finished)
     files = write(reports, observations, provenance, out)
     print("\n" + "\n".join(markdown(r, provenance) for r in reports))
     print("wrote " + ", ".join(str(f) for f in files))

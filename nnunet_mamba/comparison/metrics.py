@@ -28,6 +28,11 @@ def read_summary(path: Path) -> dict:
         raise ValueError(f"{path}: not a readable nnU-Net validation summary ({e})") from None
 
 
+def _number(v) -> float:
+    """A summary's value, NaN where it could not be computed (None)."""
+    return math.nan if v is None else float(v)
+
+
 def kind_of(summary: dict) -> str:
     if "metric_per_case" in summary:
         cases = summary["metric_per_case"]
@@ -53,23 +58,20 @@ def segmentation_observations(summary: dict, seed: int) -> dict:
         per_label = {lab: m.get("Dice", math.nan) for lab, m in entry["metrics"].items()}
         values = [v for v in per_label.values() if v is not None and not math.isnan(v)]
         row = {"Dice": float(np.mean(values)) if values else math.nan}
-        row.update({f"Dice_{lab}": (math.nan if v is None else float(v)) for lab, v in per_label.items()})
+        row.update({f"Dice_{lab}": _number(v) for lab, v in per_label.items()})
         out[(seed, _case_id(entry))] = row
     return out
 
 
 def classification_observations(summary: dict, seed: int, fold: str) -> dict:
     """{(seed, fold): {metric: value}} for AUC, balanced accuracy and accuracy."""
-    return {(seed, fold): {k: (math.nan if summary.get(k) is None else float(summary[k]))
-                           for k in CLASSIFICATION_METRICS}}
+    return {(seed, fold): {k: _number(summary.get(k)) for k in CLASSIFICATION_METRICS}}
 
 
 def restoration_observations(summary: dict, seed: int) -> dict:
     """{(seed, case): {"PSNR": restored, "SSIM": restored, "PSNR_input": degraded, "SSIM_input": degraded}}."""
-    def value(v):
-        return math.nan if v is None else float(v)
-    return {(seed, e["case"]): {**{m: value(e["restored"][m]) for m in RESTORATION_METRICS},
-                                **{f"{m}_input": value(e["degraded"][m]) for m in RESTORATION_METRICS}}
+    return {(seed, e["case"]): {**{m: _number(e["restored"][m]) for m in RESTORATION_METRICS},
+                                **{f"{m}_input": _number(e["degraded"][m]) for m in RESTORATION_METRICS}}
             for e in summary["metric_per_case"]}
 
 
